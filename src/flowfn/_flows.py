@@ -1,0 +1,227 @@
+"""The flow classes: walking from node to node by action, once or once per param set.
+
+A flow is itself a node, so flows nest. Each step runs a *copy* of the node with the
+flow's params set on it, so concurrent runs of one flow never see each other's params.
+Every flow runs sync nodes and async nodes alike: ``Flow.run`` starts an event loop when
+its graph holds an async node, and ``await flow.run_async(shared)`` runs it in yours.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Mapping
+from types import EllipsisType
+from typing import Any
+
+from ._errors import add_note, node_name
+from ._nodes import AsyncNode, BaseNode
+from ._pool import DEFAULT_LIMIT, check_limit, map_ordered
+
+__all__ = [
+    "AsyncBatchFlow",
+    "AsyncFlow",
+    "AsyncParallelBatchFlow",
+    "BatchFlow",
+    "Flow",
+]
+
+
+def _copy(node: BaseNode | None) -> BaseNode | None:
+    return None if node is None else node.__copy__()
+
+
+class Flow(BaseNode):
+    """Runs ``start_node``, then the successor for each action returned, until there is none.
+
+    The flow's own ``prep`` runs first and its ``post(shared, prep_res, last_action)`` last;
+    by default a flow returns the last action. An exception from a node reaches the caller
+    unchanged, with a note naming the node and the flow.
+    """
+
+    def __init__(self, start: BaseNode | None = None) -> None:
+        super().__init__()
+        if start is not None and not isinstance(start, BaseNode):
+            raise TypeError(
+                f"{type(self).__name__}(start): start must be a node or a flow, "
+                f"not {type(start).__name__}"
+            )
+        self.start_node = start
+
+    def start(self, start: BaseNode) -> BaseNode:
+        self.start_node = start
+        return start
+
+    def get_next_node(self, curr: BaseNode, action: Any) -> BaseNode | None:
+        nxt = curr.successors.get(action or "default")
+        if not nxt and curr.successors:
+            warnings.warn(
+                f"Flow ends: '{action}' not found in {list(curr.successors)}", stacklevel=2
+            )
+        return nxt
+
+    def _step_failed(self, exc: BaseException, curr: BaseNode) -> None:
+        add_note(exc, f"flowfn: in node {node_name(curr)!r} of flow {node_name(self)!r}")
+
+    def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
+        curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
+        while curr is not None:
+            curr.set_params(p)
+            try:
+                last_action = curr._run(shared)
+            except Exception as exc:
+                self._step_failed(exc, curr)
+                raise
+            curr = _copy(self.get_next_node(curr, last_action))
+        return last_action
+
+    async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
+        curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
+        while curr is not None:
+            curr.set_params(p)
+            try:
+                last_action = await curr._run_async(shared)
+            except Exception as exc:
+                self._step_failed(exc, curr)
+                raise
+            curr = _copy(self.get_next_node(curr, last_action))
+        return last_action
+
+    def _run(self, shared: Any) -> Any:
+        p = self.prep(shared)
+        o = self._orch(shared)
+        return self.post(shared, p, o)
+
+    async def _run_async(self, shared: Any) -> Any:
+        p = self.prep(shared)
+        o = await self._orch_async(shared)
+        return self.post(shared, p, o)
+
+    def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+        return exec_res
+
+    def _needs_loop(self) -> bool:
+        seen: set[int] = set()
+        todo: list[BaseNode | None] = [self.start_node]
+        while todo:
+            node = todo.pop()
+            if node is None or id(node) in seen:
+                continue
+            seen.add(id(node))
+            if node._needs_loop():
+                return True
+            todo.extend(node.successors.values())
+        return False
+
+    def __repr__(self) -> str:
+        start = None if self.start_node is None else node_name(self.start_node)
+        return f"{super().__repr__()[:-1]} start={start!r}>"
+
+
+class BatchFlow(Flow):
+    """Runs the whole flow once per param dict that ``prep`` returns, one after another.
+
+    Each run sees the params ``{**flow.params, **item}``; ``post`` gets ``exec_res=None``.
+    """
+
+    def _merge(self, item: Any) -> dict[str, Any]:
+        if not isinstance(item, Mapping):
+            raise TypeError(
+                f"{node_name(self)}: a batch flow's prep must return an iterable of param "
+                f"dicts, got an item of type {type(item).__name__}: {item!r:.80}"
+            )
+        return {**self.params, **item}
+
+    def _batches(self, pr: Any) -> Iterable[Any]:
+        if pr is None or isinstance(pr, (list, tuple)):
+            return pr or ()
+        try:
+            iter(pr)
+        except TypeError:
+            raise TypeError(
+                f"{node_name(self)}: a batch flow's prep must return an iterable of param "
+                f"dicts (or None), got {type(pr).__name__} {pr!r:.80}"
+            ) from None
+        return pr  # type: ignore[no-any-return]
+
+    def _item_failed(self, exc: BaseException, index: int, kind: str = "batch flow") -> None:
+        add_note(exc, f"flowfn: item {index} of {kind} {node_name(self)!r}")
+
+    def _run(self, shared: Any) -> Any:
+        pr = self.prep(shared) or []
+        for index, bp in enumerate(self._batches(pr)):
+            try:
+                self._orch(shared, self._merge(bp))
+            except Exception as exc:
+                self._item_failed(exc, index)
+                raise
+        return self.post(shared, pr, None)
+
+    async def _run_async(self, shared: Any) -> Any:
+        pr = self.prep(shared) or []
+        await self._orch_each(shared, pr)
+        return self.post(shared, pr, None)
+
+    async def _orch_each(self, shared: Any, pr: Any) -> None:
+        for index, bp in enumerate(self._batches(pr)):
+            try:
+                await self._orch_async(shared, self._merge(bp))
+            except Exception as exc:
+                self._item_failed(exc, index)
+                raise
+
+
+class AsyncFlow(Flow, AsyncNode):
+    """A flow with async ``prep_async``/``post_async``; by default it returns the last action."""
+
+    async def _run_async(self, shared: Any) -> Any:
+        p = await self.prep_async(shared)
+        o = await self._orch_async(shared)
+        return await self.post_async(shared, p, o)
+
+    async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+        return exec_res
+
+    def _needs_loop(self) -> bool:
+        return True
+
+
+class AsyncBatchFlow(AsyncFlow, BatchFlow):
+    """Runs the flow once per param dict from ``prep_async``, one after another."""
+
+    async def _run_async(self, shared: Any) -> Any:
+        pr = await self.prep_async(shared) or []
+        await self._orch_each(shared, pr)
+        return await self.post_async(shared, pr, None)
+
+
+class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
+    """Runs the flow once per param dict from ``prep_async``, at most ``limit`` at once.
+
+    All runs share the one ``shared`` store (as in PocketFlow): write to keys that are unique
+    per item, or collect per-item results in ``post_async``. If a run raises, the others are
+    cancelled and the exception reaches the caller with a note naming the flow and the item.
+    """
+
+    limit: int | None = DEFAULT_LIMIT
+
+    def __init__(
+        self, start: BaseNode | None = None, *, limit: int | EllipsisType | None = ...
+    ) -> None:
+        super().__init__(start)
+        if not isinstance(limit, EllipsisType):
+            self.limit = check_limit(limit, type(self).__name__)
+
+    async def _run_async(self, shared: Any) -> Any:
+        pr = await self.prep_async(shared) or []
+        name = node_name(self)
+
+        async def run_one(bp: Any) -> Any:
+            return await self._orch_async(shared, self._merge(bp))
+
+        await map_ordered(
+            run_one,
+            self._batches(pr),
+            limit=check_limit(self.limit, name),
+            where=f"parallel batch flow {name!r}",
+        )
+        return await self.post_async(shared, pr, None)
