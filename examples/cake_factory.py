@@ -79,8 +79,10 @@ async def main() -> None:
     print(f"Cakes: {shared['cakes']}")
     print("--- The same orders, one after another ---")
     _, sequential = await bake_all(OneByOne)
-    print(f"Total time: parallel {parallel * 1000:.0f} ms, sequential {sequential * 1000:.0f} ms "
-          f"({sequential / parallel:.1f}x faster)")
+    print(
+        f"Total time: parallel {parallel * 1000:.0f} ms, sequential {sequential * 1000:.0f} ms "
+        f"({sequential / parallel:.1f}x faster)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,280 @@
+"""Flows: walking by action, nesting, params, batch flows, sync and async nodes mixed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from flowfn import (
+    AsyncBatchFlow,
+    AsyncFlow,
+    AsyncNode,
+    BatchFlow,
+    Flow,
+    Node,
+)
+
+
+class Add(Node):
+    """Adds ``amount`` to ``shared["n"]`` and logs its name and params."""
+
+    def __init__(self, amount: int = 1, action: str | None = None) -> None:
+        super().__init__()
+        self.amount, self.action = amount, action
+
+    def prep(self, shared: Any) -> int:
+        return int(shared.get("n", 0))
+
+    def exec(self, n: int) -> int:
+        return n + self.amount
+
+    def post(self, shared: Any, prep_res: Any, exec_res: int) -> str | None:
+        shared["n"] = exec_res
+        shared.setdefault("log", []).append((type(self).__name__, self.amount, dict(self.params)))
+        return self.action
+
+
+class AsyncAdd(AsyncNode):
+    def __init__(self, amount: int = 1) -> None:
+        super().__init__()
+        self.amount = amount
+
+    async def prep_async(self, shared: Any) -> int:
+        return int(shared.get("n", 0))
+
+    async def exec_async(self, n: int) -> int:
+        await anyio.sleep(0)
+        return n + self.amount
+
+    async def post_async(self, shared: Any, prep_res: Any, exec_res: int) -> None:
+        shared["n"] = exec_res
+        shared.setdefault("log", []).append(("AsyncAdd", self.amount, dict(self.params)))
+
+
+class Route(Node):
+    """Returns ``shared["route"]`` as the action."""
+
+    def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+        return shared["route"]
+
+
+class Loop(Node):
+    """Returns "again" until ``shared["n"]`` reaches ``shared["until"]``."""
+
+    def post(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+        shared["n"] = shared.get("n", 0) + 1
+        return "again" if shared["n"] < shared["until"] else "stop"
+
+
+def test_chain_runs_in_order_and_returns_last_action() -> None:
+    a, b, c = Add(1), Add(10), Add(100, action="finished")
+    a >> b >> c
+    shared: dict[str, Any] = {}
+    assert Flow(start=a).run(shared) == "finished"
+    assert shared["n"] == 111
+    assert [entry[1] for entry in shared["log"]] == [1, 10, 100]
+
+
+@pytest.mark.parametrize(("route", "expected"), [("left", 2), ("right", 20)])
+def test_actions_pick_the_branch(route: str, expected: int) -> None:
+    router = Route()
+    router - "left" >> Add(2)
+    router - "right" >> Add(20)
+    shared: dict[str, Any] = {"route": route}
+    Flow(router).run(shared)
+    assert shared["n"] == expected
+
+
+def test_unknown_action_ends_the_flow_with_a_warning() -> None:
+    router = Route()
+    router - "left" >> Add(2)
+    shared: dict[str, Any] = {"route": "up"}
+    with pytest.warns(UserWarning, match=r"Flow ends: 'up' not found in \['left'\]"):
+        assert Flow(router).run(shared) == "up"
+    assert "n" not in shared
+
+
+def test_a_node_can_loop_back_to_itself() -> None:
+    loop = Loop()
+    loop - "again" >> loop
+    shared: dict[str, Any] = {"until": 50}
+    with pytest.warns(UserWarning, match="Flow ends: 'stop'"):
+        Flow(loop).run(shared)
+    assert shared["n"] == 50
+
+
+def test_start_sets_the_start_node_and_returns_it() -> None:
+    flow = Flow()
+    node = Add(5)
+    assert flow.start(node) is node
+    shared: dict[str, Any] = {}
+    flow.run(shared)
+    assert shared["n"] == 5
+
+
+def test_flow_params_reach_every_node_but_not_the_originals() -> None:
+    a, b = Add(1), Add(2)
+    a >> b
+    flow = Flow(a)
+    flow.set_params({"user": "ada"})
+    shared: dict[str, Any] = {}
+    flow.run(shared)
+    assert [entry[2] for entry in shared["log"]] == [{"user": "ada"}, {"user": "ada"}]
+    assert a.params == {}
+    assert b.params == {}
+
+
+def test_nested_flow_runs_as_a_node_and_routes_on_its_action() -> None:
+    inner_start = Add(1)
+    inner_start >> Add(2, action="inner_done")
+    inner = Flow(inner_start)
+    after = Add(100)
+    inner - "inner_done" >> after
+    shared: dict[str, Any] = {}
+    Flow(Add(1000) >> inner).run(shared)  # (>> returns inner; the flow starts at inner)
+    assert shared["n"] == 103
+
+
+def test_flow_prep_and_post_wrap_the_walk() -> None:
+    class Outer(Flow):
+        def prep(self, shared: Any) -> str:
+            shared["prepped"] = True
+            return "p"
+
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+            shared["post"] = (prep_res, exec_res)
+            return "outer-action"
+
+    shared: dict[str, Any] = {}
+    assert Outer(Add(1, action="last")).run(shared) == "outer-action"
+    assert shared["post"] == ("p", "last")
+    assert shared["prepped"] is True
+
+
+def test_batch_flow_runs_the_flow_per_param_dict_with_merged_params() -> None:
+    class PerUser(BatchFlow):
+        def prep(self, shared: Any) -> list[dict[str, Any]]:
+            return [{"user": "ada"}, {"user": "bob", "tier": "gold"}]
+
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+            shared["post_exec_res"] = exec_res
+            return "all-users"
+
+    flow = PerUser(Add(1))
+    flow.set_params({"tier": "free", "region": "eu"})
+    shared: dict[str, Any] = {}
+    assert flow.run(shared) == "all-users"
+    assert [entry[2] for entry in shared["log"]] == [
+        {"tier": "free", "region": "eu", "user": "ada"},
+        {"tier": "gold", "region": "eu", "user": "bob"},
+    ]
+    assert shared["n"] == 2
+    assert shared["post_exec_res"] is None
+
+
+def test_batch_flow_items_must_be_dicts() -> None:
+    class Bad(BatchFlow):
+        def prep(self, shared: Any) -> list[str]:
+            return ["not-a-dict"]
+
+    with pytest.raises(TypeError, match="Bad: a batch flow's prep must return an iterable of"):
+        Bad(Add()).run({})
+
+
+def test_sync_flow_with_async_nodes_runs_in_an_event_loop() -> None:
+    a = Add(1)
+    a >> AsyncAdd(10) >> Add(100)
+    shared: dict[str, Any] = {}
+    Flow(a).run(shared, backend="trio")
+    assert shared["n"] == 111
+    shared = {}
+    Flow(a).run(shared)  # asyncio by default
+    assert shared["n"] == 111
+
+
+def test_sync_walk_refuses_async_nodes_like_pocketflow() -> None:
+    with pytest.raises(RuntimeError, match=r"Use run_async\."):
+        Flow(AsyncAdd())._run({})
+
+
+@pytest.mark.anyio
+async def test_async_flow_mixes_sync_nodes_async_nodes_and_nested_flows(
+    anyio_backend: str,
+) -> None:
+    inner = Flow(AsyncAdd(10))  # a plain Flow holding an async node, nested in an AsyncFlow
+    start = AsyncAdd(1)
+    start >> Add(2) >> inner >> AsyncAdd(1000)
+
+    class Outer(AsyncFlow):
+        async def prep_async(self, shared: Any) -> None:
+            shared["n"] = 0
+
+        async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+            return f"total {shared['n']}"
+
+    shared: dict[str, Any] = {}
+    assert await Outer(start).run_async(shared) == "total 1013"
+    assert [entry[1] for entry in shared["log"]] == [1, 2, 10, 1000]
+
+
+@pytest.mark.anyio
+async def test_async_batch_flow_runs_param_sets_one_after_another(anyio_backend: str) -> None:
+    class Files(AsyncBatchFlow):
+        async def prep_async(self, shared: Any) -> list[dict[str, str]]:
+            return [{"file": f} for f in ("a.txt", "b.txt", "c.txt")]
+
+    class Read(AsyncNode):
+        async def exec_async(self, prep_res: Any) -> str:
+            await anyio.sleep(0.001)
+            return str(self.params["file"])
+
+        async def post_async(self, shared: Any, prep_res: Any, exec_res: str) -> None:
+            shared.setdefault("read", []).append(exec_res)
+
+    shared: dict[str, Any] = {}
+    await Files(Read()).run_async(shared)
+    assert shared["read"] == ["a.txt", "b.txt", "c.txt"]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_flow_runs_from_plain_asyncio_and_trio_entry_points(backend: str) -> None:
+    start = AsyncAdd(1)
+    start >> AsyncAdd(2)
+    shared: dict[str, Any] = {}
+    if backend == "asyncio":
+        import asyncio
+
+        asyncio.run(AsyncFlow(start).run_async(shared))
+    else:
+        import trio
+
+        trio.run(AsyncFlow(start).run_async, shared)
+    assert shared["n"] == 3
+
+
+def test_one_flow_object_runs_many_times_without_keeping_state() -> None:
+    flow = Flow(Add(1) >> Add(2))
+    for _ in range(3):
+        shared: dict[str, Any] = {}
+        flow.run(shared)
+        assert shared["n"] == 2  # (>> returned the second node, so the flow starts there)
+
+
+def test_error_in_a_node_reaches_the_caller_with_the_node_and_flow_in_notes() -> None:
+    class Boom(Node):
+        def exec(self, prep_res: Any) -> None:
+            raise ZeroDivisionError("no oven")
+
+    class Outer(Flow):
+        pass
+
+    inner = Flow(Add(1) >> Boom())
+    inner.name = "bakery"
+    with pytest.raises(ZeroDivisionError, match="no oven") as info:
+        Outer(inner).run({})
+    assert info.value.__notes__ == [
+        "flowfn: in node 'Boom' of flow 'bakery'",
+        "flowfn: in node 'bakery' of flow 'Outer'",
+    ]
