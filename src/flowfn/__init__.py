@@ -1,5 +1,14 @@
 """flowfn: functional workflows on anyio, with PocketFlow's semantics, on asyncio or trio."""
 
+from ._decorators import (
+    FunctionBatchFlow,
+    FunctionBatchNode,
+    FunctionNode,
+    FunctionParallelBatchNode,
+    batch,
+    node,
+    parallel_batch,
+)
 from ._errors import FlowError
 from ._pool import DEFAULT_LIMIT, map_ordered
 from .compat import (
@@ -33,8 +42,15 @@ __all__ = [
     "BatchNode",
     "Flow",
     "FlowError",
+    "FunctionBatchFlow",
+    "FunctionBatchNode",
+    "FunctionNode",
+    "FunctionParallelBatchNode",
     "Node",
     "ParallelBatchFlow",
     "ParallelBatchNode",
+    "batch",
     "map_ordered",
+    "node",
+    "parallel_batch",
 ]

@@ -148,13 +148,16 @@ class BatchFlow(Flow):
 
     def _run(self, shared: Any) -> Any:
         pr = self.prep(shared) or []
+        self._orch_each_sync(shared, pr)
+        return self.post(shared, pr, None)
+
+    def _orch_each_sync(self, shared: Any, pr: Any) -> None:
         for index, bp in enumerate(self._batches(pr)):
             try:
                 self._orch(shared, self._merge(bp))
             except Exception as exc:
                 self._item_failed(exc, index)
                 raise
-        return self.post(shared, pr, None)
 
     async def _run_async(self, shared: Any) -> Any:
         pr = self.prep(shared) or []
@@ -168,6 +171,19 @@ class BatchFlow(Flow):
             except Exception as exc:
                 self._item_failed(exc, index)
                 raise
+
+    async def _orch_parallel(self, shared: Any, pr: Any, limit: int | None) -> None:
+        name = node_name(self)
+
+        async def run_one(bp: Any) -> Any:
+            return await self._orch_async(shared, self._merge(bp))
+
+        await map_ordered(
+            run_one,
+            self._batches(pr),
+            limit=check_limit(limit, name),
+            where=f"parallel batch flow {name!r}",
+        )
 
 
 class AsyncFlow(Flow, AsyncNode):
@@ -213,15 +229,5 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
 
     async def _run_async(self, shared: Any) -> Any:
         pr = await self.prep_async(shared) or []
-        name = node_name(self)
-
-        async def run_one(bp: Any) -> Any:
-            return await self._orch_async(shared, self._merge(bp))
-
-        await map_ordered(
-            run_one,
-            self._batches(pr),
-            limit=check_limit(self.limit, name),
-            where=f"parallel batch flow {name!r}",
-        )
+        await self._orch_parallel(shared, pr, self.limit)
         return await self.post_async(shared, pr, None)

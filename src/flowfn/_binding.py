@@ -1,0 +1,134 @@
+"""Calling a user's function with what it asks for, by parameter name.
+
+A step function receives its *data* positionally (the item of a batch, the result of
+``prep``, ...) and everything else by name: a parameter called ``shared`` gets the shared
+store, one called ``params`` the node's params dict, and any other name the param of that
+name (from a batch flow or ``set_params``), or its default when the param is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ._errors import FlowError, node_name
+
+__all__ = ["Bound", "is_async_callable"]
+
+_REQUIRED: Any = inspect.Parameter.empty
+_RESERVED = ("shared", "params")
+
+
+def is_async_callable(fn: object) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - async __call__ of a callable object
+    )
+
+
+class Bound:
+    """``fn`` with its call plan: ``n_data`` leading positional args, the rest injected."""
+
+    __slots__ = ("fn", "inject", "is_async", "label", "n_data")
+
+    def __init__(self, fn: Callable[..., Any], n_data: int, *, role: str, owner: str) -> None:
+        if not callable(fn):
+            raise TypeError(f"{owner}: the {role} must be callable, got {fn!r}")
+        self.fn, self.n_data, self.is_async = fn, n_data, is_async_callable(fn)
+        self.label = f"{getattr(fn, '__qualname__', fn)!s}()"
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # builtins without a signature: pass data only
+            self.inject: tuple[tuple[str, Any], ...] = ()
+            return
+        params = list(signature.parameters.values())
+        positional = [
+            p
+            for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+        ]
+        takes_varargs = any(p.kind is p.VAR_POSITIONAL for p in positional)
+        if len(positional) < n_data and not takes_varargs:
+            raise TypeError(
+                f"{owner}: the {role} {self.label} must take {n_data} positional "
+                f"parameter(s) for {_what_data(role)}, but its signature is {signature}"
+            )
+        data, rest = params[:n_data], params[n_data:]
+        if role in ("item function", "exec function"):
+            for p in data:
+                if p.name in _RESERVED:
+                    raise TypeError(
+                        f"{owner}: the first parameter of {self.label} receives "
+                        f"{_what_data(role)}, so it cannot be named {p.name!r}; rename it "
+                        f"and take {p.name!r} as a later parameter"
+                    )
+        inject = []
+        for p in rest:
+            if p.kind is p.POSITIONAL_ONLY and p.default is _REQUIRED:
+                raise TypeError(
+                    f"{owner}: {self.label} parameter {p.name!r} is positional-only, so "
+                    f"flowfn cannot pass it by name; remove the '/'"
+                )
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                inject.append((p.name, p.default))
+        self.inject = tuple(inject)
+
+    def kwargs(self, node: Any, shared: Any) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        for name, default in self.inject:
+            if name == "shared":
+                kwargs[name] = shared
+            elif name == "params":
+                kwargs[name] = node.params
+            elif name in node.params:
+                kwargs[name] = node.params[name]
+            elif default is _REQUIRED:
+                raise FlowError(
+                    f"node {node_name(node)!r}: {self.label} takes a parameter {name!r}, which "
+                    f"is not in the node's params {sorted(node.params)}. Pass it from a batch "
+                    f"flow ({{{name!r}: ...}}), set it with flow.set_params(...), give it a "
+                    f"default, or name it 'shared' or 'params'."
+                )
+        return kwargs
+
+    def call(self, node: Any, shared: Any, data: tuple[Any, ...]) -> Any:
+        """Call a sync function here; an async one is an error (the caller checks first)."""
+        return self.fn(*data, **self.kwargs(node, shared))
+
+    async def acall(
+        self,
+        node: Any,
+        shared: Any,
+        data: tuple[Any, ...],
+        *,
+        thread: bool = False,
+        limiter: anyio.CapacityLimiter | None = None,
+    ) -> Any:
+        """Await an async function; run a sync one inline or (``thread``) in a worker thread.
+
+        A worker thread is not abandoned on cancellation: the cancellation takes effect
+        once the function returns, so no thread job outlives the flow.
+        """
+        kwargs = self.kwargs(node, shared)
+        if self.is_async:
+            return await self.fn(*data, **kwargs)
+        if thread:
+            call = functools.partial(self.fn, *data, **kwargs)
+            return await anyio.to_thread.run_sync(call, limiter=limiter)
+        return self.fn(*data, **kwargs)
+
+
+def _what_data(role: str) -> str:
+    return {
+        "item function": "the item",
+        "exec function": "prep's result",
+        "fallback": "the data and the exception",
+        "prep": "the shared store",
+        "post": "shared, prep's result and exec's result",
+    }.get(role, "its data")

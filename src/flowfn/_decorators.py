@@ -1,0 +1,590 @@
+"""The functional DSL: ``@node``, ``@batch`` and ``@parallel_batch`` turn functions into nodes.
+
+A decorated function is a node of the engine (it composes with ``>>`` and ``- "action" >>``
+and mixes with class nodes in any flow) and stays callable as the plain function, so steps
+can be unit-tested without a flow. Sync functions run inline when the whole flow is sync,
+and in a worker thread inside an event loop (``workers="inline"`` keeps them on the loop).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from types import EllipsisType
+from typing import Any, Generic, Literal, TypeVar, cast, overload
+
+import anyio
+from typing_extensions import ParamSpec
+
+from ._binding import Bound
+from ._errors import FlowError, node_name
+from ._flows import BatchFlow
+from ._nodes import (
+    AsyncBatchNode,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    BaseNode,
+    BatchNode,
+    Node,
+    _batch_items,
+)
+from ._pool import DEFAULT_LIMIT, check_limit
+
+__all__ = [
+    "FunctionBatchFlow",
+    "FunctionBatchNode",
+    "FunctionNode",
+    "FunctionParallelBatchNode",
+    "batch",
+    "node",
+    "parallel_batch",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+Workers = Literal["thread", "inline"]
+Items = str | Callable[[Any], Iterable[Any]]
+
+# What a step's retry loop hands to exec: the shared store, the function's data, the limiter.
+_Job = tuple[Any, tuple[Any, ...], anyio.CapacityLimiter | None]
+
+
+def _check_action(owner: BaseNode, action: Any, where: str) -> str | None:
+    if action is None or isinstance(action, str):
+        return action
+    raise FlowError(
+        f"node {node_name(owner)!r}: {where} returned {type(action).__name__} {action!r:.60}, "
+        f"but that return value is the node's action (a string, or None for 'default'). "
+        f"Write results to shared, or pass into='key' to store the return value there."
+    )
+
+
+class _Steps(BaseNode):
+    """What the decorated function and the attached phases share: config, binding, calls."""
+
+    kind = "node"
+    n_data = 0
+    role = "node function"
+
+    def _setup(
+        self,
+        fn: Callable[..., Any],
+        *,
+        into: str | None,
+        overwrite: bool,
+        name: str | None,
+        workers: Workers,
+    ) -> None:
+        # __name__, __doc__ and __wrapped__ (so inspect.signature) of the function
+        functools.update_wrapper(cast(Any, self), fn)
+        self.name = name or getattr(fn, "__name__", None) or type(self).__name__
+        if workers not in ("thread", "inline"):
+            raise ValueError(f"{self.name}: workers must be 'thread' or 'inline', got {workers!r}")
+        if into is not None and not isinstance(into, str):
+            raise TypeError(f"{self.name}: into= must be a key (str), got {into!r}")
+        self.fn: Callable[..., Any] = fn
+        self.into, self.overwrite, self.workers = into, overwrite, workers
+        self._work = Bound(fn, self.n_data, role=self.role, owner=node_name(self))
+        self._prep: Bound | None = None
+        self._post: Bound | None = None
+        self._fallback: Bound | None = None
+
+    def _phases(self) -> Iterator[Bound]:
+        yield from (b for b in (self._work, self._prep, self._post, self._fallback) if b)
+
+    def _check_into(self, shared: Any) -> None:
+        if self.into is None:
+            return
+        if not isinstance(shared, MutableMapping):
+            raise TypeError(
+                f"node {self.name!r}: into={self.into!r} needs a dict-like shared store, "
+                f"got {type(shared).__name__}"
+            )
+        if self.into in shared and not self.overwrite:
+            raise FlowError(
+                f"node {self.name!r}: shared[{self.into!r}] already exists and into= would "
+                f"overwrite it. Pass overwrite=True to replace it, or choose another key."
+            )
+
+    def _finish(self, shared: Any, p: Any, e: Any) -> Any:
+        if self._post is not None:
+            return _check_action(self, self._post.call(self, shared, (shared, p, e)), "post")
+        return self._store(shared, e)
+
+    async def _finish_async(self, shared: Any, p: Any, e: Any) -> Any:
+        if self._post is not None:
+            action = await self._post.acall(self, shared, (shared, p, e))
+            return _check_action(self, action, "post")
+        return self._store(shared, e)
+
+    def _store(self, shared: Any, e: Any) -> Any:
+        if self.into is not None:
+            shared[self.into] = e
+            return None
+        return _check_action(self, e, f"{self._work.label}") if self.kind == "node" else None
+
+    def post(self, fn: F) -> F:  # type: ignore[override]
+        """Attach ``post(shared, prep_res, exec_res)``; its return value is the action."""
+        self._post = Bound(fn, 3, role="post", owner=node_name(self))
+        return fn
+
+    def fallback(self, fn: F) -> F:
+        """Attach ``fallback(*data, exc)``: called after the last failed attempt, its return
+        value stands for the function's (by default the exception propagates)."""
+        self._fallback = Bound(fn, self.n_data + 1, role="fallback", owner=node_name(self))
+        return fn
+
+    def __repr__(self) -> str:
+        return f"<@{self.kind} {self.name!r} successors={list(self.successors)}>"
+
+
+class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
+    """A node made by ``@node``: see :func:`node`."""
+
+    _exec_sync = Node._exec
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        retries: int = 0,
+        wait: float = 0,
+        into: str | None = None,
+        overwrite: bool = False,
+        name: str | None = None,
+        workers: Workers = "thread",
+    ) -> None:
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"{name or fn}: retries must be an int >= 0, got {retries!r}")
+        AsyncNode.__init__(self, max_retries=retries + 1, wait=wait)
+        self._setup(fn, into=into, overwrite=overwrite, name=name, workers=workers)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the plain function, as if it were not decorated."""
+        return cast(R, self.fn(*args, **kwargs))
+
+    def prep(self, fn: F) -> F:
+        """Attach ``prep(shared)``; the decorated function then receives its result first."""
+        self._prep = Bound(fn, 1, role="prep", owner=node_name(self))
+        if self.kind == "node":
+            self.n_data = 1
+            self._work = Bound(self.fn, 1, role="exec function", owner=node_name(self))
+        return fn
+
+    # -- the engine hooks -------------------------------------------------------------
+    def exec(self, job: _Job) -> Any:
+        shared, data, _ = job
+        return self._work.call(self, shared, data)
+
+    def exec_fallback(self, job: _Job, exc: Exception) -> Any:
+        if self._fallback is None:
+            raise exc
+        shared, data, _ = job
+        return self._fallback.call(self, shared, (*data, exc))
+
+    async def exec_async(self, job: _Job) -> Any:
+        shared, data, limiter = job
+        thread = self.workers == "thread"
+        return await self._work.acall(self, shared, data, thread=thread, limiter=limiter)
+
+    async def exec_fallback_async(self, job: _Job, exc: Exception) -> Any:
+        if self._fallback is None:
+            raise exc
+        shared, data, _ = job
+        return await self._fallback.acall(self, shared, (*data, exc))
+
+    def _needs_loop(self) -> bool:
+        return any(bound.is_async for bound in self._phases())
+
+    def _default_prep(self, shared: Any) -> Any:
+        return None
+
+    def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | None) -> Any:
+        return (shared, (p,) if self._prep is not None else (), limiter)
+
+    def _limiter(self) -> anyio.CapacityLimiter | None:
+        return None
+
+    def _run(self, shared: Any) -> Any:
+        if self._needs_loop():
+            raise RuntimeError(
+                f"Use run_async. (node {self.name!r} has async functions, so it must be "
+                f"awaited: `await flow.run_async(shared)`, or let `flow.run(shared)` start a loop)"
+            )
+        self._check_into(shared)
+        p = (
+            self._default_prep(shared)
+            if self._prep is None
+            else self._prep.call(self, shared, (shared,))
+        )
+        e = self._exec_sync(self._jobs(shared, p, None))
+        return self._finish(shared, p, e)
+
+    async def _run_async(self, shared: Any) -> Any:
+        self._check_into(shared)
+        if self._prep is None:
+            p = self._default_prep(shared)
+        else:
+            p = await self._prep.acall(self, shared, (shared,))
+        e = await self._exec(self._jobs(shared, p, self._limiter()))
+        return await self._finish_async(shared, p, e)
+
+
+class _ItemSteps(_Steps):
+    """What batch nodes add: items from ``items=`` or a prep, and one job per item."""
+
+    n_data = 1
+    role = "item function"
+    _items: Bound | str | None
+
+    def _bind_items(self, items: Items | None) -> None:
+        if items is None or isinstance(items, str):
+            self._items = items
+        else:
+            self._items = Bound(items, 1, role="items", owner=node_name(self))
+
+    def prep(self, fn: F) -> F:
+        """Attach ``prep(shared)`` returning the items (instead of ``items=``)."""
+        self._prep = Bound(fn, 1, role="prep", owner=node_name(self))
+        return fn
+
+    def _phases(self) -> Iterator[Bound]:
+        yield from super()._phases()
+        if isinstance(self._items, Bound):
+            yield self._items
+
+    def _default_prep(self, shared: Any) -> Any:
+        items = self._items
+        if items is None:
+            raise FlowError(
+                f"{self.kind} node {self.name!r} has no items: pass items='key' or "
+                f"items=lambda shared: ..., or attach a prep with @{self.name}.prep"
+            )
+        if isinstance(items, str):
+            try:
+                return shared[items]
+            except (KeyError, TypeError):
+                raise FlowError(
+                    f"{self.kind} node {self.name!r}: items={items!r}, but the shared store "
+                    f"has no key {items!r}"
+                ) from None
+        if items.is_async:
+            raise FlowError(f"{self.kind} node {self.name!r}: items= must be a sync function")
+        return items.call(self, shared, (shared,))
+
+    def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | None) -> Any:
+        return ((shared, (item,), limiter) for item in _batch_items(self, p))
+
+
+class FunctionBatchNode(_ItemSteps, FunctionNode[P, R], AsyncBatchNode):
+    """A node made by ``@batch(items=...)``: the function runs once per item, in order."""
+
+    kind = "batch"
+    _exec_sync = BatchNode._exec  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        items: Items | None = None,
+        retries: int = 0,
+        wait: float = 0,
+        into: str | None = None,
+        overwrite: bool = False,
+        name: str | None = None,
+        workers: Workers = "thread",
+    ) -> None:
+        FunctionNode.__init__(
+            self,
+            fn,
+            retries=retries,
+            wait=wait,
+            into=into,
+            overwrite=overwrite,
+            name=name,
+            workers=workers,
+        )
+        self._bind_items(items)
+
+
+class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBatchNode):
+    """A node made by ``@parallel_batch(items=...)``: items run at most ``limit`` at once."""
+
+    kind = "parallel_batch"
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        items: Items | None = None,
+        limit: int | None = DEFAULT_LIMIT,
+        retries: int = 0,
+        wait: float = 0,
+        into: str | None = None,
+        overwrite: bool = False,
+        name: str | None = None,
+        workers: Workers = "thread",
+    ) -> None:
+        FunctionNode.__init__(
+            self,
+            fn,
+            retries=retries,
+            wait=wait,
+            into=into,
+            overwrite=overwrite,
+            name=name,
+            workers=workers,
+        )
+        self._bind_items(items)
+        self.limit = check_limit(limit, node_name(self))
+
+    def _needs_loop(self) -> bool:
+        return True
+
+    def _limiter(self) -> anyio.CapacityLimiter | None:
+        # Sync items run in threads: let as many run as the limit allows, not anyio's 40.
+        if self._work.is_async or self.workers != "thread" or self.limit is None:
+            return None
+        return anyio.CapacityLimiter(self.limit)
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]} limit={self.limit}>"
+
+
+class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
+    """A batch flow made by ``@batch(flow=...)`` or ``@parallel_batch(flow=...)``.
+
+    The function returns the param dicts; the sub-flow runs once per dict with the params
+    ``{**flow.params, **item}``, one after another or (parallel) at most ``limit`` at once.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        flow: BaseNode,
+        parallel: bool,
+        limit: int | None = DEFAULT_LIMIT,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(flow, BaseNode):
+            raise TypeError(
+                f"{name or getattr(fn, '__name__', fn)}: flow= must be a flow or node to run "
+                f"per item, got {type(flow).__name__}"
+            )
+        BatchFlow.__init__(self, start=flow)
+        self.kind = "parallel_batch" if parallel else "batch"
+        self._setup(fn, into=None, overwrite=False, name=name, workers="inline")
+        self.parallel, self.limit = parallel, check_limit(limit, node_name(self))
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the plain function, as if it were not decorated."""
+        return cast(R, self.fn(*args, **kwargs))
+
+    def _needs_loop(self) -> bool:
+        return self.parallel or any(b.is_async for b in self._phases()) or super()._needs_loop()
+
+    def _store(self, shared: Any, e: Any) -> Any:
+        return None
+
+    def _run(self, shared: Any) -> Any:
+        if self._needs_loop():
+            raise RuntimeError(f"Use run_async. ({self.kind} flow {self.name!r} needs a loop)")
+        pr = self._work.call(self, shared, ())
+        self._orch_each_sync(shared, pr)
+        return self._finish(shared, pr, None)
+
+    async def _run_async(self, shared: Any) -> Any:
+        pr = await self._work.acall(self, shared, ())
+        if self.parallel:
+            await self._orch_parallel(shared, pr, self.limit)
+        else:
+            await self._orch_each(shared, pr)
+        return await self._finish_async(shared, pr, None)
+
+    def __repr__(self) -> str:
+        start = None if self.start_node is None else node_name(self.start_node)
+        return f"<@{self.kind} {self.name!r} flow={start!r} successors={list(self.successors)}>"
+
+
+# -- the decorators ---------------------------------------------------------------------
+
+
+@overload
+def node(fn: Callable[P, R], /) -> FunctionNode[P, R]: ...
+@overload
+def node(
+    *,
+    retries: int = 0,
+    wait: float = 0,
+    into: str | None = None,
+    overwrite: bool = False,
+    name: str | None = None,
+    workers: Workers = "thread",
+) -> Callable[[Callable[P, R]], FunctionNode[P, R]]: ...
+def node(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    retries: int = 0,
+    wait: float = 0,
+    into: str | None = None,
+    overwrite: bool = False,
+    name: str | None = None,
+    workers: Workers = "thread",
+) -> FunctionNode[P, R] | Callable[[Callable[P, R]], FunctionNode[P, R]]:
+    """Make a function a node. Use as ``@node`` or ``@node(retries=3, wait=0.5, ...)``.
+
+    The function receives ``shared``, ``params`` or any param by parameter name and returns
+    the action (a string, or ``None`` for ``"default"``); with ``into="key"`` its return value
+    is stored in ``shared["key"]`` instead (an existing key only with ``overwrite=True``).
+    Attach ``@f.prep`` (then ``f`` receives prep's result first), ``@f.post`` (its return value
+    is the action) and ``@f.fallback`` (called after the last failed attempt). ``retries`` is
+    the number of *extra* attempts, ``wait`` the seconds between them.
+    """
+
+    def make(fn: Callable[P, R]) -> FunctionNode[P, R]:
+        return FunctionNode(
+            fn,
+            retries=retries,
+            wait=wait,
+            into=into,
+            overwrite=overwrite,
+            name=name,
+            workers=workers,
+        )
+
+    return make if fn is None else make(fn)
+
+
+@overload
+def batch(fn: Callable[P, R], /) -> FunctionBatchNode[P, R]: ...
+@overload
+def batch(
+    *,
+    flow: BaseNode,
+    name: str | None = None,
+) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
+@overload
+def batch(
+    *,
+    items: Items | None = None,
+    into: str | None = None,
+    retries: int = 0,
+    wait: float = 0,
+    overwrite: bool = False,
+    name: str | None = None,
+    workers: Workers = "thread",
+) -> Callable[[Callable[P, R]], FunctionBatchNode[P, R]]: ...
+def batch(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    items: Items | None = None,
+    flow: BaseNode | None = None,
+    into: str | None = None,
+    retries: int = 0,
+    wait: float = 0,
+    overwrite: bool = False,
+    name: str | None = None,
+    workers: Workers = "thread",
+) -> Any:
+    """Run a function once per item, one after another (PocketFlow's ``BatchNode``).
+
+    ``items`` is a shared-store key or ``lambda shared: ...`` (or attach ``@f.prep``); the
+    function receives each item first, then ``shared``/``params``/params by name. The list of
+    results goes to ``shared[into]`` or to an attached ``@f.post``.
+
+    With ``flow=sub`` instead, the function returns param dicts and the whole sub-flow runs
+    once per dict (PocketFlow's ``BatchFlow``).
+    """
+    return _batch_decorator(
+        fn, False, items, flow, into, retries, wait, overwrite, name, workers, ...
+    )
+
+
+@overload
+def parallel_batch(fn: Callable[P, R], /) -> FunctionParallelBatchNode[P, R]: ...
+@overload
+def parallel_batch(
+    *,
+    flow: BaseNode,
+    limit: int | None = DEFAULT_LIMIT,
+    name: str | None = None,
+) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
+@overload
+def parallel_batch(
+    *,
+    items: Items | None = None,
+    into: str | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+    retries: int = 0,
+    wait: float = 0,
+    overwrite: bool = False,
+    name: str | None = None,
+    workers: Workers = "thread",
+) -> Callable[[Callable[P, R]], FunctionParallelBatchNode[P, R]]: ...
+def parallel_batch(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    items: Items | None = None,
+    flow: BaseNode | None = None,
+    into: str | None = None,
+    limit: int | None = DEFAULT_LIMIT,
+    retries: int = 0,
+    wait: float = 0,
+    overwrite: bool = False,
+    name: str | None = None,
+    workers: Workers = "thread",
+) -> Any:
+    """Like :func:`batch`, but items (or sub-flow runs) overlap, at most ``limit`` at once.
+
+    Results keep item order. If an item fails after its retries and fallback, the items
+    still running are cancelled and the exception reaches the caller with a note naming the
+    node and the item. Sync functions run in worker threads (up to ``limit`` at once).
+    """
+    return _batch_decorator(
+        fn, True, items, flow, into, retries, wait, overwrite, name, workers, limit
+    )
+
+
+def _batch_decorator(
+    fn: Callable[..., Any] | None,
+    parallel: bool,
+    items: Items | None,
+    flow: BaseNode | None,
+    into: str | None,
+    retries: int,
+    wait: float,
+    overwrite: bool,
+    name: str | None,
+    workers: Workers,
+    limit: int | EllipsisType | None,
+) -> Any:
+    kind = "parallel_batch" if parallel else "batch"
+    if flow is not None and (items is not None or into is not None):
+        raise TypeError(
+            f"@{kind}: pass either flow= (run a sub-flow per param dict) or items=/into= "
+            f"(run the function per item), not both"
+        )
+    limit_kw: dict[str, Any] = {} if isinstance(limit, EllipsisType) else {"limit": limit}
+
+    def make(fn: Callable[..., Any]) -> Any:
+        if flow is not None:
+            return FunctionBatchFlow(fn, flow=flow, parallel=parallel, name=name, **limit_kw)
+        cls = FunctionParallelBatchNode if parallel else FunctionBatchNode
+        return cls(
+            fn,
+            items=items,
+            retries=retries,
+            wait=wait,
+            into=into,
+            overwrite=overwrite,
+            name=name,
+            workers=workers,
+            **limit_kw,
+        )
+
+    return make if fn is None else make(fn)
