@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -35,7 +35,7 @@ def is_async_callable(fn: object) -> bool:
 class Bound:
     """``fn`` with its call plan: ``n_data`` leading positional args, the rest injected."""
 
-    __slots__ = ("fn", "inject", "is_async", "label", "n_data")
+    __slots__ = ("fn", "inject", "is_async", "label", "n_data", "only_shared")
 
     def __init__(self, fn: Callable[..., Any], n_data: int, *, role: str, owner: str) -> None:
         if not callable(fn):
@@ -46,6 +46,7 @@ class Bound:
             signature = inspect.signature(fn)
         except (TypeError, ValueError):  # builtins without a signature: pass data only
             self.inject: tuple[tuple[str, Any], ...] = ()
+            self.only_shared = False
             return
         params = list(signature.parameters.values())
         positional = [
@@ -78,8 +79,11 @@ class Bound:
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 inject.append((p.name, p.default))
         self.inject = tuple(inject)
+        self.only_shared = [name for name, _ in inject] == ["shared"]  # the common case, fast
 
     def kwargs(self, node: Any, shared: Any) -> dict[str, Any]:
+        if self.only_shared:
+            return {"shared": shared}
         kwargs: dict[str, Any] = {}
         for name, default in self.inject:
             if name == "shared":
@@ -98,10 +102,17 @@ class Bound:
         return kwargs
 
     def call(self, node: Any, shared: Any, data: tuple[Any, ...]) -> Any:
-        """Call a sync function here; an async one is an error (the caller checks first)."""
+        """Call a sync function here; an async one needs ``acall`` in an event loop."""
+        if self.is_async:
+            raise RuntimeError(
+                f"Use run_async. (node {node_name(node)!r}: {self.label} is async, so the node "
+                f"must run in an event loop: `await flow.run_async(shared)`, or `flow.run()`)"
+            )
+        if self.only_shared:
+            return self.fn(*data, shared=shared)
         return self.fn(*data, **self.kwargs(node, shared))
 
-    async def acall(
+    def acall(
         self,
         node: Any,
         shared: Any,
@@ -109,19 +120,25 @@ class Bound:
         *,
         thread: bool = False,
         limiter: anyio.CapacityLimiter | None = None,
-    ) -> Any:
-        """Await an async function; run a sync one inline or (``thread``) in a worker thread.
+    ) -> Awaitable[Any]:
+        """Awaitable result: an async function's coroutine; a sync function run inline or
+        (``thread``) in a worker thread.
 
         A worker thread is not abandoned on cancellation: the cancellation takes effect
         once the function returns, so no thread job outlives the flow.
         """
-        kwargs = self.kwargs(node, shared)
+        # Returns the awaitable instead of being a coroutine: one frame less per step.
+        kwargs = {"shared": shared} if self.only_shared else self.kwargs(node, shared)
         if self.is_async:
-            return await self.fn(*data, **kwargs)
+            return self.fn(*data, **kwargs)  # type: ignore[no-any-return]
         if thread:
             call = functools.partial(self.fn, *data, **kwargs)
-            return await anyio.to_thread.run_sync(call, limiter=limiter)
-        return self.fn(*data, **kwargs)
+            return anyio.to_thread.run_sync(call, limiter=limiter)
+        return _ready(self.fn(*data, **kwargs))
+
+
+async def _ready(value: Any) -> Any:
+    return value
 
 
 def _what_data(role: str) -> str:

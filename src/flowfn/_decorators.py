@@ -89,6 +89,7 @@ class _Steps(BaseNode):
         self._prep: Bound | None = None
         self._post: Bound | None = None
         self._fallback: Bound | None = None
+        self._refresh()
 
     def _phases(self) -> Iterator[Bound]:
         yield from (b for b in (self._work, self._prep, self._post, self._fallback) if b)
@@ -122,17 +123,31 @@ class _Steps(BaseNode):
         if self.into is not None:
             shared[self.into] = e
             return None
-        return _check_action(self, e, f"{self._work.label}") if self.kind == "node" else None
+        if self.kind != "node":
+            return None
+        if e is None or e.__class__ is str:
+            return e
+        return _check_action(self, e, self._work.label)
+
+    def _refresh(self) -> None:
+        # One attempt and no extra phases: the step can skip the retry machinery.
+        self._simple = (
+            self.kind == "node"
+            and getattr(self, "max_retries", 1) == 1
+            and not (self._prep or self._post or self._fallback)
+        )
 
     def post(self, fn: F) -> F:  # type: ignore[override]
         """Attach ``post(shared, prep_res, exec_res)``; its return value is the action."""
         self._post = Bound(fn, 3, role="post", owner=node_name(self))
+        self._refresh()
         return fn
 
     def fallback(self, fn: F) -> F:
         """Attach ``fallback(*data, exc)``: called after the last failed attempt, its return
         value stands for the function's (by default the exception propagates)."""
         self._fallback = Bound(fn, self.n_data + 1, role="fallback", owner=node_name(self))
+        self._refresh()
         return fn
 
     def __repr__(self) -> str:
@@ -170,6 +185,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         if self.kind == "node":
             self.n_data = 1
             self._work = Bound(self.fn, 1, role="exec function", owner=node_name(self))
+        self._refresh()
         return fn
 
     # -- the engine hooks -------------------------------------------------------------
@@ -207,11 +223,11 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return None
 
     def _run(self, shared: Any) -> Any:
-        if self._needs_loop():
-            raise RuntimeError(
-                f"Use run_async. (node {self.name!r} has async functions, so it must be "
-                f"awaited: `await flow.run_async(shared)`, or let `flow.run(shared)` start a loop)"
-            )
+        if self._simple:
+            if self.into is not None:
+                self._check_into(shared)
+            self.cur_retry = 0
+            return self._store(shared, self._work.call(self, shared, ()))
         self._check_into(shared)
         p = (
             self._default_prep(shared)
@@ -222,6 +238,12 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return self._finish(shared, p, e)
 
     async def _run_async(self, shared: Any) -> Any:
+        if self._simple:
+            if self.into is not None:
+                self._check_into(shared)
+            self.cur_retry = 0
+            thread = self.workers == "thread"
+            return self._store(shared, await self._work.acall(self, shared, (), thread=thread))
         self._check_into(shared)
         if self._prep is None:
             p = self._default_prep(shared)
@@ -341,6 +363,9 @@ class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBat
 
     def _needs_loop(self) -> bool:
         return True
+
+    def _run(self, shared: Any) -> Any:
+        raise RuntimeError(f"Use run_async. (parallel batch node {self.name!r} needs a loop)")
 
     def _limiter(self) -> anyio.CapacityLimiter | None:
         # Sync items run in threads: let as many run as the limit allows, not anyio's 40.

@@ -71,7 +71,8 @@ class Flow(BaseNode):
             except Exception as exc:
                 self._step_failed(exc, curr)
                 raise
-            curr = _copy(self.get_next_node(curr, last_action))
+            nxt = self.get_next_node(curr, last_action)
+            curr = None if nxt is None else nxt.__copy__()
         return last_action
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
@@ -83,7 +84,8 @@ class Flow(BaseNode):
             except Exception as exc:
                 self._step_failed(exc, curr)
                 raise
-            curr = _copy(self.get_next_node(curr, last_action))
+            nxt = self.get_next_node(curr, last_action)
+            curr = None if nxt is None else nxt.__copy__()
         return last_action
 
     def _run(self, shared: Any) -> Any:

@@ -121,9 +121,9 @@ class BaseNode:
         )
 
     def __copy__(self) -> BaseNode:
-        # Flows copy every node they step into; this is copy.copy's result, 5x faster.
+        # Flows copy every node they step into: this is copy.copy's result, several times faster.
         new = self.__class__.__new__(self.__class__)
-        new.__dict__.update(self.__dict__)
+        new.__dict__ = self.__dict__.copy()
         return new
 
     def __repr__(self) -> str:
