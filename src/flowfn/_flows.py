@@ -64,7 +64,7 @@ class Flow(BaseNode):
 
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
-        while curr is not None:
+        while curr:  # PocketFlow's test: a falsy node ends the flow too
             curr.set_params(p)
             try:
                 last_action = curr._run(shared)
@@ -77,7 +77,7 @@ class Flow(BaseNode):
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
-        while curr is not None:
+        while curr:  # PocketFlow's test: a falsy node ends the flow too
             curr.set_params(p)
             try:
                 last_action = await curr._run_async(shared)
@@ -126,7 +126,7 @@ class BatchFlow(Flow):
     """
 
     def _merge(self, item: Any) -> dict[str, Any]:
-        if not isinstance(item, Mapping):
+        if not isinstance(item, Mapping) and not hasattr(item, "keys"):
             raise TypeError(
                 f"{node_name(self)}: a batch flow's prep must return an iterable of param "
                 f"dicts, got an item of type {type(item).__name__}: {item!r:.80}"

@@ -8,6 +8,7 @@ next node. The async classes do the same with ``*_async`` methods and run on asy
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Iterable
@@ -120,11 +121,24 @@ class BaseNode:
             f'write `{node_name(self)} - "action" >> next_node`'
         )
 
+    #: False for subclasses with ``__slots__`` or custom pickling state, which copy.copy honours.
+    _plain_copy = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._plain_copy = not any("__slots__" in vars(k) for k in cls.__mro__[:-1]) and all(
+            getattr(cls, hook, None) is getattr(object, hook, None)
+            for hook in ("__getstate__", "__setstate__", "__reduce__", "__reduce_ex__")
+        )
+
     def __copy__(self) -> BaseNode:
         # Flows copy every node they step into: this is copy.copy's result, several times faster.
-        new = self.__class__.__new__(self.__class__)
-        new.__dict__ = self.__dict__.copy()
-        return new
+        cls = self.__class__
+        if cls._plain_copy:
+            new = cls.__new__(cls)
+            new.__dict__ = self.__dict__.copy()
+            return new
+        return copy._reconstruct(self, None, *self.__reduce_ex__(4))  # type: ignore[attr-defined,no-any-return]
 
     def __repr__(self) -> str:
         cls, name = type(self).__name__, node_name(self)
@@ -188,6 +202,8 @@ def _batch_items(node: BaseNode, items: Any) -> Iterable[Any]:
     try:
         iter(items)
     except TypeError:
+        if not items:  # PocketFlow's `items or []`: 0 and False mean no items
+            return ()
         raise TypeError(
             f"{node_name(node)}: a batch node's prep must return an iterable of items "
             f"(or None for none), got {type(items).__name__} {items!r:.80}"
