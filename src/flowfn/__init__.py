@@ -10,7 +10,7 @@ from ._decorators import (
     parallel_batch,
 )
 from ._errors import FlowError
-from ._pool import DEFAULT_LIMIT, map_ordered
+from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered
 from .compat import (
     AsyncBatchFlow,
     AsyncBatchNode,
@@ -39,6 +39,7 @@ __all__ = [
     "AsyncParallelBatchNode",
     "BaseNode",
     "BatchFlow",
+    "BatchResults",
     "BatchNode",
     "Flow",
     "FlowError",

@@ -9,12 +9,12 @@ and in a worker thread inside an event loop (``workers="inline"`` keeps them on 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from types import EllipsisType
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import anyio
-from typing_extensions import ParamSpec
+from typing_extensions import ParamSpec, Unpack
 
 from ._binding import Bound
 from ._errors import FlowError, node_name
@@ -28,7 +28,8 @@ from ._nodes import (
     Node,
     _batch_items,
 )
-from ._pool import DEFAULT_LIMIT, check_limit
+from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit
+from ._retry import RetryOptions
 
 __all__ = [
     "FunctionBatchFlow",
@@ -45,6 +46,20 @@ R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
 Workers = Literal["thread", "inline"]
 Items = str | Callable[[Any], Iterable[Any]]
+
+_RETRY_KEYS = ("backoff", "max_wait", "jitter", "timeout", "per_second")
+
+
+class NodeOptions(RetryOptions, total=False):
+    """The keyword options of ``@node``, ``@batch`` and ``@parallel_batch``."""
+
+    retries: int  # extra attempts after the first (PocketFlow's max_retries - 1)
+    wait: float  # seconds to wait between attempts
+    into: str | None  # store the return value (the list of results) in shared[into]
+    overwrite: bool  # let into= replace a key that is already in shared
+    name: str | None  # the node's name in notes, errors and pictures
+    workers: Workers  # where sync functions run in event loops: "thread" or "inline"
+
 
 # What a step's retry loop hands to exec: the shared store, the function's data, the limiter.
 _Job = tuple[Any, tuple[Any, ...], anyio.CapacityLimiter | None]
@@ -139,6 +154,11 @@ class _Steps(BaseNode):
 
     def post(self, fn: F) -> F:  # type: ignore[override]
         """Attach ``post(shared, prep_res, exec_res)``; its return value is the action."""
+        if self.into is not None:
+            raise TypeError(
+                f"{self.name}: into={self.into!r} and @{self.name}.post both decide where the "
+                f"result goes; drop into= and write shared in post, or drop the post"
+            )
         self._post = Bound(fn, 3, role="post", owner=node_name(self))
         self._refresh()
         return fn
@@ -159,21 +179,26 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
 
     _exec_sync = Node._exec
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        retries: int = 0,
-        wait: float = 0,
-        into: str | None = None,
-        overwrite: bool = False,
-        name: str | None = None,
-        workers: Workers = "thread",
-    ) -> None:
+    def __init__(self, fn: Callable[P, R], **options: Unpack[NodeOptions]) -> None:
+        retries = options.pop("retries", 0)
         if not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"{name or fn}: retries must be an int >= 0, got {retries!r}")
-        AsyncNode.__init__(self, max_retries=retries + 1, wait=wait)
-        self._setup(fn, into=into, overwrite=overwrite, name=name, workers=workers)
+            name = options.get("name") or getattr(fn, "__name__", repr(fn))
+            raise ValueError(f"{name}: retries must be an int >= 0, got {retries!r}")
+        AsyncNode.__init__(
+            self,
+            max_retries=retries + 1,
+            wait=options.pop("wait", 0),
+            **{k: options.pop(k) for k in _RETRY_KEYS if k in options},  # type: ignore[misc]
+        )
+        self._setup(
+            fn,
+            into=options.pop("into", None),
+            overwrite=options.pop("overwrite", False),
+            name=options.pop("name", None),
+            workers=options.pop("workers", "thread"),
+        )
+        if options:
+            raise TypeError(f"{self.name}: unexpected options {sorted(options)}")
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the plain function, as if it were not decorated."""
@@ -185,6 +210,8 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         if self.kind == "node":
             self.n_data = 1
             self._work = Bound(self.fn, 1, role="exec function", owner=node_name(self))
+            if self._fallback is not None:  # it now receives prep's result too
+                self.fallback(self._fallback.fn)
         self._refresh()
         return fn
 
@@ -306,27 +333,9 @@ class FunctionBatchNode(_ItemSteps, FunctionNode[P, R], AsyncBatchNode):
     _exec_sync = BatchNode._exec  # type: ignore[assignment]
 
     def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        items: Items | None = None,
-        retries: int = 0,
-        wait: float = 0,
-        into: str | None = None,
-        overwrite: bool = False,
-        name: str | None = None,
-        workers: Workers = "thread",
+        self, fn: Callable[P, R], *, items: Items | None = None, **options: Unpack[NodeOptions]
     ) -> None:
-        FunctionNode.__init__(
-            self,
-            fn,
-            retries=retries,
-            wait=wait,
-            into=into,
-            overwrite=overwrite,
-            name=name,
-            workers=workers,
-        )
+        FunctionNode.__init__(self, fn, **options)
         self._bind_items(items)
 
 
@@ -341,25 +350,13 @@ class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBat
         *,
         items: Items | None = None,
         limit: int | None = DEFAULT_LIMIT,
-        retries: int = 0,
-        wait: float = 0,
-        into: str | None = None,
-        overwrite: bool = False,
-        name: str | None = None,
-        workers: Workers = "thread",
+        errors: Errors = "fail_fast",
+        **options: Unpack[NodeOptions],
     ) -> None:
-        FunctionNode.__init__(
-            self,
-            fn,
-            retries=retries,
-            wait=wait,
-            into=into,
-            overwrite=overwrite,
-            name=name,
-            workers=workers,
-        )
+        FunctionNode.__init__(self, fn, **options)
         self._bind_items(items)
         self.limit = check_limit(limit, node_name(self))
+        self.errors = check_errors(errors, node_name(self))
 
     def _needs_loop(self) -> bool:
         return True
@@ -369,9 +366,9 @@ class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBat
 
     def _limiter(self) -> anyio.CapacityLimiter | None:
         # Sync items run in threads: let as many run as the limit allows, not anyio's 40.
-        if self._work.is_async or self.workers != "thread" or self.limit is None:
+        if self._work.is_async or self.workers != "thread":
             return None
-        return anyio.CapacityLimiter(self.limit)
+        return anyio.CapacityLimiter(math.inf if self.limit is None else self.limit)
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]} limit={self.limit}>"
@@ -391,6 +388,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         flow: BaseNode,
         parallel: bool,
         limit: int | None = DEFAULT_LIMIT,
+        errors: Errors = "fail_fast",
         name: str | None = None,
     ) -> None:
         if not isinstance(flow, BaseNode):
@@ -402,10 +400,23 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         self.kind = "parallel_batch" if parallel else "batch"
         self._setup(fn, into=None, overwrite=False, name=name, workers="inline")
         self.parallel, self.limit = parallel, check_limit(limit, node_name(self))
+        self.errors = check_errors(errors, node_name(self))
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the plain function, as if it were not decorated."""
         return cast(R, self.fn(*args, **kwargs))
+
+    def prep(self, fn: Any) -> Any:
+        raise TypeError(
+            f"{self.name}: a batch flow's decorated function is already its prep (it returns "
+            f"the param dicts); attach only @{self.name}.post"
+        )
+
+    def fallback(self, fn: F) -> F:
+        raise TypeError(
+            f"{self.name}: a batch flow has no fallback; give the nodes of its sub-flow "
+            f"retries and fallbacks instead"
+        )
 
     def _needs_loop(self) -> bool:
         return self.parallel or any(b.is_async for b in self._phases()) or super()._needs_loop()
@@ -422,11 +433,12 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
 
     async def _run_async(self, shared: Any) -> Any:
         pr = await self._work.acall(self, shared, ())
+        results = None
         if self.parallel:
-            await self._orch_parallel(shared, pr, self.limit)
+            results = await self._orch_parallel(shared, pr, self.limit, self.errors)
         else:
             await self._orch_each(shared, pr)
-        return await self._finish_async(shared, pr, None)
+        return await self._finish_async(shared, pr, results)
 
     def __repr__(self) -> str:
         start = None if self.start_node is None else node_name(self.start_node)
@@ -439,25 +451,9 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
 @overload
 def node(fn: Callable[P, R], /) -> FunctionNode[P, R]: ...
 @overload
+def node(**options: Unpack[NodeOptions]) -> Callable[[Callable[P, R]], FunctionNode[P, R]]: ...
 def node(
-    *,
-    retries: int = 0,
-    wait: float = 0,
-    into: str | None = None,
-    overwrite: bool = False,
-    name: str | None = None,
-    workers: Workers = "thread",
-) -> Callable[[Callable[P, R]], FunctionNode[P, R]]: ...
-def node(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    retries: int = 0,
-    wait: float = 0,
-    into: str | None = None,
-    overwrite: bool = False,
-    name: str | None = None,
-    workers: Workers = "thread",
+    fn: Callable[P, R] | None = None, /, **options: Unpack[NodeOptions]
 ) -> FunctionNode[P, R] | Callable[[Callable[P, R]], FunctionNode[P, R]]:
     """Make a function a node. Use as ``@node`` or ``@node(retries=3, wait=0.5, ...)``.
 
@@ -465,20 +461,15 @@ def node(
     the action (a string, or ``None`` for ``"default"``); with ``into="key"`` its return value
     is stored in ``shared["key"]`` instead (an existing key only with ``overwrite=True``).
     Attach ``@f.prep`` (then ``f`` receives prep's result first), ``@f.post`` (its return value
-    is the action) and ``@f.fallback`` (called after the last failed attempt). ``retries`` is
-    the number of *extra* attempts, ``wait`` the seconds between them.
+    is the action) and ``@f.fallback`` (called after the last failed attempt).
+
+    Options: ``retries`` (extra attempts), ``wait`` (seconds between them), ``backoff``,
+    ``max_wait``, ``jitter``, ``timeout`` (per attempt), ``per_second`` (rate limit),
+    ``into``, ``overwrite``, ``name``, ``workers`` ("thread" or "inline" for sync functions).
     """
 
     def make(fn: Callable[P, R]) -> FunctionNode[P, R]:
-        return FunctionNode(
-            fn,
-            retries=retries,
-            wait=wait,
-            into=into,
-            overwrite=overwrite,
-            name=name,
-            workers=workers,
-        )
+        return FunctionNode(fn, **options)
 
     return make if fn is None else make(fn)
 
@@ -487,20 +478,11 @@ def node(
 def batch(fn: Callable[P, R], /) -> FunctionBatchNode[P, R]: ...
 @overload
 def batch(
-    *,
-    flow: BaseNode,
-    name: str | None = None,
+    *, flow: BaseNode, name: str | None = None
 ) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
 @overload
 def batch(
-    *,
-    items: Items | None = None,
-    into: str | None = None,
-    retries: int = 0,
-    wait: float = 0,
-    overwrite: bool = False,
-    name: str | None = None,
-    workers: Workers = "thread",
+    *, items: Items | None = None, **options: Unpack[NodeOptions]
 ) -> Callable[[Callable[P, R]], FunctionBatchNode[P, R]]: ...
 def batch(
     fn: Callable[P, R] | None = None,
@@ -508,25 +490,18 @@ def batch(
     *,
     items: Items | None = None,
     flow: BaseNode | None = None,
-    into: str | None = None,
-    retries: int = 0,
-    wait: float = 0,
-    overwrite: bool = False,
-    name: str | None = None,
-    workers: Workers = "thread",
+    **options: Any,
 ) -> Any:
     """Run a function once per item, one after another (PocketFlow's ``BatchNode``).
 
     ``items`` is a shared-store key or ``lambda shared: ...`` (or attach ``@f.prep``); the
     function receives each item first, then ``shared``/``params``/params by name. The list of
-    results goes to ``shared[into]`` or to an attached ``@f.post``.
+    results goes to ``shared[into]`` or to an attached ``@f.post``. Takes :func:`node`'s options.
 
     With ``flow=sub`` instead, the function returns param dicts and the whole sub-flow runs
     once per dict (PocketFlow's ``BatchFlow``).
     """
-    return _batch_decorator(
-        fn, False, items, flow, into, retries, wait, overwrite, name, workers, ...
-    )
+    return _batch_decorator(fn, False, items, flow, options)
 
 
 @overload
@@ -536,19 +511,16 @@ def parallel_batch(
     *,
     flow: BaseNode,
     limit: int | None = DEFAULT_LIMIT,
+    errors: Errors = "fail_fast",
     name: str | None = None,
 ) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
 @overload
 def parallel_batch(
     *,
     items: Items | None = None,
-    into: str | None = None,
     limit: int | None = DEFAULT_LIMIT,
-    retries: int = 0,
-    wait: float = 0,
-    overwrite: bool = False,
-    name: str | None = None,
-    workers: Workers = "thread",
+    errors: Errors = "fail_fast",
+    **options: Unpack[NodeOptions],
 ) -> Callable[[Callable[P, R]], FunctionParallelBatchNode[P, R]]: ...
 def parallel_batch(
     fn: Callable[P, R] | None = None,
@@ -556,23 +528,17 @@ def parallel_batch(
     *,
     items: Items | None = None,
     flow: BaseNode | None = None,
-    into: str | None = None,
-    limit: int | None = DEFAULT_LIMIT,
-    retries: int = 0,
-    wait: float = 0,
-    overwrite: bool = False,
-    name: str | None = None,
-    workers: Workers = "thread",
+    **options: Any,
 ) -> Any:
     """Like :func:`batch`, but items (or sub-flow runs) overlap, at most ``limit`` at once.
 
-    Results keep item order. If an item fails after its retries and fallback, the items
-    still running are cancelled and the exception reaches the caller with a note naming the
-    node and the item. Sync functions run in worker threads (up to ``limit`` at once).
+    Results keep item order. With ``errors="fail_fast"`` (default), an item that fails after
+    its retries and fallback cancels the items still running and its exception reaches the
+    caller with a note naming the node and the item; with ``errors="collect"`` every item
+    runs and the results (a :class:`BatchResults`) hold each failure's exception in its place.
+    Sync functions run in worker threads, up to ``limit`` at once.
     """
-    return _batch_decorator(
-        fn, True, items, flow, into, retries, wait, overwrite, name, workers, limit
-    )
+    return _batch_decorator(fn, True, items, flow, options)
 
 
 def _batch_decorator(
@@ -580,36 +546,23 @@ def _batch_decorator(
     parallel: bool,
     items: Items | None,
     flow: BaseNode | None,
-    into: str | None,
-    retries: int,
-    wait: float,
-    overwrite: bool,
-    name: str | None,
-    workers: Workers,
-    limit: int | EllipsisType | None,
+    options: dict[str, Any],
 ) -> Any:
     kind = "parallel_batch" if parallel else "batch"
-    if flow is not None and (items is not None or into is not None):
-        raise TypeError(
-            f"@{kind}: pass either flow= (run a sub-flow per param dict) or items=/into= "
-            f"(run the function per item), not both"
-        )
-    limit_kw: dict[str, Any] = {} if isinstance(limit, EllipsisType) else {"limit": limit}
+    if flow is not None:
+        extra = sorted(set(options) - {"name", "limit", "errors"} | ({"items"} if items else set()))
+        if extra:
+            raise TypeError(
+                f"@{kind}(flow=...) runs a sub-flow per param dict and takes only name, limit "
+                f"and errors; {extra} belong to @{kind}(items=...), which runs the function "
+                f"per item"
+            )
 
     def make(fn: Callable[..., Any]) -> Any:
         if flow is not None:
-            return FunctionBatchFlow(fn, flow=flow, parallel=parallel, name=name, **limit_kw)
-        cls = FunctionParallelBatchNode if parallel else FunctionBatchNode
-        return cls(
-            fn,
-            items=items,
-            retries=retries,
-            wait=wait,
-            into=into,
-            overwrite=overwrite,
-            name=name,
-            workers=workers,
-            **limit_kw,
-        )
+            return FunctionBatchFlow(fn, flow=flow, parallel=parallel, **options)
+        if parallel:
+            return FunctionParallelBatchNode(fn, items=items, **options)
+        return FunctionBatchNode(fn, items=items, **options)
 
     return make if fn is None else make(fn)

@@ -15,7 +15,14 @@ from typing import Any
 
 from ._errors import add_note, node_name
 from ._nodes import AsyncNode, BaseNode
-from ._pool import DEFAULT_LIMIT, check_limit, map_ordered
+from ._pool import (
+    DEFAULT_LIMIT,
+    BatchResults,
+    Errors,
+    check_errors,
+    check_limit,
+    map_ordered,
+)
 
 __all__ = [
     "AsyncBatchFlow",
@@ -174,18 +181,24 @@ class BatchFlow(Flow):
                 self._item_failed(exc, index)
                 raise
 
-    async def _orch_parallel(self, shared: Any, pr: Any, limit: int | None) -> None:
+    async def _orch_parallel(
+        self, shared: Any, pr: Any, limit: int | None, errors: Errors = "fail_fast"
+    ) -> BatchResults | None:
+        """Run the flow once per param dict, at most ``limit`` at once. With ``errors=
+        "collect"``, returns every run's last action, or its exception, in item order."""
         name = node_name(self)
 
         async def run_one(bp: Any) -> Any:
             return await self._orch_async(shared, self._merge(bp))
 
-        await map_ordered(
+        results = await map_ordered(
             run_one,
             self._batches(pr),
             limit=check_limit(limit, name),
             where=f"parallel batch flow {name!r}",
+            errors=check_errors(errors, name),
         )
+        return results if isinstance(results, BatchResults) else None
 
 
 class AsyncFlow(Flow, AsyncNode):
@@ -221,15 +234,24 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
     """
 
     limit: int | None = DEFAULT_LIMIT
+    #: "fail_fast" (default), or "collect": every run goes on and ``post_async`` gets a
+    #: :class:`BatchResults` (each run's last action, or its exception) as ``exec_res``.
+    errors: Errors = "fail_fast"
 
     def __init__(
-        self, start: BaseNode | None = None, *, limit: int | EllipsisType | None = ...
+        self,
+        start: BaseNode | None = None,
+        *,
+        limit: int | EllipsisType | None = ...,
+        errors: Errors | EllipsisType = ...,
     ) -> None:
         super().__init__(start)
         if not isinstance(limit, EllipsisType):
             self.limit = check_limit(limit, type(self).__name__)
+        if not isinstance(errors, EllipsisType):
+            self.errors = check_errors(errors, type(self).__name__)
 
     async def _run_async(self, shared: Any) -> Any:
         pr = await self.prep_async(shared) or []
-        await self._orch_parallel(shared, pr, self.limit)
-        return await self.post_async(shared, pr, None)
+        results = await self._orch_parallel(shared, pr, self.limit, self.errors)
+        return await self.post_async(shared, pr, results)

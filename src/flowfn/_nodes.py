@@ -16,10 +16,12 @@ from types import EllipsisType
 from typing import Any, TypeVar
 
 import anyio
+from typing_extensions import Unpack
 
 from ._backend import start_event_loop
-from ._errors import node_name
-from ._pool import DEFAULT_LIMIT, check_limit, map_ordered
+from ._errors import FlowError, add_note, node_name
+from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
+from ._retry import RateLimit, RetryOptions, retry_delay
 
 __all__ = [
     "AsyncBatchNode",
@@ -168,29 +170,77 @@ class Node(BaseNode):
     """
 
     cur_retry: int
+    #: Wait ``wait * backoff**attempt`` seconds after a failed attempt, at most ``max_wait``,
+    #: spread by ``jitter`` (0.1 = +-10%). The defaults give PocketFlow's constant ``wait``.
+    backoff: float = 1.0
+    max_wait: float | None = None
+    jitter: float = 0.0
+    #: Seconds one attempt of ``exec_async`` may take (async nodes; then TimeoutError).
+    timeout: float | None = None
+    #: Shared by every copy of the node: at most ``per_second`` attempts start per second.
+    rate_limit: RateLimit | None = None
 
-    def __init__(self, max_retries: int = 1, wait: float = 0) -> None:
+    def __init__(
+        self,
+        max_retries: int = 1,
+        wait: float = 0,
+        *,
+        backoff: float = 1.0,
+        max_wait: float | None = None,
+        jitter: float = 0.0,
+        timeout: float | None = None,
+        per_second: float | None = None,
+    ) -> None:
         super().__init__()
+        owner = type(self).__name__
         if not isinstance(max_retries, int) or max_retries < 1:
             raise ValueError(
-                f"{type(self).__name__}: max_retries is the number of attempts and must be "
-                f"an int >= 1, got {max_retries!r}"
+                f"{owner}: max_retries is the number of attempts and must be an int >= 1, "
+                f"got {max_retries!r}"
             )
+        if backoff < 1 or wait < 0 or (max_wait is not None and max_wait < 0):
+            raise ValueError(
+                f"{owner}: need wait >= 0, backoff >= 1 and max_wait >= 0, got wait={wait!r}, "
+                f"backoff={backoff!r}, max_wait={max_wait!r}"
+            )
+        if not 0 <= jitter <= 1:
+            raise ValueError(f"{owner}: jitter is a fraction from 0 to 1, got {jitter!r}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"{owner}: timeout must be > 0 seconds or None, got {timeout!r}")
         self.max_retries, self.wait = max_retries, wait
+        if (backoff, max_wait, jitter, timeout) != (1.0, None, 0.0, None):
+            self.backoff, self.max_wait, self.jitter, self.timeout = (
+                backoff,
+                max_wait,
+                jitter,
+                timeout,
+            )
+        if per_second is not None:
+            self.rate_limit = RateLimit(per_second)
+
+    def _retry_delay(self, failed_attempt: int) -> float:
+        return retry_delay(failed_attempt, self.wait, self.backoff, self.max_wait, self.jitter)
 
     def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
         raise exc
 
     def _exec(self, prep_res: Any) -> Any:
+        if self.timeout is not None:
+            raise FlowError(
+                f"node {node_name(self)!r}: timeout= needs an async node (a sync exec cannot "
+                f"be interrupted); use an AsyncNode, or run the flow with run_async/run()"
+            )
         for i in range(self.max_retries):
             self.cur_retry = i
             try:
+                if self.rate_limit is not None:
+                    self.rate_limit.wait_sync()
                 return self.exec(prep_res)
             except Exception as e:
                 if i == self.max_retries - 1:
                     return self.exec_fallback(prep_res, e)
                 if self.wait > 0:
-                    time.sleep(self.wait)
+                    time.sleep(self._retry_delay(i))
         return None  # unreachable: max_retries >= 1
 
 
@@ -218,7 +268,14 @@ class BatchNode(Node):
     """
 
     def _exec(self, items: Any) -> Any:
-        return [super(BatchNode, self)._exec(i) for i in _batch_items(self, items)]
+        results = []
+        for index, item in enumerate(_batch_items(self, items)):
+            try:
+                results.append(super()._exec(item))
+            except Exception as exc:
+                add_note(exc, f"flowfn: item {index} of batch node {node_name(self)!r}")
+                raise
+        return results
 
 
 class AsyncNode(Node):
@@ -243,12 +300,17 @@ class AsyncNode(Node):
         for i in range(self.max_retries):
             self.cur_retry = i
             try:
-                return await self.exec_async(prep_res)
+                if self.rate_limit is not None:
+                    await self.rate_limit.wait()
+                if self.timeout is None:
+                    return await self.exec_async(prep_res)
+                with anyio.fail_after(self.timeout):
+                    return await self.exec_async(prep_res)
             except Exception as e:
                 if i == self.max_retries - 1:
                     return await self.exec_fallback_async(prep_res, e)
                 if self.wait > 0:
-                    await anyio.sleep(self.wait)
+                    await anyio.sleep(self._retry_delay(i))
         return None  # unreachable: max_retries >= 1
 
     async def _run_async(self, shared: Any) -> Any:
@@ -267,7 +329,14 @@ class AsyncBatchNode(AsyncNode, BatchNode):
     """An async batch node: ``exec_async`` runs once per item, one after another."""
 
     async def _exec(self, items: Any) -> Any:
-        return [await super(AsyncBatchNode, self)._exec(i) for i in _batch_items(self, items)]
+        results = []
+        for index, item in enumerate(_batch_items(self, items)):
+            try:
+                results.append(await super()._exec(item))
+            except Exception as exc:
+                add_note(exc, f"flowfn: item {index} of batch node {node_name(self)!r}")
+                raise
+        return results
 
 
 class AsyncParallelBatchNode(AsyncNode, BatchNode):
@@ -281,13 +350,24 @@ class AsyncParallelBatchNode(AsyncNode, BatchNode):
     """
 
     limit: int | None = DEFAULT_LIMIT
+    #: "fail_fast" (default), or "collect": every item runs and ``post_async`` gets a
+    #: :class:`BatchResults` with each failed item's exception in its place.
+    errors: Errors = "fail_fast"
 
     def __init__(
-        self, max_retries: int = 1, wait: float = 0, *, limit: int | EllipsisType | None = ...
+        self,
+        max_retries: int = 1,
+        wait: float = 0,
+        *,
+        limit: int | EllipsisType | None = ...,
+        errors: Errors | EllipsisType = ...,
+        **policy: Unpack[RetryOptions],
     ) -> None:
-        super().__init__(max_retries, wait)
+        super().__init__(max_retries, wait, **policy)
         if not isinstance(limit, EllipsisType):
             self.limit = check_limit(limit, type(self).__name__)
+        if not isinstance(errors, EllipsisType):
+            self.errors = check_errors(errors, type(self).__name__)
 
     async def _exec(self, items: Any) -> Any:
         name = node_name(self)
@@ -296,4 +376,5 @@ class AsyncParallelBatchNode(AsyncNode, BatchNode):
             _batch_items(self, items),
             limit=check_limit(self.limit, name),
             where=f"parallel batch node {name!r}",
+            errors=check_errors(self.errors, name),
         )

@@ -10,13 +10,15 @@ before a worker is free for it, so a million-item batch costs memory in proporti
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 
 from ._errors import add_note
 
-__all__ = ["DEFAULT_LIMIT", "check_limit", "map_ordered"]
+__all__ = ["DEFAULT_LIMIT", "BatchResults", "Errors", "check_errors", "check_limit", "map_ordered"]
+
+Errors = Literal["fail_fast", "collect"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,12 +39,43 @@ def check_limit(limit: object, owner: str) -> int | None:
     raise ValueError(f"{owner}: limit must be a positive int or None (no bound), got {limit!r}")
 
 
+class BatchResults(list[Any]):
+    """The results of a batch run with ``errors="collect"``: one entry per item, in order,
+    where a failed item's entry is its exception. ``errors`` maps index -> exception."""
+
+    @property
+    def errors(self) -> dict[int, BaseException]:
+        return {i: r for i, r in enumerate(self) if isinstance(r, BaseException)}
+
+    @property
+    def failed(self) -> int:
+        return sum(isinstance(r, BaseException) for r in self)
+
+    @property
+    def succeeded(self) -> int:
+        return len(self) - self.failed
+
+    def values(self) -> list[Any]:
+        """The results of the items that succeeded, in order."""
+        return [r for r in self if not isinstance(r, BaseException)]
+
+    def summary(self) -> str:
+        return f"{self.succeeded} of {len(self)} items succeeded, {self.failed} failed"
+
+
+def check_errors(errors: object, owner: str) -> Errors:
+    if errors in ("fail_fast", "collect"):
+        return errors
+    raise ValueError(f"{owner}: errors must be 'fail_fast' or 'collect', got {errors!r}")
+
+
 async def map_ordered(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T],
     *,
     limit: int | None = DEFAULT_LIMIT,
     where: str = "parallel batch",
+    errors: Errors = "fail_fast",
 ) -> list[R]:
     """Await ``fn(item)`` for every item, at most ``limit`` at once, results in input order.
 
@@ -50,7 +83,10 @@ async def map_ordered(
     other item still running and is re-raised as it is, not wrapped in an exception group,
     with a note ``"flowfn: item <i> of <where>"``. On cancellation from outside, every
     worker is cancelled and the cancellation propagates; no task outlives this call.
+    With ``errors="collect"`` every item runs: a failing item's exception (with its note)
+    takes its place in the results, returned as :class:`BatchResults`.
     """
+    collect = errors == "collect"
     pending: Iterator[tuple[int, T]] = enumerate(items)
     results: list[Any] = []
     failure: list[BaseException] = []
@@ -75,11 +111,13 @@ async def map_ordered(
     async def work(index: int, item: T) -> None:
         while True:
             try:
-                value = await fn(item)
+                results[index] = await fn(item)
             except Exception as exc:
-                fail(exc, f"item {index}")
-                return
-            results[index] = value
+                if not collect:
+                    fail(exc, f"item {index}")
+                    return
+                add_note(exc, f"flowfn: item {index} of {where}")
+                results[index] = exc
             # A failure elsewhere stops the pulling even if ``fn`` never reaches a checkpoint.
             if failure:
                 return
@@ -98,4 +136,4 @@ async def map_ordered(
             started += 1
     if failure:
         raise failure[0]
-    return results
+    return BatchResults(results) if collect else results

@@ -1,0 +1,218 @@
+"""The benchmark workloads: one function per (case, implementation), each timing itself.
+
+Every workload builds its flow first and returns the seconds its run took, so start-up and
+construction are not measured. ``bench.py`` runs each in a fresh process (for peak RSS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import anyio
+
+warnings.simplefilter("ignore")  # "Flow ends: ..." on every loop exit is not what we time
+
+TRANSITIONS = 100_000
+NOOP_ITEMS = 100_000
+SUB_FLOWS = 5_000
+MILLION = 1_000_000
+SLEEPERS = 10_000
+SLEEP = 0.01
+LIMIT = 1000
+
+
+def _timed(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def _run_async(backend: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    if backend == "asyncio-raw":  # PocketFlow's own way: asyncio.run
+        asyncio.run(fn(*args))  # type: ignore[arg-type]
+    else:
+        anyio.run(fn, *args, backend=backend)
+
+
+# -- class layer: PocketFlow itself, or flowfn.compat (same code, other import) ----------
+
+
+def class_sync_chain(mod: Any, backend: str) -> float:
+    class Step(mod.Node):  # type: ignore[name-defined,misc]
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+            shared["n"] += 1
+            return "again" if shared["n"] < TRANSITIONS else "stop"
+
+    step = Step()
+    step - "again" >> step
+    flow = mod.Flow(step)
+    return _timed(lambda: flow.run({"n": 0}))
+
+
+def class_async_chain(mod: Any, backend: str) -> float:
+    class Step(mod.AsyncNode):  # type: ignore[name-defined,misc]
+        async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+            shared["n"] += 1
+            return "again" if shared["n"] < TRANSITIONS else "stop"
+
+    step = Step()
+    step - "again" >> step
+    flow = mod.AsyncFlow(step)
+    return _timed(lambda: _run_async(backend, flow.run_async, {"n": 0}))
+
+
+def _class_parallel(mod: Any, backend: str, items: Iterable[int], sleep: float) -> float:
+    class Items(mod.AsyncParallelBatchNode):  # type: ignore[name-defined,misc]
+        async def prep_async(self, shared: Any) -> Any:
+            return items
+
+        async def exec_async(self, item: int) -> int:
+            if sleep:
+                await (asyncio.sleep(sleep) if backend == "asyncio-raw" else anyio.sleep(sleep))
+            return item
+
+    node = Items()
+    if hasattr(node, "limit"):
+        node.limit = LIMIT
+    return _timed(lambda: _run_async(backend, node.run_async, {}))
+
+
+def class_parallel_noop(mod: Any, backend: str) -> float:
+    return _class_parallel(mod, backend, range(NOOP_ITEMS), 0)
+
+
+def class_million(mod: Any, backend: str) -> float:
+    return _class_parallel(mod, backend, range(MILLION), 0)
+
+
+def class_sleepers(mod: Any, backend: str) -> float:
+    return _class_parallel(mod, backend, range(SLEEPERS), SLEEP)
+
+
+def class_parallel_flows(mod: Any, backend: str) -> float:
+    class Step(mod.AsyncNode):  # type: ignore[name-defined,misc]
+        async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            shared["done"] += 1
+
+    class Orders(mod.AsyncParallelBatchFlow):  # type: ignore[name-defined,misc]
+        async def prep_async(self, shared: Any) -> list[dict[str, int]]:
+            return [{"order": i} for i in range(SUB_FLOWS)]
+
+    first = Step()
+    first >> Step() >> Step()
+    flow = Orders(mod.AsyncFlow(first))
+    shared = {"done": 0}
+    seconds = _timed(lambda: _run_async(backend, flow.run_async, shared))
+    assert shared["done"] == 3 * SUB_FLOWS
+    return seconds
+
+
+# -- the DSL -------------------------------------------------------------------------
+
+
+def dsl_sync_chain(backend: str) -> float:
+    from flowfn import Flow, node
+
+    @node
+    def step(shared: Any) -> str:
+        shared["n"] += 1
+        return "again" if shared["n"] < TRANSITIONS else "stop"
+
+    step - "again" >> step
+    flow = Flow(step)
+    return _timed(lambda: flow.run({"n": 0}))
+
+
+def dsl_async_chain(backend: str) -> float:
+    from flowfn import Flow, node
+
+    @node
+    async def step(shared: Any) -> str:
+        shared["n"] += 1
+        return "again" if shared["n"] < TRANSITIONS else "stop"
+
+    step - "again" >> step
+    flow = Flow(step)
+    return _timed(lambda: flow.run({"n": 0}, backend=backend))
+
+
+def _dsl_parallel(backend: str, count: int, sleep: float) -> float:
+    from flowfn import Flow, parallel_batch
+
+    @parallel_batch(items=lambda shared: range(count), into="out", limit=LIMIT)
+    async def each(item: int) -> int:
+        if sleep:
+            await anyio.sleep(sleep)
+        return item
+
+    flow = Flow(each)
+    return _timed(lambda: flow.run({}, backend=backend))
+
+
+def dsl_parallel_noop(backend: str) -> float:
+    return _dsl_parallel(backend, NOOP_ITEMS, 0)
+
+
+def dsl_million(backend: str) -> float:
+    return _dsl_parallel(backend, MILLION, 0)
+
+
+def dsl_sleepers(backend: str) -> float:
+    return _dsl_parallel(backend, SLEEPERS, SLEEP)
+
+
+def dsl_parallel_flows(backend: str) -> float:
+    from flowfn import Flow, node, parallel_batch
+
+    @node
+    async def step(shared: Any) -> None:
+        shared["done"] += 1
+
+    second = node(step.fn)
+    third = node(step.fn)
+    step >> second >> third
+
+    @parallel_batch(flow=Flow(step), limit=LIMIT)
+    def orders(shared: Any) -> list[dict[str, int]]:
+        return [{"order": i} for i in range(SUB_FLOWS)]
+
+    shared = {"done": 0}
+    seconds = _timed(lambda: Flow(orders).run(shared, backend=backend))
+    assert shared["done"] == 3 * SUB_FLOWS
+    return seconds
+
+
+# -- the baseline: a bare anyio pool of LIMIT workers pulling from an iterator ----------
+
+
+async def _bare_pool(items: Iterable[int], sleep: float) -> list[Any]:
+    source = enumerate(items)
+    results: list[Any] = []
+
+    async def worker() -> None:
+        for index, item in source:
+            results.append(None)
+            if sleep:
+                await anyio.sleep(sleep)
+            results[index] = item
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(LIMIT):
+            tg.start_soon(worker)
+    return results
+
+
+def anyio_parallel_noop(backend: str) -> float:
+    return _timed(lambda: anyio.run(_bare_pool, range(NOOP_ITEMS), 0, backend=backend))
+
+
+def anyio_million(backend: str) -> float:
+    return _timed(lambda: anyio.run(_bare_pool, range(MILLION), 0, backend=backend))
+
+
+def anyio_sleepers(backend: str) -> float:
+    return _timed(lambda: anyio.run(_bare_pool, range(SLEEPERS), SLEEP, backend=backend))
