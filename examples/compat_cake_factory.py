@@ -1,8 +1,10 @@
-"""The seeds' cake factory: four cake orders baked at once by a parallel batch flow.
+"""The seeds' cake factory with the PocketFlow-compatible classes (``AsyncNode``, ...).
 
-Each order runs the whole mix -> bake -> decorate flow; the four runs overlap, so the total
-time is close to the slowest cake, not the sum of all four. Work is simulated with
-``anyio.sleep`` (no real oven here). Run: python examples/cake_factory.py [asyncio|trio]
+The same factory as ``cake_factory.py``, written as PocketFlow-style node classes instead of
+the decorator DSL. Each order runs the whole mix -> bake -> decorate flow; the four runs
+overlap, so the total time is close to the slowest cake, not the sum of all four. Work is
+simulated with ``anyio.sleep`` (no real oven here).
+Run: python examples/compat_cake_factory.py [asyncio|trio]
 """
 
 from __future__ import annotations

@@ -467,8 +467,43 @@ def test_signatures_that_cannot_work_fail_at_decoration() -> None:
         def positional(shared: Any, /) -> None:
             pass
 
-    with pytest.raises(TypeError, match=r"takes only name, limit and errors; \[.items.\]"):
+    with pytest.raises(TypeError, match=r"takes only name, limit, errors and workers; \[.items.\]"):
         batch(flow=Flow(), items="xs")
 
     with pytest.raises(ValueError, match="retries must be an int >= 0"):
         node(retries=-1)(len)
+
+
+async def test_into_in_concurrent_sub_flows_fails_instead_of_losing_a_write(
+    anyio_backend: str,
+) -> None:
+    @node(into="text")
+    async def load(name: str) -> str:
+        await anyio.sleep(0.01)
+        return f"contents of {name}"
+
+    @parallel_batch(flow=Flow(load))
+    def each(shared: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"name": "a"}, {"name": "b"}]
+
+    shared: dict[str, Any] = {}
+    with pytest.raises(FlowError, match=r"shared\['text'\] already exists"):
+        await Flow(each).run_async(shared)
+    assert shared["text"] in ("contents of a", "contents of b")  # the first write stands
+
+
+async def test_batch_flow_function_runs_in_a_worker_thread(anyio_backend: str) -> None:
+    seen: list[int] = []
+
+    @node
+    def leaf(shared: Any) -> None:
+        pass
+
+    @batch(flow=Flow(leaf))
+    def listing(shared: Any) -> list[dict[str, int]]:
+        seen.append(threading.get_ident())
+        return [{"i": 1}]
+
+    await Flow(listing).run_async({})
+    assert seen
+    assert seen[0] != threading.get_ident()

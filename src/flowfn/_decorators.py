@@ -136,6 +136,8 @@ class _Steps(BaseNode):
 
     def _store(self, shared: Any, e: Any) -> Any:
         if self.into is not None:
+            # Checked again here: a concurrent run may have written the key meanwhile.
+            self._check_into(shared)
             shared[self.into] = e
             return None
         if self.kind != "node":
@@ -390,6 +392,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         limit: int | None = DEFAULT_LIMIT,
         errors: Errors = "fail_fast",
         name: str | None = None,
+        workers: Workers = "thread",
     ) -> None:
         if not isinstance(flow, BaseNode):
             raise TypeError(
@@ -398,7 +401,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
             )
         BatchFlow.__init__(self, start=flow)
         self.kind = "parallel_batch" if parallel else "batch"
-        self._setup(fn, into=None, overwrite=False, name=name, workers="inline")
+        self._setup(fn, into=None, overwrite=False, name=name, workers=workers)
         self.parallel, self.limit = parallel, check_limit(limit, node_name(self))
         self.errors = check_errors(errors, node_name(self))
 
@@ -432,7 +435,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         return self._finish(shared, pr, None)
 
     async def _run_async(self, shared: Any) -> Any:
-        pr = await self._work.acall(self, shared, ())
+        pr = await self._work.acall(self, shared, (), thread=self.workers == "thread")
         results = None
         if self.parallel:
             results = await self._orch_parallel(shared, pr, self.limit, self.errors)
@@ -478,7 +481,7 @@ def node(
 def batch(fn: Callable[P, R], /) -> FunctionBatchNode[P, R]: ...
 @overload
 def batch(
-    *, flow: BaseNode, name: str | None = None
+    *, flow: BaseNode, name: str | None = None, workers: Workers = "thread"
 ) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
 @overload
 def batch(
@@ -513,6 +516,7 @@ def parallel_batch(
     limit: int | None = DEFAULT_LIMIT,
     errors: Errors = "fail_fast",
     name: str | None = None,
+    workers: Workers = "thread",
 ) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
 @overload
 def parallel_batch(
@@ -550,12 +554,13 @@ def _batch_decorator(
 ) -> Any:
     kind = "parallel_batch" if parallel else "batch"
     if flow is not None:
-        extra = sorted(set(options) - {"name", "limit", "errors"} | ({"items"} if items else set()))
+        allowed = {"name", "limit", "errors", "workers"}
+        extra = sorted(set(options) - allowed | ({"items"} if items else set()))
         if extra:
             raise TypeError(
-                f"@{kind}(flow=...) runs a sub-flow per param dict and takes only name, limit "
-                f"and errors; {extra} belong to @{kind}(items=...), which runs the function "
-                f"per item"
+                f"@{kind}(flow=...) runs a sub-flow per param dict and takes only name, limit, "
+                f"errors and workers; {extra} belong to @{kind}(items=...), which runs the "
+                f"function per item"
             )
 
     def make(fn: Callable[..., Any]) -> Any:

@@ -1,0 +1,189 @@
+"""Every script in examples/ runs on asyncio and on trio and leaves the expected shared store.
+
+The examples are imported by path and their ``main(backend)`` is called (it starts its own
+event loop, so these tests are sync). Files go to pytest's tmp_path, never to examples/out/.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import anyio
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+backends = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+
+
+@functools.cache
+def example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return [line.strip() for line in capsys.readouterr().out.splitlines()]
+
+
+def test_every_example_is_tested_and_short() -> None:
+    scripts = {path.stem for path in EXAMPLES.glob("*.py")}
+    assert scripts == {
+        "cake_factory",
+        "compat_cake_factory",
+        "image_filters",
+        "parallel_squares",
+        "summarize_files",
+        "translate",
+    }
+    for name in scripts - {"compat_cake_factory"}:
+        source = (EXAMPLES / f"{name}.py").read_text()
+        assert len(source.splitlines()) < 80, name
+        assert 'def main(backend: str = "asyncio"' in source, name
+        assert "from flowfn import" in source, name
+
+
+@backends
+def test_cake_factory_bakes_in_parallel_then_one_by_one(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = example("cake_factory").main(backend)
+    cakes = {
+        1: "Chocolate cake with Sprinkles",
+        2: "Vanilla cake with Roses",
+        3: "Red Velvet cake with Cream Cheese",
+        4: "Strawberry cake with Hearts",
+    }
+    assert shared["cakes"] == {"parallel": cakes, "one_by_one": cakes}
+    assert list(shared["cakes"]["one_by_one"]) == [1, 2, 3, 4]  # in order of completion
+    assert list(shared["cakes"]["parallel"])[-1] == 1  # Chocolate is the slowest cake
+
+    out = lines(capsys)
+    split = out.index("--- The same 4 orders, one after another ---")
+    parallel, one_by_one = out[1:split], out[split + 1 : -1]
+    steps = [re.sub(r"\[Factory-\d ", "[", line).split("]")[0] for line in parallel]
+    assert steps[:4] == ["[Mix"] * 4  # all four orders started before any was baked
+    assert steps[4:8] == ["[Bake"] * 4
+    assert parallel[-1] == "[Factory-1 Ready!] Chocolate cake with Sprinkles ready!"
+    assert [line.split("]")[0] for line in one_by_one] == [
+        f"[Factory-{factory} {step}"
+        for factory in range(1, 5)
+        for step in ("Mix", "Bake", "Decorate", "Ready!")
+    ]
+    seconds = shared["seconds"]
+    assert seconds["parallel"] * 1.5 < seconds["one_by_one"]  # about 0.23 s against 0.75 s
+    assert out[-1].startswith("Total time: parallel ")
+    assert out[-1].endswith("x faster")
+
+
+@backends
+def test_compat_cake_factory_still_runs(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    anyio.run(example("compat_cake_factory").main, backend=backend)
+    out = lines(capsys)
+    assert out[0] == "--- Parallel cake factories ---"
+    assert sorted(out[1:5]) == [  # all four started at once (trio may start them in any order)
+        f"[Factory-{i} Mix] Mixing {flavor} batter."
+        for i, flavor in enumerate(["Chocolate", "Vanilla", "Red Velvet", "Strawberry"], 1)
+    ]
+    assert "[Factory-1 Ready!] Chocolate cake with Sprinkles ready!" in out
+    assert out[-1].startswith("Total time: parallel ")
+
+
+@backends
+def test_parallel_squares_overlap_and_keep_input_order(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = example("parallel_squares").main(backend)
+    assert shared == {"numbers_to_square": [3, 1, 5, 2, 4], "squared_numbers": [9, 1, 25, 4, 16]}
+    events = [line.split()[0:3] for line in lines(capsys) if "squaring" in line]
+    assert [event[0] for event in events] == ["Starting"] * 5 + ["Finished"] * 5
+    assert [int(event[2].rstrip(".")) for event in events[5:]] == [1, 2, 3, 4, 5]  # by delay
+
+
+@backends
+def test_translate_bounds_the_requests_and_saves_every_translation(
+    backend: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    module = example("translate")
+    shared = module.main(backend, out_dir=tmp_path)
+    languages = ["Spanish", "French", "German", "Italian", "Portuguese"]
+    assert shared["languages"] == languages
+    assert shared["translations"] == [module.CANNED[language] for language in languages]
+    assert shared["translations"][0] == "Hola, bienvenido a flowfn!"
+    assert shared["files"] == [str(tmp_path / f"{lang.lower()}.txt") for lang in languages]
+    for path, translation in zip(shared["files"], shared["translations"], strict=True):
+        assert Path(path).read_text(encoding="utf-8") == translation + "\n"
+
+    in_flight, peak = 0, 0
+    for line in lines(capsys):
+        in_flight += line.startswith("-> asking") - line.startswith("<- ")
+        peak = max(peak, in_flight)
+    assert (in_flight, peak) == (0, 3)  # limit=3: three requests at once, never more
+
+
+@backends
+def test_image_filters_write_real_images(
+    backend: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    image = pytest.importorskip("PIL.Image")
+    image_chops = pytest.importorskip("PIL.ImageChops")
+    module = example("image_filters")
+    shared = module.main(backend, out_dir=tmp_path)
+    pairs = [(name, f) for name in ("sunset", "fractal") for f in ("grayscale", "blur", "sepia")]
+    assert sorted(shared["outputs"]) == sorted(pairs)
+    assert shared["work"] == {}  # every intermediate image was saved and dropped
+    for (name, filter_name), path in shared["outputs"].items():
+        assert path == str(tmp_path / f"{name}_{filter_name}.png")
+        with image.open(path) as picture:
+            assert picture.format == "PNG"
+            assert picture.size == module.SIZE == (96, 64)
+            assert picture.mode == ("L" if filter_name == "grayscale" else "RGB")
+            with image.open(tmp_path / "inputs" / f"{name}.png") as original:
+                changed = image_chops.difference(picture.convert("RGB"), original.convert("RGB"))
+                assert changed.getbbox() is not None  # the filter did something
+    with image.open(tmp_path / "fractal_sepia.png") as sepia:
+        red, green, blue = sepia.convert("RGB").getpixel((0, 0))
+        assert red > green > blue  # brownish
+
+    out = lines(capsys)
+    for name, filter_name in pairs:
+        tag = f"[{name}/{filter_name}]"
+        steps = [line.split()[1] for line in out if line.startswith(tag)]
+        assert steps == ["loaded", "filtered", "saved"]
+    assert out[-1] == "--- 6 images written ---"
+
+
+@backends
+def test_summarize_files_routes_each_file_by_its_action(
+    backend: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    shared = example("summarize_files").main(backend, folder=tmp_path)
+    assert shared["files"] == ["anyio.txt", "blank.txt", "pocketflow.txt", "todo.txt"]
+    assert shared["routes"] == {
+        "anyio.txt": "long",
+        "blank.txt": "empty",
+        "pocketflow.txt": "long",
+        "todo.txt": "short",
+    }
+    assert shared["summaries"] == {
+        "anyio.txt": "AnyIO runs async code on asyncio or trio. (15 words)",
+        "blank.txt": "(empty file)",
+        "pocketflow.txt": "PocketFlow builds LLM apps from small nodes. (11 words)",
+        "todo.txt": "Buy flour, eggs and sugar.",
+    }
+    assert shared["report"].splitlines()[2].startswith("pocketflow.txt: PocketFlow builds")
+    out = lines(capsys)
+    assert sorted(out[:4]) == [
+        "[anyio.txt] 15 words -> long",
+        "[blank.txt] 0 words -> empty",
+        "[pocketflow.txt] 11 words -> long",
+        "[todo.txt] 5 words -> short",
+    ]
+    assert out[4:] == ["--- 4 files summarised ---", *shared["report"].splitlines()]
