@@ -38,6 +38,7 @@ def test_every_example_is_tested_and_short() -> None:
     assert scripts == {
         "cake_factory",
         "compat_cake_factory",
+        "cpu_bound",  # run by test_process.py
         "image_filters",
         "parallel_squares",
         "summarize_files",

@@ -118,23 +118,98 @@ class Bound:
         shared: Any,
         data: tuple[Any, ...],
         *,
-        thread: bool = False,
+        workers: str = "inline",
         limiter: anyio.CapacityLimiter | None = None,
     ) -> Awaitable[Any]:
-        """Awaitable result: an async function's coroutine; a sync function run inline or
-        (``thread``) in a worker thread.
+        """Awaitable result: an async function's coroutine, or a sync function run
+        ``"inline"``, in a worker ``"thread"``, or in a worker ``"process"``.
 
-        A worker thread is not abandoned on cancellation: the cancellation takes effect
-        once the function returns, so no thread job outlives the flow.
+        Thread and process jobs are not abandoned on cancellation: the cancellation takes
+        effect once the function returns, so no job outlives the flow.
         """
         # Returns the awaitable instead of being a coroutine: one frame less per step.
         kwargs = {"shared": shared} if self.only_shared else self.kwargs(node, shared)
         if self.is_async:
             return self.fn(*data, **kwargs)  # type: ignore[no-any-return]
-        if thread:
+        if workers == "thread":
             call = functools.partial(self.fn, *data, **kwargs)
             return anyio.to_thread.run_sync(call, limiter=limiter)
+        if workers == "process":
+            return self._in_process(node, data, kwargs, limiter)
         return _ready(self.fn(*data, **kwargs))
+
+    async def _in_process(
+        self,
+        node: Any,
+        data: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        limiter: anyio.CapacityLimiter | None,
+    ) -> Any:
+        import pickle
+
+        import anyio.to_process
+
+        ref = function_ref(self.fn)
+        try:
+            pickle.dumps((ref, data, kwargs))
+        except Exception as exc:
+            raise FlowError(
+                f"node {node_name(node)!r}: workers='process' sends {self.label}, its "
+                f"arguments and its result to another process by pickling, and this failed: "
+                f"{exc}. Use a module-level function with picklable arguments, or "
+                f"workers='thread'."
+            ) from exc
+        return await anyio.to_process.run_sync(call_by_ref, ref, data, kwargs, limiter=limiter)
+
+
+def function_ref(fn: Callable[..., Any]) -> tuple[str, str, str | None]:
+    """Where a worker process finds ``fn``: its module, qualified name and source file.
+
+    The decorator replaced the function's module attribute with a node, so the function
+    itself cannot be pickled by reference; the node can be looked up, and its ``fn`` used.
+    """
+    module = str(getattr(fn, "__module__", None) or "__main__")
+    qualname = str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", ""))
+    if "<locals>" in qualname:
+        raise FlowError(
+            f"{qualname}(): workers='process' needs a function defined at module level "
+            f"(a worker process imports it by name), not inside another function"
+        )
+    code = getattr(fn, "__code__", None)
+    path = getattr(code, "co_filename", None)
+    return module, qualname, path if isinstance(path, str) else None
+
+
+_loaded_files: dict[str, dict[str, Any]] = {}
+
+
+def call_by_ref(ref: tuple[str, str, str | None], data: tuple[Any, ...], kwargs: Any) -> Any:
+    """Run in a worker process: find the function named by ``ref`` and call it."""
+    import importlib
+    import runpy
+    import sys
+
+    module_name, qualname, path = ref
+    namespace: Any
+    try:
+        if module_name == "__main__":
+            raise ImportError("the parent's __main__ is not importable here")
+        namespace = importlib.import_module(module_name)
+    except ImportError:
+        main = sys.modules.get("__mp_main__")
+        if main is not None and getattr(main, "__file__", None) == path:
+            namespace = main
+        elif path is not None:
+            if path not in _loaded_files:
+                _loaded_files[path] = runpy.run_path(path, run_name="__flowfn_worker__")
+            namespace = _loaded_files[path]
+        else:
+            raise
+    target: Any = namespace
+    for part in qualname.split("."):
+        target = target[part] if isinstance(target, dict) else getattr(target, part)
+    fn = getattr(target, "fn", target)  # a decorated function: call the plain function
+    return fn(*data, **kwargs)
 
 
 async def _ready(value: Any) -> Any:

@@ -44,7 +44,7 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
-Workers = Literal["thread", "inline"]
+Workers = Literal["thread", "process", "inline"]
 Items = str | Callable[[Any], Iterable[Any]]
 
 _RETRY_KEYS = ("backoff", "max_wait", "jitter", "timeout", "per_second")
@@ -58,7 +58,7 @@ class NodeOptions(RetryOptions, total=False):
     into: str | None  # store the return value (the list of results) in shared[into]
     overwrite: bool  # let into= replace a key that is already in shared
     name: str | None  # the node's name in notes, errors and pictures
-    workers: Workers  # where sync functions run in event loops: "thread" or "inline"
+    workers: Workers  # where sync functions run in event loops: "thread", "process", "inline"
 
 
 # What a step's retry loop hands to exec: the shared store, the function's data, the limiter.
@@ -94,13 +94,21 @@ class _Steps(BaseNode):
         # __name__, __doc__ and __wrapped__ (so inspect.signature) of the function
         functools.update_wrapper(cast(Any, self), fn)
         self.name = name or getattr(fn, "__name__", None) or type(self).__name__
-        if workers not in ("thread", "inline"):
-            raise ValueError(f"{self.name}: workers must be 'thread' or 'inline', got {workers!r}")
+        if workers not in ("thread", "process", "inline"):
+            raise ValueError(
+                f"{self.name}: workers must be 'thread', 'process' or 'inline', got {workers!r}"
+            )
         if into is not None and not isinstance(into, str):
             raise TypeError(f"{self.name}: into= must be a key (str), got {into!r}")
         self.fn: Callable[..., Any] = fn
         self.into, self.overwrite, self.workers = into, overwrite, workers
         self._work = Bound(fn, self.n_data, role=self.role, owner=node_name(self))
+        if workers == "process" and any(n in ("shared", "params") for n, _ in self._work.inject):
+            raise TypeError(
+                f"{self.name}: with workers='process' the function runs in another process, "
+                f"where writes to 'shared' or 'params' would be lost; take the values it needs "
+                f"as parameters (params by name) and return its result (into= or a post)"
+            )
         self._prep: Bound | None = None
         self._post: Bound | None = None
         self._fallback: Bound | None = None
@@ -230,8 +238,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
 
     async def exec_async(self, job: _Job) -> Any:
         shared, data, limiter = job
-        thread = self.workers == "thread"
-        return await self._work.acall(self, shared, data, thread=thread, limiter=limiter)
+        return await self._work.acall(self, shared, data, workers=self.workers, limiter=limiter)
 
     async def exec_fallback_async(self, job: _Job, exc: Exception) -> Any:
         if self._fallback is None:
@@ -240,7 +247,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return await self._fallback.acall(self, shared, (*data, exc))
 
     def _needs_loop(self) -> bool:
-        return any(bound.is_async for bound in self._phases())
+        return self.workers == "process" or any(bound.is_async for bound in self._phases())
 
     def _default_prep(self, shared: Any) -> Any:
         return None
@@ -271,8 +278,8 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
             if self.into is not None:
                 self._check_into(shared)
             self.cur_retry = 0
-            thread = self.workers == "thread"
-            return self._store(shared, await self._work.acall(self, shared, (), thread=thread))
+            work = self._work.acall(self, shared, (), workers=self.workers)
+            return self._store(shared, await work)
         self._check_into(shared)
         if self._prep is None:
             p = self._default_prep(shared)
@@ -435,7 +442,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         return self._finish(shared, pr, None)
 
     async def _run_async(self, shared: Any) -> Any:
-        pr = await self._work.acall(self, shared, (), thread=self.workers == "thread")
+        pr = await self._work.acall(self, shared, (), workers=self.workers)
         results = None
         if self.parallel:
             results = await self._orch_parallel(shared, pr, self.limit, self.errors)
@@ -468,7 +475,8 @@ def node(
 
     Options: ``retries`` (extra attempts), ``wait`` (seconds between them), ``backoff``,
     ``max_wait``, ``jitter``, ``timeout`` (per attempt), ``per_second`` (rate limit),
-    ``into``, ``overwrite``, ``name``, ``workers`` ("thread" or "inline" for sync functions).
+    ``into``, ``overwrite``, ``name``, ``workers`` (where a sync function runs inside an event
+    loop: "thread" (default), "process" for CPU-bound work, or "inline" on the loop).
     """
 
     def make(fn: Callable[P, R]) -> FunctionNode[P, R]:

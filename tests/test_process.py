@@ -1,0 +1,74 @@
+"""workers="process": CPU-bound functions run in worker processes, on both backends."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowfn import Flow, FlowError, node, parallel_batch
+
+pytestmark = pytest.mark.anyio
+
+# Loaded by path under a name no worker process can import: workers find it by its file.
+_spec = importlib.util.spec_from_file_location(
+    "cpu_bound_example", Path(__file__).parent.parent / "examples" / "cpu_bound.py"
+)
+assert _spec is not None
+assert _spec.loader is not None
+cpu_bound = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cpu_bound)
+
+
+@node(into="pid", workers="process")
+def which_process(offset: int = 0) -> int:
+    return os.getpid() + offset
+
+
+async def test_process_workers_run_items_in_other_processes(anyio_backend: str) -> None:
+    shared: dict[str, Any] = {"ranges": [(0, 100), (100, 200), (0, 10)]}
+    await Flow(cpu_bound.count_primes).run_async(shared)
+    assert [count for count, _ in shared["counts"]] == [25, 21, 4]
+    assert os.getpid() not in {pid for _, pid in shared["counts"]}
+
+
+def test_the_cpu_bound_example_counts_primes() -> None:
+    assert cpu_bound.main("trio", limit=10_000, chunks=4)["total"] == 1229
+
+
+async def test_a_process_node_gets_params_by_name(anyio_backend: str) -> None:
+    flow = Flow(which_process)
+    flow.set_params({"offset": 0})
+    shared: dict[str, Any] = {}
+    await flow.run_async(shared)
+    assert isinstance(shared["pid"], int)
+    assert shared["pid"] != os.getpid()
+
+
+def test_process_nodes_need_an_event_loop_even_in_sync_flows() -> None:
+    assert Flow(which_process)._needs_loop()
+    shared: dict[str, Any] = {}
+    Flow(which_process).run(shared)
+    assert shared["pid"] != os.getpid()
+
+
+def test_process_functions_cannot_take_the_shared_store() -> None:
+    with pytest.raises(TypeError, match=r"workers='process'.*writes to 'shared'"):
+
+        @node(workers="process")
+        def writes(shared: Any) -> None:
+            pass
+
+
+async def test_an_unpicklable_argument_is_a_clear_error(anyio_backend: str) -> None:
+    @parallel_batch(items="locks", into="out", workers="process")
+    def local(x: Any) -> Any:
+        return x
+
+    import threading
+
+    with pytest.raises(FlowError, match=r"workers='process'.*(pickl|module level)"):
+        await Flow(local).run_async({"locks": [threading.Lock()]})
