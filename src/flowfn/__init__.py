@@ -10,7 +10,7 @@ from ._decorators import (
     parallel_batch,
 )
 from ._errors import FlowError
-from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered
+from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from .compat import (
     AsyncBatchFlow,
     AsyncBatchNode,
@@ -54,4 +54,5 @@ __all__ = [
     "map_ordered",
     "node",
     "parallel_batch",
+    "stream",
 ]

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    MutableMapping,
+)
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import anyio
@@ -332,7 +339,17 @@ class _ItemSteps(_Steps):
         return items.call(self, shared, (shared,))
 
     def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | None) -> Any:
-        return ((shared, (item,), limiter) for item in _batch_items(self, p))
+        items = _batch_items(self, p, allow_async=True)
+        if isinstance(items, AsyncIterable):
+            return _async_jobs(shared, items, limiter)
+        return ((shared, (item,), limiter) for item in items)
+
+
+async def _async_jobs(
+    shared: Any, items: AsyncIterable[Any], limiter: anyio.CapacityLimiter | None
+) -> AsyncIterator[_Job]:
+    async for item in items:
+        yield (shared, (item,), limiter)
 
 
 class FunctionBatchNode(_ItemSteps, FunctionNode[P, R], AsyncBatchNode):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, Iterable
 from types import EllipsisType
 from typing import Any, TypeVar
 
@@ -244,11 +244,18 @@ class Node(BaseNode):
         return None  # unreachable: max_retries >= 1
 
 
-def _batch_items(node: BaseNode, items: Any) -> Iterable[Any]:
+def _batch_items(node: BaseNode, items: Any, *, allow_async: bool = False) -> Iterable[Any]:
     if items is None:
         return ()
     if isinstance(items, (list, tuple)):
         return items
+    if isinstance(items, AsyncIterable):
+        if allow_async:
+            return items  # type: ignore[return-value]  # the async batches pull it themselves
+        raise TypeError(
+            f"{node_name(node)}: prep returned an async iterable; only async batch nodes "
+            f"(AsyncBatchNode, AsyncParallelBatchNode, @batch/@parallel_batch) can pull it"
+        )
     try:
         iter(items)
     except TypeError:
@@ -329,8 +336,11 @@ class AsyncBatchNode(AsyncNode, BatchNode):
     """An async batch node: ``exec_async`` runs once per item, one after another."""
 
     async def _exec(self, items: Any) -> Any:
+        items = _batch_items(self, items, allow_async=True)
+        if isinstance(items, AsyncIterable):
+            items = [item async for item in items]
         results = []
-        for index, item in enumerate(_batch_items(self, items)):
+        for index, item in enumerate(items):
             try:
                 results.append(await super()._exec(item))
             except Exception as exc:
@@ -373,7 +383,7 @@ class AsyncParallelBatchNode(AsyncNode, BatchNode):
         name = node_name(self)
         return await map_ordered(
             super()._exec,
-            _batch_items(self, items),
+            _batch_items(self, items, allow_async=True),
             limit=check_limit(self.limit, name),
             where=f"parallel batch node {name!r}",
             errors=check_errors(self.errors, name),

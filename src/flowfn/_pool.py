@@ -9,14 +9,24 @@ before a worker is free for it, so a million-item batch costs memory in proporti
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 
 import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ._errors import add_note
 
-__all__ = ["DEFAULT_LIMIT", "BatchResults", "Errors", "check_errors", "check_limit", "map_ordered"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "BatchResults",
+    "Errors",
+    "check_errors",
+    "check_limit",
+    "map_ordered",
+    "stream",
+]
 
 Errors = Literal["fail_fast", "collect"]
 
@@ -71,7 +81,7 @@ def check_errors(errors: object, owner: str) -> Errors:
 
 async def map_ordered(
     fn: Callable[[T], Awaitable[R]],
-    items: Iterable[T],
+    items: Iterable[T] | AsyncIterable[T],
     *,
     limit: int | None = DEFAULT_LIMIT,
     where: str = "parallel batch",
@@ -79,17 +89,39 @@ async def map_ordered(
 ) -> list[R]:
     """Await ``fn(item)`` for every item, at most ``limit`` at once, results in input order.
 
-    On error: the first exception raised by ``fn`` (or by iterating ``items``) cancels every
-    other item still running and is re-raised as it is, not wrapped in an exception group,
-    with a note ``"flowfn: item <i> of <where>"``. On cancellation from outside, every
-    worker is cancelled and the cancellation propagates; no task outlives this call.
-    With ``errors="collect"`` every item runs: a failing item's exception (with its note)
-    takes its place in the results, returned as :class:`BatchResults`.
+    ``items`` may be any iterable or async iterable; it is pulled lazily, at most ``limit``
+    items ahead of the results. On error: the first exception raised by ``fn`` (or by
+    iterating ``items``) cancels every other item still running and is re-raised as it is,
+    not wrapped in an exception group, with a note ``"flowfn: item <i> of <where>"``. On
+    cancellation from outside, every worker is cancelled and the cancellation propagates;
+    no task outlives this call. With ``errors="collect"`` every item runs: a failing item's
+    exception (with its note) takes its place in the results, returned as
+    :class:`BatchResults`.
     """
-    collect = errors == "collect"
-    pending: Iterator[tuple[int, T]] = enumerate(items)
     results: list[Any] = []
+
+    def keep(index: int, value: Any) -> None:
+        results[index] = value
+
+    await _run_pool(fn, items, limit, where, errors, keep, results.append)
+    return BatchResults(results) if errors == "collect" else results
+
+
+async def _run_pool(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    limit: int | None,
+    where: str,
+    errors: Errors,
+    emit: Callable[[int, Any], Awaitable[None] | None],
+    pulled: Callable[[None], None] | None = None,
+) -> None:
+    """The pool behind :func:`map_ordered` and :func:`stream`: ``emit(index, result)`` for
+    every item (awaited if it returns an awaitable: the stream's backpressure);
+    ``pulled(None)`` as each item is taken (map_ordered reserves its slot there)."""
+    collect = errors == "collect"
     failure: list[BaseException] = []
+    count = 0
 
     def fail(exc: BaseException, what: str) -> None:
         if not failure:
@@ -97,43 +129,132 @@ async def map_ordered(
             failure.append(exc)
             tg.cancel_scope.cancel()
 
-    def pull() -> tuple[int, T] | None:
+    def taken(item: T) -> tuple[int, T]:
+        nonlocal count
+        count += 1
+        if pulled is not None:
+            pulled(None)
+        return count - 1, item
+
+    async def run(index: int, item: T) -> bool:
+        """Run one item; False when the pool must stop."""
+        value: Any
         try:
-            pair = next(pending)
-        except StopIteration:
-            return None
+            value = await fn(item)
         except Exception as exc:
-            fail(exc, f"iterating the items (after item {len(results) - 1})")
-            return None
-        results.append(None)
-        return pair
+            if not collect:
+                fail(exc, f"item {index}")
+                return False
+            add_note(exc, f"flowfn: item {index} of {where}")
+            value = exc
+        waiting = emit(index, value)
+        if waiting is not None:
+            await waiting
+        # A failure elsewhere stops the pulling even if ``fn`` never reaches a checkpoint.
+        return not failure
 
-    async def work(index: int, item: T) -> None:
-        while True:
-            try:
-                results[index] = await fn(item)
-            except Exception as exc:
-                if not collect:
-                    fail(exc, f"item {index}")
+    if isinstance(items, AsyncIterable):
+        source = aiter(items)
+        lock = anyio.Lock()
+
+        async def apull() -> tuple[int, T] | None:
+            async with lock:  # one anext() at a time: async generators are not reentrant
+                try:
+                    return taken(await anext(source))
+                except StopAsyncIteration:
+                    return None
+                except Exception as exc:
+                    fail(exc, f"iterating the items (after item {count - 1})")
+                    return None
+
+        async def awork(index: int, item: T) -> None:
+            while await run(index, item):
+                pair = await apull()
+                if pair is None:
                     return
-                add_note(exc, f"flowfn: item {index} of {where}")
-                results[index] = exc
-            # A failure elsewhere stops the pulling even if ``fn`` never reaches a checkpoint.
-            if failure:
-                return
-            pair = pull()
-            if pair is None:
-                return
-            index, item = pair
+                index, item = pair
 
-    async with anyio.create_task_group() as tg:
-        started = 0
-        while limit is None or started < limit:
-            pair = pull()
-            if pair is None:
-                break
-            tg.start_soon(work, *pair)
-            started += 1
+        async with anyio.create_task_group() as tg:
+            started = 0
+            while limit is None or started < limit:
+                pair = await apull()
+                if pair is None:
+                    break
+                tg.start_soon(awork, *pair)
+                started += 1
+    else:
+        pending: Iterator[T] = iter(items)
+
+        def pull() -> tuple[int, T] | None:
+            try:
+                return taken(next(pending))
+            except StopIteration:
+                return None
+            except Exception as exc:
+                fail(exc, f"iterating the items (after item {count - 1})")
+                return None
+
+        async def work(index: int, item: T) -> None:
+            while await run(index, item):
+                pair = pull()
+                if pair is None:
+                    return
+                index, item = pair
+
+        async with anyio.create_task_group() as tg:
+            started = 0
+            while limit is None or started < limit:
+                pair = pull()
+                if pair is None:
+                    break
+                tg.start_soon(work, *pair)
+                started += 1
     if failure:
         raise failure[0]
-    return BatchResults(results) if collect else results
+
+
+@asynccontextmanager
+async def stream(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    *,
+    limit: int | None = DEFAULT_LIMIT,
+    errors: Errors = "fail_fast",
+    where: str = "stream",
+) -> AsyncIterator[MemoryObjectReceiveStream[tuple[int, Any]]]:
+    """Run ``fn`` over ``items`` like :func:`map_ordered`, but hand each ``(index, result)``
+    over as soon as it is ready, and keep none of them::
+
+        async with flowfn.stream(fetch, urls, limit=10) as results:
+            async for index, page in results:
+                ...
+
+    Memory stays proportional to ``limit`` however many items there are: at most ``limit``
+    results wait for the reader. Leaving the block early cancels the items still running.
+    Errors as in :func:`map_ordered`: the first failure cancels the rest and is raised from
+    the ``async with`` (with ``errors="collect"``, failures arrive as exception values).
+    """
+    send, receive = anyio.create_memory_object_stream[tuple[int, Any]]()
+    failure: list[BaseException] = []
+
+    async def produce() -> None:
+        async with send:
+            try:
+                await _run_pool(fn, items, limit, where, errors, lambda i, v: send.send((i, v)))
+            except Exception as exc:  # re-raised below, not as an exception group
+                failure.append(exc)
+                tg.cancel_scope.cancel()
+
+    reader_error: list[Exception] = []
+    async with anyio.create_task_group() as tg, receive:
+        tg.start_soon(produce)
+        try:
+            yield receive
+        except Exception as exc:  # the reader's own: raised as it is, not in a group
+            reader_error.append(exc)
+        finally:
+            tg.cancel_scope.cancel()  # the reader is done: stop what is still running
+    if reader_error:
+        raise reader_error[0]
+    if failure:
+        raise failure[0]
