@@ -10,6 +10,8 @@ from ._decorators import (
     parallel_batch,
 )
 from ._errors import FlowError
+from ._events import Event, EventKind, Observer
+from ._observers import LogObserver, NodeStats, Progress, RunSummary
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from .compat import (
     AsyncBatchFlow,
@@ -31,6 +33,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "Event",
+    "EventKind",
+    "LogObserver",
+    "NodeStats",
+    "Observer",
+    "Progress",
+    "RunSummary",
     "AsyncBatchFlow",
     "AsyncBatchNode",
     "AsyncFlow",

@@ -17,6 +17,7 @@ from collections.abc import (
     Iterable,
     Iterator,
     MutableMapping,
+    Sized,
 )
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
@@ -342,7 +343,25 @@ class _ItemSteps(_Steps):
         items = _batch_items(self, p, allow_async=True)
         if isinstance(items, AsyncIterable):
             return _async_jobs(shared, items, limiter)
+        if isinstance(items, Sized):
+            return _SizedJobs(shared, items, limiter)
         return ((shared, (item,), limiter) for item in items)
+
+
+class _SizedJobs:
+    """The jobs for items that have a length, made lazily, keeping the length (for events)."""
+
+    __slots__ = ("items", "limiter", "shared")
+
+    def __init__(self, shared: Any, items: Any, limiter: anyio.CapacityLimiter | None) -> None:
+        self.shared, self.items, self.limiter = shared, items, limiter
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[_Job]:
+        shared, limiter = self.shared, self.limiter
+        return ((shared, (item,), limiter) for item in self.items)
 
 
 async def _async_jobs(

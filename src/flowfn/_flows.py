@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from types import EllipsisType
 from typing import Any
 
+from . import _events as events
 from ._errors import add_note, node_name
 from ._nodes import AsyncNode, BaseNode
 from ._pool import (
@@ -21,6 +22,8 @@ from ._pool import (
     Errors,
     check_errors,
     check_limit,
+    each,
+    each_sync,
     map_ordered,
 )
 
@@ -71,10 +74,11 @@ class Flow(BaseNode):
 
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
+        watch = events.current()
         while curr:  # PocketFlow's test: a falsy node ends the flow too
             curr.set_params(p)
             try:
-                last_action = curr._run(shared)
+                last_action = curr._run(shared) if watch is None else watch.run_step(curr, shared)
             except Exception as exc:
                 self._step_failed(exc, curr)
                 raise
@@ -84,10 +88,13 @@ class Flow(BaseNode):
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
+        watch = events.current()
         while curr:  # PocketFlow's test: a falsy node ends the flow too
             curr.set_params(p)
             try:
-                last_action = await curr._run_async(shared)
+                last_action = await (
+                    curr._run_async(shared) if watch is None else watch.run_step_async(curr, shared)
+                )
             except Exception as exc:
                 self._step_failed(exc, curr)
                 raise
@@ -125,6 +132,21 @@ class Flow(BaseNode):
         start = None if self.start_node is None else node_name(self.start_node)
         return f"{super().__repr__()[:-1]} start={start!r}>"
 
+    def to_mermaid(self) -> str:
+        """This flow's graph as Mermaid ``flowchart TD`` text: nodes, actions, nested flows.
+
+        Paste it into a Markdown ```` ```mermaid ```` block; see docs/pictures.md.
+        """
+        from ._graph import to_mermaid
+
+        return to_mermaid(self)
+
+    def to_dot(self) -> str:
+        """This flow's graph as Graphviz DOT text, for ``dot -Tpng -o flow.png``."""
+        from ._graph import to_dot
+
+        return to_dot(self)
+
 
 class BatchFlow(Flow):
     """Runs the whole flow once per param dict that ``prep`` returns, one after another.
@@ -152,21 +174,17 @@ class BatchFlow(Flow):
             ) from None
         return pr  # type: ignore[no-any-return]
 
-    def _item_failed(self, exc: BaseException, index: int, kind: str = "batch flow") -> None:
-        add_note(exc, f"flowfn: item {index} of {kind} {node_name(self)!r}")
-
     def _run(self, shared: Any) -> Any:
         pr = self.prep(shared) or []
         self._orch_each_sync(shared, pr)
         return self.post(shared, pr, None)
 
     def _orch_each_sync(self, shared: Any, pr: Any) -> None:
-        for index, bp in enumerate(self._batches(pr)):
-            try:
-                self._orch(shared, self._merge(bp))
-            except Exception as exc:
-                self._item_failed(exc, index)
-                raise
+        def run_one(bp: Any) -> Any:
+            return self._orch(shared, self._merge(bp))
+
+        where = f"batch flow {node_name(self)!r}"
+        each_sync(run_one, self._batches(pr), where=where, node=self)
 
     async def _run_async(self, shared: Any) -> Any:
         pr = self.prep(shared) or []
@@ -174,12 +192,10 @@ class BatchFlow(Flow):
         return self.post(shared, pr, None)
 
     async def _orch_each(self, shared: Any, pr: Any) -> None:
-        for index, bp in enumerate(self._batches(pr)):
-            try:
-                await self._orch_async(shared, self._merge(bp))
-            except Exception as exc:
-                self._item_failed(exc, index)
-                raise
+        async def run_one(bp: Any) -> Any:
+            return await self._orch_async(shared, self._merge(bp))
+
+        await each(run_one, self._batches(pr), where=f"batch flow {node_name(self)!r}", node=self)
 
     async def _orch_parallel(
         self, shared: Any, pr: Any, limit: int | None, errors: Errors = "fail_fast"
@@ -197,6 +213,7 @@ class BatchFlow(Flow):
             limit=check_limit(limit, name),
             where=f"parallel batch flow {name!r}",
             errors=check_errors(errors, name),
+            node=self,
         )
         return results if isinstance(results, BatchResults) else None
 

@@ -11,16 +11,17 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Sequence
 from types import EllipsisType
 from typing import Any, TypeVar
 
 import anyio
 from typing_extensions import Unpack
 
+from . import _events as events
 from ._backend import start_event_loop
-from ._errors import FlowError, add_note, node_name
-from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
+from ._errors import FlowError, node_name
+from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, each, each_sync, map_ordered
 from ._retry import RateLimit, RetryOptions, retry_delay
 
 __all__ = [
@@ -93,24 +94,41 @@ class BaseNode:
         """True if running this node needs an event loop (it or a node it contains is async)."""
         return False
 
-    def run(self, shared: Any, *, backend: str | None = None) -> Any:
-        """Run this node alone (not its successors) and return its action.
+    def run(
+        self,
+        shared: Any,
+        *,
+        backend: str | None = None,
+        on_event: events.Observer | Sequence[events.Observer] | None = None,
+        progress: bool = False,
+    ) -> Any:
+        """Run this node (a flow: the whole flow) and return its action.
 
         Sync nodes run right here. A node that needs an event loop (an async node, or a flow
         containing one) runs in a new one of ``backend`` (``"asyncio"`` by default, or
         ``"trio"``); inside a running event loop, ``await run_async(shared)`` instead.
+        ``on_event`` receives every :class:`~flowfn.Event` of the run; ``progress=True`` adds
+        a progress bar for batches (on stderr).
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
-        if backend is None and not self._needs_loop():
-            return self._run(shared)
-        return start_event_loop(self._run_async, shared, backend=backend, who=node_name(self))
+        with events.observing(_observers(on_event, progress), self):
+            if backend is None and not self._needs_loop():
+                return self._run(shared)
+            return start_event_loop(self._run_async, shared, backend=backend, who=node_name(self))
 
-    async def run_async(self, shared: Any) -> Any:
-        """Run this node alone (not its successors) in the current event loop."""
+    async def run_async(
+        self,
+        shared: Any,
+        *,
+        on_event: events.Observer | Sequence[events.Observer] | None = None,
+        progress: bool = False,
+    ) -> Any:
+        """Run this node (a flow: the whole flow) in the current event loop; see :meth:`run`."""
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
-        return await self._run_async(shared)
+        with events.observing(_observers(on_event, progress), self):
+            return await self._run_async(shared)
 
     def __rshift__(self, other: _Successor) -> _Successor:
         return self.next(other)
@@ -146,6 +164,17 @@ class BaseNode:
         cls, name = type(self).__name__, node_name(self)
         label = cls if name == cls else f"{cls} {name!r}"
         return f"<{label} successors={list(self.successors)}>"
+
+
+def _observers(
+    on_event: events.Observer | Sequence[events.Observer] | None, progress: bool
+) -> events.Observer | Sequence[events.Observer] | None:
+    if not progress:
+        return on_event
+    from ._observers import Progress
+
+    given = () if on_event is None else on_event if isinstance(on_event, Sequence) else (on_event,)
+    return (*given, Progress())
 
 
 class _ConditionalTransition:
@@ -237,11 +266,20 @@ class Node(BaseNode):
                     self.rate_limit.wait_sync()
                 return self.exec(prep_res)
             except Exception as e:
+                _observe_failure(self, i, e)
                 if i == self.max_retries - 1:
                     return self.exec_fallback(prep_res, e)
                 if self.wait > 0:
                     time.sleep(self._retry_delay(i))
         return None  # unreachable: max_retries >= 1
+
+
+def _observe_failure(node: Node, attempt: int, exc: Exception) -> None:
+    """A failed attempt: a ``retry`` event, or ``fallback`` after the last one."""
+    watch = events.current()
+    if watch is not None:
+        kind: events.EventKind = "fallback" if attempt == node.max_retries - 1 else "retry"
+        watch.emit(kind, node, attempt=attempt, error=exc)
 
 
 def _batch_items(node: BaseNode, items: Any, *, allow_async: bool = False) -> Iterable[Any]:
@@ -275,14 +313,8 @@ class BatchNode(Node):
     """
 
     def _exec(self, items: Any) -> Any:
-        results = []
-        for index, item in enumerate(_batch_items(self, items)):
-            try:
-                results.append(super()._exec(item))
-            except Exception as exc:
-                add_note(exc, f"flowfn: item {index} of batch node {node_name(self)!r}")
-                raise
-        return results
+        where = f"batch node {node_name(self)!r}"
+        return each_sync(super()._exec, _batch_items(self, items), where=where, node=self)
 
 
 class AsyncNode(Node):
@@ -314,6 +346,7 @@ class AsyncNode(Node):
                 with anyio.fail_after(self.timeout):
                     return await self.exec_async(prep_res)
             except Exception as e:
+                _observe_failure(self, i, e)
                 if i == self.max_retries - 1:
                     return await self.exec_fallback_async(prep_res, e)
                 if self.wait > 0:
@@ -337,16 +370,8 @@ class AsyncBatchNode(AsyncNode, BatchNode):
 
     async def _exec(self, items: Any) -> Any:
         items = _batch_items(self, items, allow_async=True)
-        if isinstance(items, AsyncIterable):
-            items = [item async for item in items]
-        results = []
-        for index, item in enumerate(items):
-            try:
-                results.append(await super()._exec(item))
-            except Exception as exc:
-                add_note(exc, f"flowfn: item {index} of batch node {node_name(self)!r}")
-                raise
-        return results
+        where = f"batch node {node_name(self)!r}"
+        return await each(super()._exec, items, where=where, node=self)
 
 
 class AsyncParallelBatchNode(AsyncNode, BatchNode):
@@ -387,4 +412,5 @@ class AsyncParallelBatchNode(AsyncNode, BatchNode):
             limit=check_limit(self.limit, name),
             where=f"parallel batch node {name!r}",
             errors=check_errors(self.errors, name),
+            node=self,
         )

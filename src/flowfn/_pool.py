@@ -9,13 +9,23 @@ before a worker is free for it, so a million-item batch costs memory in proporti
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+import time
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Sized,
+)
 from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from . import _events as events
 from ._errors import add_note
 
 __all__ = [
@@ -24,6 +34,8 @@ __all__ = [
     "Errors",
     "check_errors",
     "check_limit",
+    "each",
+    "each_sync",
     "map_ordered",
     "stream",
 ]
@@ -79,6 +91,70 @@ def check_errors(errors: object, owner: str) -> Errors:
     raise ValueError(f"{owner}: errors must be 'fail_fast' or 'collect', got {errors!r}")
 
 
+def _batch_events(node: object | None, items: object) -> events.ItemEvents | None:
+    """Item events for ``node``'s batch when the run is observed (and batch_start now)."""
+    watch = events.current() if node is not None else None
+    if watch is None:
+        return None
+    total = len(items) if isinstance(items, Sized) else None
+    watch.emit("batch_start", node, total=total)
+    return watch.items(node)
+
+
+def _batch_done(node: object | None, started: float) -> None:
+    watch = events.current() if node is not None else None
+    if watch is not None:
+        watch.emit("batch_end", node, duration=time.perf_counter() - started)
+
+
+def each_sync(
+    fn: Callable[[T], R], items: Iterable[T], *, where: str, node: object | None = None
+) -> list[R]:
+    """``[fn(item) for item in items]`` with a note naming the failing item, and events."""
+    seen, started = _batch_events(node, items), time.perf_counter()
+    results = []
+    for index, item in enumerate(items):
+        token = None if seen is None else seen.start(index)
+        try:
+            results.append(fn(item))
+        except Exception as exc:
+            add_note(exc, f"flowfn: item {index} of {where}")
+            if seen is not None:
+                seen.end(index, token, exc)
+            raise
+        if seen is not None:
+            seen.end(index, token)
+    _batch_done(node, started)
+    return results
+
+
+async def each(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    *,
+    where: str,
+    node: object | None = None,
+) -> list[R]:
+    """The async :func:`each_sync`: one item after another, async iterables too."""
+    if isinstance(items, AsyncIterable):
+        items = [item async for item in items]
+    seen, started = _batch_events(node, items), time.perf_counter()
+    results = []
+    for index, item in enumerate(items):
+        token = None if seen is None else seen.start(index)
+        try:
+            results.append(await fn(item))
+        except Exception as exc:
+            add_note(exc, f"flowfn: item {index} of {where}")
+            if seen is not None:
+                seen.end(index, token, exc)
+            raise
+        if seen is not None:
+            seen.end(index, token)
+    _batch_done(node, started)
+    return results
+
+
 async def map_ordered(
     fn: Callable[[T], Awaitable[R]],
     items: Iterable[T] | AsyncIterable[T],
@@ -86,6 +162,7 @@ async def map_ordered(
     limit: int | None = DEFAULT_LIMIT,
     where: str = "parallel batch",
     errors: Errors = "fail_fast",
+    node: object | None = None,
 ) -> list[R]:
     """Await ``fn(item)`` for every item, at most ``limit`` at once, results in input order.
 
@@ -96,14 +173,18 @@ async def map_ordered(
     cancellation from outside, every worker is cancelled and the cancellation propagates;
     no task outlives this call. With ``errors="collect"`` every item runs: a failing item's
     exception (with its note) takes its place in the results, returned as
-    :class:`BatchResults`.
+    :class:`BatchResults`. ``node``, if given, is the node whose batch events observers
+    get (see ``run(on_event=...)``).
     """
     results: list[Any] = []
 
     def keep(index: int, value: Any) -> None:
         results[index] = value
 
-    await _run_pool(fn, items, limit, where, errors, keep, results.append)
+    started = time.perf_counter()
+    seen = _batch_events(node, items)
+    await _run_pool(fn, items, limit, where, errors, keep, results.append, seen)
+    _batch_done(node, started)
     return BatchResults(results) if errors == "collect" else results
 
 
@@ -115,6 +196,7 @@ async def _run_pool(
     errors: Errors,
     emit: Callable[[int, Any], Awaitable[None] | None],
     pulled: Callable[[None], None] | None = None,
+    seen: events.ItemEvents | None = None,
 ) -> None:
     """The pool behind :func:`map_ordered` and :func:`stream`: ``emit(index, result)`` for
     every item (awaited if it returns an awaitable: the stream's backpressure);
@@ -139,14 +221,20 @@ async def _run_pool(
     async def run(index: int, item: T) -> bool:
         """Run one item; False when the pool must stop."""
         value: Any
+        token = None if seen is None else seen.start(index)
         try:
             value = await fn(item)
         except Exception as exc:
+            if seen is not None:
+                seen.end(index, token, exc)
             if not collect:
                 fail(exc, f"item {index}")
                 return False
             add_note(exc, f"flowfn: item {index} of {where}")
             value = exc
+        else:
+            if seen is not None:
+                seen.end(index, token)
         waiting = emit(index, value)
         if waiting is not None:
             await waiting

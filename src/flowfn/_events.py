@@ -1,0 +1,200 @@
+"""Watching a run: typed events, delivered to the observers passed to ``run(on_event=...)``.
+
+The engine asks :func:`current` once per flow walk and per batch; with no observer attached
+anywhere in the process that is one integer test, so unobserved runs pay nothing that can
+be measured. Observers are called synchronously, on the thread that runs the event loop
+(or the sync flow), in the order things happen; an exception raised by an observer
+propagates into the flow like any other error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._errors import node_name
+
+__all__ = ["Event", "EventKind", "ItemEvents", "Observer", "Watch", "current", "observing"]
+
+EventKind = Literal[
+    "run_start",
+    "run_end",
+    "node_start",
+    "node_end",
+    "node_error",
+    "retry",
+    "fallback",
+    "batch_start",
+    "batch_end",
+    "item_start",
+    "item_end",
+    "item_error",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened in a run.
+
+    ``path`` names the flows around ``node``, outermost first (nested flows add to it).
+    ``item`` is the index of a batch item (or sub-flow run of a batch flow), ``attempt`` the
+    0-based attempt of a retry, ``duration`` the seconds a node, item, batch or run took,
+    ``action`` the action a node returned, ``total`` the number of items of a batch when its
+    source has a length, ``error`` the exception of an ``*_error``, ``retry`` or
+    ``fallback`` event.
+    """
+
+    kind: EventKind
+    node: str
+    path: tuple[str, ...] = ()
+    item: int | None = None
+    attempt: int | None = None
+    duration: float | None = None
+    action: str | None = None
+    total: int | None = None
+    error: BaseException | None = field(default=None, compare=False)
+    time: float = field(default_factory=time.monotonic, compare=False)
+
+    @property
+    def where(self) -> str:
+        """``"outer/inner/node"``: the node and the flows around it."""
+        return "/".join((*self.path, self.node))
+
+
+Observer = Callable[[Event], object]
+
+# Runs with an observer attached, process-wide: the engine's one-integer fast check.
+_active = 0
+_watch: ContextVar[Watch | None] = ContextVar("flowfn_watch", default=None)
+
+
+def current() -> Watch | None:
+    """The watch of the run this code is part of, or ``None`` when nobody observes it."""
+    return _watch.get() if _active else None
+
+
+class Watch:
+    """The observers of one run and the flow path at this point of it."""
+
+    __slots__ = ("observers", "owner", "path")
+
+    def __init__(
+        self, observers: tuple[Observer, ...], path: tuple[str, ...], owner: object = None
+    ) -> None:
+        # owner: the flow whose name ends ``path`` (its own events do not repeat its name).
+        self.observers, self.path, self.owner = observers, path, owner
+
+    def emit(self, kind: EventKind, node: object, **fields: Any) -> None:
+        path = self.path[:-1] if node is self.owner and self.path else self.path
+        event = Event(kind, node_name(node), path, **fields)
+        for observer in self.observers:
+            observer(event)
+
+    def _enter(self, node: object) -> Token[Watch | None] | None:
+        # Inside a nested flow, events carry that flow's name in their path.
+        if hasattr(node, "start_node"):
+            return _watch.set(Watch(self.observers, (*self.path, node_name(node)), node))
+        return None
+
+    def run_step(self, node: Any, shared: Any) -> Any:
+        """Run one step of a flow's walk (sync), with node_start/end/error events."""
+        self.emit("node_start", node)
+        started = time.perf_counter()
+        token = self._enter(node)
+        try:
+            action = node._run(shared)
+        except Exception as exc:
+            self.emit("node_error", node, duration=time.perf_counter() - started, error=exc)
+            raise
+        finally:
+            if token is not None:
+                _watch.reset(token)
+        self.emit("node_end", node, duration=time.perf_counter() - started, action=_as(action))
+        return action
+
+    async def run_step_async(self, node: Any, shared: Any) -> Any:
+        """Run one step of a flow's walk (async), with node_start/end/error events."""
+        self.emit("node_start", node)
+        started = time.perf_counter()
+        token = self._enter(node)
+        try:
+            action = await node._run_async(shared)
+        except Exception as exc:
+            self.emit("node_error", node, duration=time.perf_counter() - started, error=exc)
+            raise
+        finally:
+            if token is not None:
+                _watch.reset(token)
+        self.emit("node_end", node, duration=time.perf_counter() - started, action=_as(action))
+        return action
+
+    def items(self, node: object) -> ItemEvents:
+        """Events for the items of ``node``'s batch (a batch node's, or a batch flow's runs)."""
+        return ItemEvents(self, node)
+
+
+class ItemEvents:
+    """item_start / item_end / item_error for one batch. The runs of a batch *flow* see the
+    item index in their path (``orders[3]/bake``), so concurrent runs stay apart."""
+
+    __slots__ = ("node", "watch")
+
+    def __init__(self, watch: Watch, node: object) -> None:
+        self.watch, self.node = watch, node
+
+    def start(self, index: int) -> Token[Watch | None] | None:
+        watch = self.watch
+        watch.emit("item_start", self.node, item=index)
+        if self.node is not watch.owner:
+            return None
+        path = (*watch.path[:-1], f"{node_name(self.node)}[{index}]")
+        return _watch.set(Watch(watch.observers, path))
+
+    def end(
+        self, index: int, token: Token[Watch | None] | None, error: BaseException | None = None
+    ) -> None:
+        if token is not None:
+            _watch.reset(token)
+        if error is None:
+            self.watch.emit("item_end", self.node, item=index)
+        else:
+            self.watch.emit("item_error", self.node, item=index, error=error)
+
+
+def _as(action: Any) -> str | None:
+    return action if action is None or isinstance(action, str) else repr(action)
+
+
+@contextmanager
+def observing(on_event: Observer | Sequence[Observer] | None, root: object) -> Iterator[None]:
+    """Deliver the events of the run inside this block to ``on_event`` (no-op for None)."""
+    global _active
+    if on_event is None:
+        yield
+        return
+    observers = tuple(on_event) if isinstance(on_event, Sequence) else (on_event,)
+    for observer in observers:
+        if not callable(observer):
+            raise TypeError(
+                f"on_event: observers must be callables taking an Event, got {observer!r}"
+            )
+    path = (node_name(root),) if hasattr(root, "start_node") else ()
+    watch = Watch(observers, path, root)
+    token = _watch.set(watch)
+    _active += 1
+    started = time.perf_counter()
+    watch.emit("run_start", root)
+    try:
+        yield
+    except BaseException as exc:
+        watch.emit("run_end", root, duration=time.perf_counter() - started, error=exc)
+        raise
+    else:
+        watch.emit("run_end", root, duration=time.perf_counter() - started)
+    finally:
+        _active -= 1
+        _watch.reset(token)

@@ -1,0 +1,216 @@
+"""Watching runs: the event stream, summaries, logging and progress, on both backends."""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import anyio
+import pytest
+
+from flowfn import (
+    AsyncNode,
+    AsyncParallelBatchNode,
+    Event,
+    Flow,
+    LogObserver,
+    Progress,
+    RunSummary,
+    batch,
+    node,
+    parallel_batch,
+)
+from flowfn import _events as events
+
+pytestmark = pytest.mark.anyio
+
+
+def build_bakery() -> Flow:
+    """A parallel batch flow of 3 orders; each runs mix (fails once for plum) >> layer."""
+    failed: set[str] = set()
+
+    @node(retries=1)
+    async def mix(flavor: str) -> None:
+        await anyio.sleep(0.001)
+        if flavor == "plum" and flavor not in failed:
+            failed.add(flavor)
+            raise OSError("spilled")
+
+    @batch(items=lambda shared: [1, 2])
+    def layer(i: int) -> int:
+        return i
+
+    mix >> layer
+
+    @parallel_batch(flow=Flow(mix), limit=2)
+    def orders(shared: Any) -> list[dict[str, str]]:
+        return [{"flavor": f} for f in ("lemon", "plum", "fig")]
+
+    flow = Flow(orders)
+    flow.name = "bakery"
+    return flow
+
+
+async def test_the_event_stream_of_a_nested_parallel_flow(anyio_backend: str) -> None:
+    seen: list[Event] = []
+    await build_bakery().run_async({}, on_event=seen.append)
+    kinds = [(e.kind, e.where) for e in seen]
+
+    assert kinds[0] == ("run_start", "bakery")
+    assert kinds[1] == ("node_start", "bakery/orders")
+    assert kinds[2] == ("batch_start", "bakery/orders")
+    assert seen[2].total == 3
+    assert kinds[-3:] == [
+        ("batch_end", "bakery/orders"),
+        ("node_end", "bakery/orders"),
+        ("run_end", "bakery"),
+    ]
+    # every order ran its sub-flow with its index in the path, in order within the order
+    for i in range(3):
+        prefix = f"bakery/orders[{i}]/"
+        steps = [(k, w.removeprefix(prefix)) for k, w in kinds if w.startswith(prefix)]
+        retry = [("retry", "Flow/mix")] if i == 1 else []
+        assert steps == [
+            ("node_start", "Flow"),
+            ("node_start", "Flow/mix"),
+            *retry,
+            ("node_end", "Flow/mix"),
+            ("node_start", "Flow/layer"),
+            ("batch_start", "Flow/layer"),
+            ("item_start", "Flow/layer"),
+            ("item_end", "Flow/layer"),
+            ("item_start", "Flow/layer"),
+            ("item_end", "Flow/layer"),
+            ("batch_end", "Flow/layer"),
+            ("node_end", "Flow/layer"),
+            ("node_end", "Flow"),
+        ]
+    items = [e.item for e in seen if e.kind == "item_end" and e.where == "bakery/orders"]
+    assert sorted(items) == [0, 1, 2]
+    retry = next(e for e in seen if e.kind == "retry")
+    assert retry.attempt == 0
+    assert isinstance(retry.error, OSError)
+    assert all(e.duration is not None and e.duration >= 0 for e in seen if e.kind == "node_end")
+    assert events._active == 0  # the observer is gone after the run
+
+
+async def test_unobserved_runs_emit_nothing(anyio_backend: str) -> None:
+    assert events.current() is None
+    seen: list[Event] = []
+    await build_bakery().run_async({})
+    await build_bakery().run_async({}, on_event=seen.append)
+    await build_bakery().run_async({})
+    assert {e.kind for e in seen} >= {"run_start", "run_end"}
+    assert len([e for e in seen if e.kind == "run_start"]) == 1
+
+
+async def test_errors_and_fallbacks_are_events(anyio_backend: str) -> None:
+    class Fails(AsyncNode):
+        async def exec_async(self, prep_res: Any) -> None:
+            raise ValueError("no")
+
+    seen: list[Event] = []
+    with pytest.raises(ValueError, match="no"):
+        await Flow(Fails(max_retries=2)).run_async({}, on_event=seen.append)
+    assert [(e.kind, e.attempt) for e in seen if e.kind in ("retry", "fallback")] == [
+        ("retry", 0),
+        ("fallback", 1),
+    ]
+    assert [e.kind for e in seen][-2:] == ["node_error", "run_end"]
+    assert isinstance(seen[-1].error, ValueError)
+
+
+async def test_parallel_item_errors_are_events(anyio_backend: str) -> None:
+    class Items(AsyncParallelBatchNode):
+        async def prep_async(self, shared: Any) -> range:
+            return range(4)
+
+        async def exec_async(self, i: int) -> int:
+            await anyio.sleep(0)
+            if i == 2:
+                raise KeyError(i)
+            return i
+
+    seen: list[Event] = []
+    await Items(errors="collect").run_async({}, on_event=seen.append)
+    errors = [e for e in seen if e.kind == "item_error"]
+    assert [e.item for e in errors] == [2]
+    assert sorted(e.item for e in seen if e.kind == "item_end") == [0, 1, 3]
+
+
+async def test_run_summary_counts_per_node(anyio_backend: str) -> None:
+    summary = RunSummary()
+    await build_bakery().run_async({}, on_event=summary)
+    mix = summary.nodes["bakery/orders/Flow/mix"]
+    assert (mix.calls, mix.retries, mix.failures) == (3, 1, 0)
+    assert summary.nodes["bakery/orders/Flow/layer"].items == 6
+    assert summary.nodes["bakery/orders"].items == 3
+    assert mix.max_time <= mix.total_time
+    table = str(summary)
+    assert "bakery/orders/Flow/mix" in table
+    assert table.splitlines()[0].split()[:4] == ["node", "calls", "retries", "failures"]
+    assert summary.duration is not None
+
+
+def test_log_observer_logs_through_logging(caplog: pytest.LogCaptureFixture) -> None:
+    @node(into="x")
+    def step(shared: Any) -> int:
+        return 1
+
+    with caplog.at_level(logging.DEBUG, logger="flowfn"):
+        Flow(step).run({}, on_event=LogObserver())
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0].startswith("run_start Flow")
+    assert any(m.startswith("node_end Flow/step") and "took=" in m for m in messages)
+    assert caplog.records[-1].levelno == logging.INFO
+
+
+async def test_progress_shows_done_total_failures_and_rate(anyio_backend: str) -> None:
+    out = io.StringIO()
+
+    @parallel_batch(items=lambda shared: range(10), errors="collect", limit=3)
+    async def work(i: int) -> int:
+        await anyio.sleep(0.001)
+        if i == 7:
+            raise ValueError(i)
+        return i
+
+    await Flow(work).run_async({}, on_event=Progress(out, per_second=1000))
+    lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("Flow/work: 100% 10/10 done, 1 failed, ")
+    assert lines[-1].endswith(" items/s")
+    done = [int(line.split()[2].split("/")[0]) for line in lines]
+    assert done == sorted(done)  # counts only go up, even with 3 items at once
+
+
+def test_progress_true_draws_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    @batch(items="xs", into="ys")
+    def double(x: int) -> int:
+        return 2 * x
+
+    shared: dict[str, Any] = {"xs": [1, 2, 3]}
+    Flow(double).run(shared, progress=True)
+    assert shared["ys"] == [2, 4, 6]
+    assert "Flow/double: 100% 3/3 done, 0 failed" in capsys.readouterr().err
+
+
+async def test_an_observer_that_raises_stops_the_run(anyio_backend: str) -> None:
+    def picky(event: Event) -> None:
+        if event.kind == "node_end":
+            raise RuntimeError("observer says no")
+
+    @node
+    async def step(shared: Any) -> None:
+        shared["ran"] = True
+
+    shared: dict[str, Any] = {}
+    with pytest.raises(RuntimeError, match="observer says no"):
+        await Flow(step).run_async(shared, on_event=picky)
+    assert shared == {"ran": True}
+    assert events._active == 0
+
+
+def test_observers_must_be_callable() -> None:
+    with pytest.raises(TypeError, match="observers must be callables"):
+        Flow(node(lambda shared: None)).run({}, on_event=["not callable"])  # type: ignore[list-item]
