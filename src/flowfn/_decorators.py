@@ -286,8 +286,10 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
             if self.into is not None:
                 self._check_into(shared)
             self.cur_retry = 0
-            work = self._work.acall(self, shared, (), workers=self.workers)
-            return self._store(shared, await work)
+            work = self._work
+            if work.is_async and work.only_shared:  # `async def f(shared)`: the common case
+                return self._store(shared, await work.fn(shared=shared))
+            return self._store(shared, await work.acall(self, shared, (), workers=self.workers))
         self._check_into(shared)
         if self._prep is None:
             p = self._default_prep(shared)

@@ -146,7 +146,7 @@ class BaseNode:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._plain_copy = not any("__slots__" in vars(k) for k in cls.__mro__[:-1]) and all(
+        cls._plain_copy = not any(vars(k).get("__slots__") for k in cls.__mro__[:-1]) and all(
             getattr(cls, hook, None) is getattr(object, hook, None)
             for hook in ("__getstate__", "__setstate__", "__reduce__", "__reduce_ex__")
         )
