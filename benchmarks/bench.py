@@ -91,8 +91,16 @@ CASES = (
 
 def run_child(case: str, impl: str, backend: str) -> None:
     sys.path.insert(0, str(HERE))
+    import asyncio
+
+    import anyio
     import workloads
 
+    # Warm up: the first run of a backend imports it (trio: ~0.2 s), which is not the workload.
+    if backend in BACKENDS:
+        anyio.run(anyio.sleep, 0, backend=backend)
+    else:
+        asyncio.run(asyncio.sleep(0))
     if impl in ("pocketflow", "compat"):
         if impl == "pocketflow":
             import pocketflow as mod
