@@ -67,12 +67,13 @@ def stop_clock(shared: Shared, orders: list[Shared], exec_res: None) -> None:
 
 def main(backend: str = "asyncio") -> dict[str, Any]:
     shared: Shared = {"cakes": {"parallel": {}, "one_by_one": {}}, "seconds": {}}
-    for factories in (in_parallel, one_by_one):
-        Flow(factories).run(shared, backend=backend)
+    flow.run(shared, backend=backend)
     par, seq = shared["seconds"]["parallel"], shared["seconds"]["one_by_one"]
     print(f"Total time: parallel {par:.2f} s, one by one {seq:.2f} s: {seq / par:.1f}x faster")
     return shared
 
 
+in_parallel >> one_by_one  # in_parallel's post returns None: the "default" action
+flow = Flow(in_parallel)  # main runs it; so can `flowfn run examples/cake_factory.py:flow`
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "asyncio")

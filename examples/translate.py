@@ -54,6 +54,7 @@ def save(shared: Shared) -> None:
 
 
 translate >> save
+flow = Flow(translate)  # `flowfn run examples/translate.py:flow --shared '{...}'` runs it
 
 
 def main(backend: str = "asyncio", out_dir: str | Path = OUT_DIR) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def main(backend: str = "asyncio", out_dir: str | Path = OUT_DIR) -> dict[str, A
     shared: Shared = {"text": "Hello, welcome to flowfn!", "languages": languages}
     shared["out_dir"] = str(out_dir)
     print(f"--- Translating {shared['text']!r} into {len(languages)} languages ({backend}) ---")
-    Flow(translate).run(shared, backend=backend)
+    flow.run(shared, backend=backend)
     return shared
 
 

@@ -8,6 +8,7 @@ its graph holds an async node, and ``await flow.run_async(shared)`` runs it in y
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from types import EllipsisType
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 
+_visiting = threading.local()
+
+
 def _copy(node: BaseNode | None) -> BaseNode | None:
     return None if node is None else node.__copy__()
 
@@ -62,8 +66,10 @@ class Flow(BaseNode):
         return start
 
     def get_next_node(self, curr: BaseNode, action: Any) -> BaseNode | None:
-        nxt = curr.successors.get(action or "default")
-        if not nxt and curr.successors:
+        key = action or "default"
+        nxt = curr.successors.get(key)
+        # An explicit `node - "stop" >> None` ends the flow quietly (PocketFlow warns).
+        if not nxt and curr.successors and (key not in curr.successors or nxt is not None):
             warnings.warn(
                 f"Flow ends: '{action}' not found in {list(curr.successors)}", stacklevel=2
             )
@@ -116,6 +122,16 @@ class Flow(BaseNode):
         return exec_res
 
     def _needs_loop(self) -> bool:
+        visiting = _visiting.__dict__.setdefault("ids", set())
+        if id(self) in visiting:  # a flow that contains itself: already being looked at
+            return False
+        visiting.add(id(self))
+        try:
+            return self._graph_needs_loop()
+        finally:
+            visiting.discard(id(self))
+
+    def _graph_needs_loop(self) -> bool:
         seen: set[int] = set()
         todo: list[BaseNode | None] = [self.start_node]
         while todo:

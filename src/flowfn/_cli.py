@@ -1,0 +1,291 @@
+"""The ``flowfn`` command: run a flow, or draw it, from the command line.
+
+    flowfn run examples/translate.py:flow --shared '{"text": "Hi", ...}' --backend trio
+    flowfn graph examples/cake_factory.py:flow -o cake_factory.png
+
+TARGET names a flow (or a node) at the top level of a module or a file:
+``package.module:name`` or ``path/to/file.py:name``. A mistake in the command (a missing
+module, file or name, something that is not a flow, bad JSON, no Graphviz) ends with one
+line on stderr and exit code 2; an exception raised by the flow itself is not caught, so
+its traceback shows, with flowfn's notes naming the node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ._backend import BACKENDS
+from ._flows import Flow
+from ._nodes import BaseNode
+from ._observers import RunSummary
+
+__all__ = ["UsageError", "load_target", "main"]
+
+FORMATS = ("mermaid", "dot", "png")
+_SUFFIX_FORMATS = {".png": "png", ".dot": "dot", ".gv": "dot"}
+_EXAMPLE = '\'{"name": "Ada"}\''  # a JSON object, quoted for the shell
+
+
+class UsageError(Exception):
+    """A mistake in the command: reported as ``flowfn: error: ...`` and exit code 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``flowfn`` command with ``argv`` (default ``sys.argv[1:]``); the exit code.
+
+    0 on success, 2 for a mistake in the command (one line on stderr). argparse's own usage
+    errors exit with 2 too, by raising ``SystemExit``.
+    """
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except UsageError as exc:
+        print(f"flowfn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flowfn", description="Run a flowfn flow, or draw it as a picture."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    target_help = "the flow: module:name or path/to/file.py:name"
+
+    run = commands.add_parser(
+        "run", help="run a flow, then print its shared store and last action as JSON"
+    )
+    run.add_argument("target", metavar="TARGET", help=target_help)
+    run.add_argument(
+        "--backend", choices=BACKENDS, help="the event loop (default: asyncio, if one is needed)"
+    )
+    run.add_argument("--shared", metavar="JSON", help="the shared store, a JSON object")
+    run.add_argument("--params", metavar="JSON", help="the flow's params, a JSON object")
+    run.add_argument(
+        "--progress", action="store_true", help="show a progress bar per batch (on stderr)"
+    )
+    run.add_argument(
+        "--summary", action="store_true", help="print a per-node run summary (on stderr)"
+    )
+    run.set_defaults(handler=_run_command)
+
+    graph = commands.add_parser("graph", help="draw a flow as Mermaid, DOT or PNG")
+    graph.add_argument("target", metavar="TARGET", help=target_help)
+    graph.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="mermaid (default), dot, or png (needs Graphviz and -o); "
+        "by default taken from -o's suffix (.png, .dot, .gv)",
+    )
+    graph.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    graph.set_defaults(handler=_graph_command)
+    return parser
+
+
+# -- run --------------------------------------------------------------------------------
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``flowfn run``: load, run, print ``{"action": ..., "shared": {...}}`` as JSON."""
+    shared = {} if args.shared is None else _json_object(args.shared, "--shared")
+    params = None if args.params is None else _json_object(args.params, "--params")
+    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+        raise UsageError("--backend trio needs trio: pip install 'flowfn[trio]'")
+    node = load_target(args.target)
+    flow = node if isinstance(node, Flow) else Flow(node)  # a node runs with its successors
+    if params is not None:
+        flow.set_params(params)
+    summary = RunSummary() if args.summary else None
+    action = flow.run(shared, backend=args.backend, progress=args.progress, on_event=summary)
+    if summary is not None:
+        print(summary, file=sys.stderr)
+    result = {"action": action, "shared": shared}
+    print(json.dumps(_jsonable(result), indent=2, default=repr, ensure_ascii=False))
+    return 0
+
+
+def _json_object(text: str, option: str) -> dict[str, Any]:
+    """``text`` parsed as a JSON object, or a ``UsageError`` saying what is wrong."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option} is not valid JSON ({exc}): {text!r:.60}") from None
+    if not isinstance(value, dict):
+        raise UsageError(
+            f"{option} must be a JSON object, such as {_EXAMPLE}, "
+            f"got a JSON {_json_type(value)}: {text!r:.60}"
+        )
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return names.get(type(value), "null")
+
+
+def _jsonable(value: Any, _path: frozenset[int] = frozenset()) -> Any:
+    """``value`` made printable by ``json.dumps(..., default=repr)``: mapping keys that JSON
+    cannot hold (tuples, ...) become their repr, and a container inside itself ``"<cycle>"``.
+    """
+    if not isinstance(value, (Mapping, list, tuple)):
+        return value
+    if id(value) in _path:
+        return "<cycle>"
+    path = _path | {id(value)}
+    if isinstance(value, Mapping):
+        return {_json_key(key): _jsonable(item, path) for key, item in value.items()}
+    return [_jsonable(item, path) for item in value]
+
+
+def _json_key(key: Any) -> Any:
+    return key if key is None or isinstance(key, (str, int, float, bool)) else repr(key)
+
+
+# -- graph ------------------------------------------------------------------------------
+
+
+def _graph_command(args: argparse.Namespace) -> int:
+    """``flowfn graph``: print or write the flow's picture as Mermaid, DOT or PNG."""
+    from ._graph import to_dot, to_mermaid
+
+    fmt = args.format or _SUFFIX_FORMATS.get(Path(args.output or "").suffix.lower(), "mermaid")
+    if fmt == "png" and not args.output:
+        raise UsageError("--format png writes a file: add -o FILE.png")
+    node = load_target(args.target)
+    if fmt == "png":
+        _write_png(to_dot(node), args.output)
+        return 0
+    text = to_mermaid(node) if fmt == "mermaid" else to_dot(node)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        Path(args.output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output!r}: {exc.strerror or exc}") from None
+    return 0
+
+
+def _write_png(dot_text: str, path: str) -> None:
+    """Render ``dot_text`` to the PNG file ``path`` with Graphviz's ``dot`` command."""
+    dot = shutil.which("dot")
+    if dot is None:
+        raise UsageError(
+            "--format png needs Graphviz's `dot` command, which is not on PATH: install "
+            "Graphviz (apt-get install graphviz; brew install graphviz on macOS), or write "
+            "DOT text with --format dot and render it elsewhere"
+        )
+    done = subprocess.run(
+        [dot, "-Tpng", "-o", path], input=dot_text.encode(), capture_output=True, check=False
+    )
+    message = done.stderr.decode(errors="replace").strip()
+    if done.returncode != 0:
+        last = message.splitlines()[-1] if message else "no message"
+        raise UsageError(f"dot could not write {path!r} (exit code {done.returncode}): {last}")
+    if message:  # warnings: the picture is written, but say what Graphviz complained about
+        print(message, file=sys.stderr)
+
+
+# -- loading TARGET ---------------------------------------------------------------------
+
+
+def load_target(target: str) -> BaseNode:
+    """The flow or node that ``target`` (``module:name`` or ``path/to/file.py:name``) names.
+
+    ``name`` may be dotted (``module:Factory.flow``). A file is run as a module (its
+    ``if __name__ == "__main__"`` block does not run) with its folder first on
+    ``sys.path``, as ``python file.py`` would have it; a module is imported with the
+    current folder on ``sys.path``. Raises ``UsageError`` naming what is missing.
+    """
+    where, colon, name = target.rpartition(":")
+    if not colon or not where or not name:
+        raise UsageError(
+            f"TARGET {target!r} must be module:name or path/to/file.py:name, "
+            f"for example examples/translate.py:flow"
+        )
+    module = _import_file(where) if _is_path(where) else _import_module(where, name)
+    obj: Any = module
+    for part in name.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{where} has no attribute {name!r}; {_what_is_there(module)}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, BaseNode):
+        raise UsageError(f"{target} is {_describe(obj)}, not a flow or a node: {_fix(obj)}")
+    return obj
+
+
+def _is_path(where: str) -> bool:
+    return where.endswith(".py") or "/" in where or os.sep in where
+
+
+def _import_file(where: str) -> ModuleType:
+    path = Path(where)
+    if not path.is_file():
+        hint = "" if where.endswith(".py") else "; a file's path ends in .py"
+        raise UsageError(f"no file {where!r} (looked in {os.getcwd()}){hint}")
+    name = f"flowfn_target_{path.stem}"  # not the stem: a file named json.py would shadow json
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot import {where!r} as Python: name a .py file")
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    sys.modules[name] = module  # so pickle, dataclasses and typing find the module
+    try:
+        spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        del sys.modules[name]
+        raise UsageError(f"importing {where!r} failed: {exc}; install it") from None
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def _import_module(where: str, name: str) -> ModuleType:
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` has it; console scripts do not
+    try:
+        return importlib.import_module(where)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (where == exc.name or where.startswith(exc.name + ".")):
+            raise UsageError(
+                f"no module named {where!r}: check the spelling, install it, or run flowfn "
+                f"from the folder that holds it (for a file, write path/to/file.py:{name})"
+            ) from None
+        raise UsageError(f"importing {where!r} failed: {exc}; install it") from None
+
+
+def _what_is_there(module: ModuleType) -> str:
+    names = [key for key, value in vars(module).items() if isinstance(value, BaseNode)]
+    if not names:
+        return "it defines no flow or node at the top level"
+    return f"its flows and nodes: {', '.join(names)}"
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, type):
+        return f"the class {obj.__name__}"
+    if isinstance(obj, ModuleType):
+        return f"the module {obj.__name__}"
+    return f"a {type(obj).__name__}"
+
+
+def _fix(obj: Any) -> str:
+    if isinstance(obj, type) and issubclass(obj, BaseNode):
+        return f"name an instance, for example `flow = Flow({obj.__name__}())` in the module"
+    if inspect.isroutine(obj):
+        return "decorate the function with @node, or name the flow that holds it"
+    return "name a Flow, a node, or a function decorated with @node"

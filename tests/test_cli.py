@@ -1,0 +1,368 @@
+"""The ``flowfn`` command: ``run`` and ``graph``, in-process through ``main([...])``, and
+one example end to end in a subprocess (``python -m flowfn``)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_graph import need_dot
+
+from flowfn._cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FLOWS = """
+import anyio
+
+from flowfn import Flow, Node, node, parallel_batch
+
+
+@node
+def greet(shared, greeting="Hello"):
+    shared["message"] = f"{greeting}, {shared['name']}!"
+    return "greeted"
+
+
+@node
+def shout(shared):
+    shared["message"] = shared["message"].upper()
+
+
+greet - "greeted" >> shout
+greeting = Flow(greet)
+
+
+@parallel_batch(items="numbers", into="squares", limit=2)
+async def square(number):
+    await anyio.sleep(0)
+    return number * number
+
+
+squares = Flow(square)
+
+
+@node
+def odd_values(shared):
+    shared["a set"] = {3}
+    shared["by pair"] = {("a", 1): "x"}
+    shared["me"] = shared
+
+
+odd = Flow(odd_values)
+
+
+@node
+def boom(shared):
+    raise ValueError("boom")
+
+
+broken = Flow(boom)
+
+
+class Holder:
+    flow = greeting
+
+
+class Step(Node):
+    pass
+
+
+def plain(shared):
+    pass
+
+
+settings = {"flow": "not one"}
+"""
+
+
+@pytest.fixture(autouse=True)
+def restore_import_state() -> Iterator[None]:
+    """Loading a TARGET puts its folder on sys.path and its module in sys.modules: undo it."""
+    path, modules = list(sys.path), set(sys.modules)
+    yield
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+
+
+@pytest.fixture
+def flows(tmp_path: Path) -> Path:
+    path = tmp_path / "flows.py"
+    path.write_text(textwrap.dedent(FLOWS), encoding="utf-8")
+    return path
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    assert main(list(argv)) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    return json.loads(out.out)
+
+
+# -- flowfn run -------------------------------------------------------------------------
+
+
+def test_run_prints_the_last_action_and_the_shared_store(
+    flows: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_json(capsys, "run", f"{flows}:greeting", "--shared", '{"name": "Ada"}')
+    assert result == {"action": None, "shared": {"name": "Ada", "message": "HELLO, ADA!"}}
+
+
+def test_run_passes_params_to_the_flow(flows: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["run", f"{flows}:greeting", "--shared", '{"name": "Bo"}', "--params"]
+    result = run_json(capsys, *argv, '{"greeting": "Hi"}')
+    assert result["shared"]["message"] == "HI, BO!"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_run_on_each_backend(flows: Path, capsys: pytest.CaptureFixture[str], backend: str) -> None:
+    argv = ["run", f"{flows}:squares", "--backend", backend, "--shared", '{"numbers": [1, 2, 3]}']
+    result = run_json(capsys, *argv)
+    assert result == {"action": None, "shared": {"numbers": [1, 2, 3], "squares": [1, 4, 9]}}
+
+
+def test_run_a_module_target_with_a_dotted_name(
+    flows: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(flows.parent)
+    monkeypatch.syspath_prepend(str(flows.parent))
+    result = run_json(capsys, "run", "flows:Holder.flow", "--shared", '{"name": "Cy"}')
+    assert result["shared"]["message"] == "HELLO, CY!"
+
+
+def test_run_a_node_runs_what_follows_it(flows: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_json(capsys, "run", f"{flows}:greet", "--shared", '{"name": "Di"}')
+    assert result["shared"]["message"] == "HELLO, DI!"  # greet, then shout, as Flow(greet)
+
+
+def test_run_prints_values_json_cannot_hold_as_their_repr(
+    flows: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_json(capsys, "run", f"{flows}:odd")
+    assert result["shared"] == {"a set": "{3}", "by pair": {"('a', 1)": "x"}, "me": "<cycle>"}
+
+
+def test_an_exception_from_the_flow_keeps_its_traceback_and_notes(flows: Path) -> None:
+    with pytest.raises(ValueError, match="boom") as caught:
+        main(["run", f"{flows}:broken"])
+    assert "flowfn: in node 'boom' of flow 'Flow'" in caught.value.__notes__
+
+
+# -- flowfn graph -----------------------------------------------------------------------
+
+
+def test_graph_prints_mermaid_or_dot(flows: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["graph", f"{flows}:greeting"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "flowchart TD",
+        '    n0["greet"]',
+        '    n1["shout"]',
+        '    n0 -->|"greeted"| n1',
+    ]
+    assert main(["graph", f"{flows}:greeting", "--format", "dot"]) == 0
+    dot = capsys.readouterr().out
+    assert dot.startswith("digraph flowfn {")
+    assert '    n0 -> n1 [label="greeted"];\n' in dot
+
+
+def test_graph_writes_the_format_its_output_suffix_names(
+    flows: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for name, first_line in (("flow.mmd", "flowchart TD"), ("flow.gv", "digraph flowfn {")):
+        assert main(["graph", f"{flows}:squares", "-o", str(tmp_path / name)]) == 0
+        text = (tmp_path / name).read_text(encoding="utf-8")
+        assert text.splitlines()[0] == first_line
+        assert "square ⇉ parallel" in text
+    assert capsys.readouterr().out == ""
+
+
+def test_graph_writes_a_png_with_graphviz(
+    flows: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    need_dot()
+    image = pytest.importorskip("PIL.Image")
+    for argv in (["-o", "a.png"], ["--format", "png", "-o", "b.picture"]):
+        *_, name = argv
+        assert main(["graph", f"{flows}:greeting", *argv[:-1], str(tmp_path / name)]) == 0
+        data = (tmp_path / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        with image.open(io.BytesIO(data)) as picture:
+            assert picture.format == "PNG"
+            assert picture.size[0] > 50
+            assert picture.size[1] > 100  # two boxes, one above the other
+    assert capsys.readouterr() == ("", "")
+
+
+# -- mistakes: one line on stderr, exit code 2 --------------------------------------------
+
+
+def fails(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("flowfn: error: ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "flows.py"], "TARGET 'flows.py' must be module:name or path/to/file.py:name"),
+        (["run", "no_such_module_x1:flow"], "no module named 'no_such_module_x1'"),
+        (["run", "{dir}/missing.py:flow"], "no file '{dir}/missing.py' (looked in "),
+        (["run", "{dir}/flows:greeting"], "a file's path ends in .py"),
+        (
+            ["run", "{dir}/flows.py:nope"],
+            "has no attribute 'nope'; its flows and nodes: greet, shout, greeting, square, "
+            "squares, odd_values, odd, boom, broken",
+        ),
+        (["run", "{dir}/flows.py:settings"], "is a dict, not a flow or a node"),
+        (["run", "{dir}/flows.py:plain"], "is a function, not a flow or a node: decorate"),
+        (["run", "{dir}/flows.py:Step"], "is the class Step, not a flow or a node: name an"),
+        (["run", "{dir}/flows.py:greeting", "--shared", "{oops"], "--shared is not valid JSON"),
+        (["run", "{dir}/flows.py:greeting", "--shared", "[1]"], "got a JSON array: '[1]'"),
+        (["run", "{dir}/flows.py:greeting", "--params", '"x"'], "--params must be a JSON object"),
+        (["graph", "{dir}/flows.py:greeting", "--format", "png"], "add -o FILE.png"),
+        (["graph", "{dir}/flows.py:greeting", "-o", "{dir}/no/dir.mmd"], "cannot write"),
+    ],
+)
+def test_mistakes_are_one_line_and_exit_code_2(
+    flows: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    fill = str(flows.parent)
+    fails(capsys, [arg.replace("{dir}", fill) for arg in argv], message.replace("{dir}", fill))
+
+
+def test_a_missing_dependency_of_the_target_is_named(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "needs.py").write_text("import not_installed_pkg_x2\n", encoding="utf-8")
+    message = "failed: No module named 'not_installed_pkg_x2'"
+    fails(capsys, ["run", f"{tmp_path}/needs.py:flow"], message)
+
+
+def test_png_without_graphviz_says_how_to_install_it(
+    flows: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dot here
+    argv = ["graph", f"{flows}:greeting", "-o", str(tmp_path / "flow.png")]
+    fails(capsys, argv, "needs Graphviz's `dot` command, which is not on PATH")
+    fails(capsys, argv, "apt-get install graphviz")
+    assert not (tmp_path / "flow.png").exists()
+
+
+def test_trio_backend_without_trio_says_what_to_install(
+    flows: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "trio" else find_spec(name)
+    )
+    fails(capsys, ["run", f"{flows}:squares", "--backend", "trio"], "pip install 'flowfn[trio]'")
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["run"], ["draw", "x:y"], ["graph", "x:y", "--format", "svg"]]
+)
+def test_usage_mistakes_exit_with_argparse_code_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    assert "usage: flowfn" in capsys.readouterr().err
+
+
+# -- the installed command, end to end --------------------------------------------------
+
+
+def test_the_flowfn_command_is_installed() -> None:
+    (script,) = importlib.metadata.entry_points(group="console_scripts", name="flowfn")
+    assert script.value == "flowfn._cli:main"
+
+
+def test_python_m_flowfn_runs_the_translate_example(tmp_path: Path) -> None:
+    shared = {"text": "Hello!", "languages": ["Spanish", "Klingon"], "out_dir": str(tmp_path)}
+    command = ["run", "examples/translate.py:flow", "--backend", "trio"]
+    done = subprocess.run(
+        [sys.executable, "-m", "flowfn", *command, "--shared", json.dumps(shared)],
+        cwd=ROOT,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    lines = done.stdout.splitlines()
+    start = len(lines) - 1 - lines[::-1].index("{")  # the JSON follows the example's prints
+    assert "  -> asking for Spanish" in lines[:start]
+    result = json.loads("\n".join(lines[start:]))
+    assert result["action"] is None
+    assert result["shared"]["translations"] == ["Hola, bienvenido a flowfn!", "[Klingon] Hello!"]
+    assert result["shared"]["files"] == [
+        str(tmp_path / "spanish.txt"),
+        str(tmp_path / "klingon.txt"),
+    ]
+    assert (tmp_path / "klingon.txt").read_text(encoding="utf-8") == "[Klingon] Hello!\n"
+
+
+def test_python_m_flowfn_draws_the_cake_factory() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flowfn", "graph", "examples/cake_factory.py:flow"],
+        cwd=ROOT,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.splitlines()[:2] == [
+        "flowchart TD",
+        '    subgraph n0 ["in_parallel ⇉ parallel \N{MULTIPLICATION SIGN}4"]',
+    ]
+    assert '    subgraph n5 ["one_by_one ⟳ batch"]' in done.stdout.splitlines()
+
+
+def test_progress_draws_a_live_bar_in_a_terminal(tmp_path: Path) -> None:
+    """--progress in a pseudo terminal: one line redrawn in place (\\r), ending at 100%."""
+    import os
+    import pty
+
+    shared = {"text": "Hi", "languages": ["fr", "de", "ja", "es"], "out_dir": str(tmp_path)}
+    command = [sys.executable, "-m", "flowfn", "run", "examples/translate.py:flow"]
+    command += ["--progress", "--summary", "--shared", json.dumps(shared)]
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=follower, timeout=60, check=False
+        )
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    screen = b"".join(chunks).decode()
+    assert done.returncode == 0
+    assert "\rFlow/translate: " in screen  # redrawn in place, not one line per update
+    assert "100% 4/4 done, 0 failed" in screen
+    assert "Flow/translate      1        0         0      4" in screen  # --summary
