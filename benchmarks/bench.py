@@ -32,12 +32,16 @@ class Case:
     impls: tuple[tuple[str, str], ...]  # (implementation, backend)
 
 
-def _async_impls(with_pf: bool = True, with_dsl: bool = True, with_anyio: bool = False) -> tuple:
+def _async_impls(
+    with_pf: bool = True, with_dsl: bool = True, with_anyio: bool = False, observed: bool = False
+) -> tuple:
     rows = [("pocketflow", "asyncio-raw")] if with_pf else []
     for backend in BACKENDS:
         rows.append(("compat", backend))
         if with_dsl:
             rows.append(("dsl", backend))
+        if observed:
+            rows.append(("dslobs", backend))
         if with_anyio:
             rows.append(("anyio", backend))
     return tuple(rows)
@@ -56,14 +60,14 @@ CASES = (
         "Async node transitions (100k)",
         "TRANSITIONS",
         "us/transition",
-        _async_impls(),
+        _async_impls(observed=True),
     ),
     Case(
         "parallel_noop",
         "Parallel batch, 100k no-op items",
         "NOOP_ITEMS",
         "us/item",
-        _async_impls(with_anyio=True),
+        _async_impls(with_anyio=True, observed=True),
     ),
     Case(
         "parallel_flows",
@@ -128,6 +132,7 @@ def label(impl: str, backend: str) -> str:
         "pocketflow": "PocketFlow 0.0.3",
         "compat": "flowfn.compat",
         "dsl": "flowfn DSL",
+        "dslobs": "flowfn DSL, observed",
         "anyio": "bare anyio pool",
     }
     return names[impl] + ("" if backend in ("-", "asyncio-raw") else f" ({backend})")

@@ -127,7 +127,19 @@ def dsl_sync_chain(backend: str) -> float:
     return _timed(lambda: flow.run({"n": 0}))
 
 
-def dsl_async_chain(backend: str) -> float:
+def _ignore(event: object) -> None:
+    """An observer that does nothing: what watching itself costs."""
+
+
+def dslobs_async_chain(backend: str) -> float:
+    return dsl_async_chain(backend, observe=True)
+
+
+def dslobs_parallel_noop(backend: str) -> float:
+    return _dsl_parallel(backend, NOOP_ITEMS, 0, observe=True)
+
+
+def dsl_async_chain(backend: str, observe: bool = False) -> float:
     from flowfn import Flow, node
 
     @node
@@ -137,10 +149,11 @@ def dsl_async_chain(backend: str) -> float:
 
     step - "again" >> step
     flow = Flow(step)
-    return _timed(lambda: flow.run({"n": 0}, backend=backend))
+    on_event = _ignore if observe else None
+    return _timed(lambda: flow.run({"n": 0}, backend=backend, on_event=on_event))
 
 
-def _dsl_parallel(backend: str, count: int, sleep: float) -> float:
+def _dsl_parallel(backend: str, count: int, sleep: float, observe: bool = False) -> float:
     from flowfn import Flow, parallel_batch
 
     @parallel_batch(items=lambda shared: range(count), into="out", limit=LIMIT)
@@ -150,7 +163,8 @@ def _dsl_parallel(backend: str, count: int, sleep: float) -> float:
         return item
 
     flow = Flow(each)
-    return _timed(lambda: flow.run({}, backend=backend))
+    on_event = _ignore if observe else None
+    return _timed(lambda: flow.run({}, backend=backend, on_event=on_event))
 
 
 def dsl_parallel_noop(backend: str) -> float:
@@ -190,15 +204,20 @@ def dsl_parallel_flows(backend: str) -> float:
 
 
 async def _bare_pool(items: Iterable[int], sleep: float) -> list[Any]:
+    """The least a bounded pool can do: LIMIT workers, one shared iterator, one slot per
+    item, and one call of the item's async function (what exec_async is elsewhere)."""
     source = enumerate(items)
     results: list[Any] = []
+
+    async def work(item: int) -> int:
+        if sleep:
+            await anyio.sleep(sleep)
+        return item
 
     async def worker() -> None:
         for index, item in source:
             results.append(None)
-            if sleep:
-                await anyio.sleep(sleep)
-            results[index] = item
+            results[index] = await work(item)
 
     async with anyio.create_task_group() as tg:
         for _ in range(LIMIT):

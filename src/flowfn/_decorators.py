@@ -24,6 +24,7 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 import anyio
 from typing_extensions import ParamSpec, Unpack
 
+from . import _events as events
 from ._binding import Bound
 from ._errors import FlowError, node_name
 from ._flows import BatchFlow
@@ -36,7 +37,7 @@ from ._nodes import (
     Node,
     _batch_items,
 )
-from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit
+from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
 from ._retry import RetryOptions
 
 __all__ = [
@@ -248,6 +249,15 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         shared, data, limiter = job
         return await self._work.acall(self, shared, data, workers=self.workers, limiter=limiter)
 
+    def _single_plain_attempt(self) -> bool:
+        return (
+            self.max_retries == 1
+            and self.timeout is None
+            and self.rate_limit is None
+            and self._fallback is None
+            and events.current() is None
+        )
+
     async def exec_fallback_async(self, job: _Job, exc: Exception) -> Any:
         if self._fallback is None:
             raise exc
@@ -265,6 +275,9 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
 
     def _limiter(self) -> anyio.CapacityLimiter | None:
         return None
+
+    async def _exec_items(self, shared: Any, p: Any) -> Any:
+        return await self._exec(self._jobs(shared, p, self._limiter()))
 
     def _run(self, shared: Any) -> Any:
         if self._simple:
@@ -295,7 +308,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
             p = self._default_prep(shared)
         else:
             p = await self._prep.acall(self, shared, (shared,))
-        e = await self._exec(self._jobs(shared, p, self._limiter()))
+        e = await self._exec_items(shared, p)
         return await self._finish_async(shared, p, e)
 
 
@@ -410,6 +423,23 @@ class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBat
 
     def _run(self, shared: Any) -> Any:
         raise RuntimeError(f"Use run_async. (parallel batch node {self.name!r} needs a loop)")
+
+    async def _exec_items(self, shared: Any, p: Any) -> Any:
+        work = self._work
+        if not (work.is_async and self._single_plain_attempt()):
+            return await super()._exec_items(shared, p)
+        # Nothing to retry or catch: the pool awaits the function itself, its named
+        # arguments bound once for the whole batch (the hot path of a parallel batch).
+        self.cur_retry = 0
+        name = node_name(self)
+        return await map_ordered(
+            functools.partial(work.fn, **work.kwargs(self, shared)),
+            _batch_items(self, p, allow_async=True),
+            limit=check_limit(self.limit, name),
+            where=f"parallel batch node {name!r}",
+            errors=check_errors(self.errors, name),
+            node=self,
+        )
 
     def _limiter(self) -> anyio.CapacityLimiter | None:
         # Sync items run in threads: let as many run as the limit allows, not anyio's 40.

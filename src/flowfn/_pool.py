@@ -177,13 +177,9 @@ async def map_ordered(
     get (see ``run(on_event=...)``).
     """
     results: list[Any] = []
-
-    def keep(index: int, value: Any) -> None:
-        results[index] = value
-
     started = time.perf_counter()
     seen = _batch_events(node, items)
-    await _run_pool(fn, items, limit, where, errors, keep, results.append, seen)
+    await _run_pool(fn, items, limit, where, errors, results, None, seen)
     _batch_done(node, started)
     return BatchResults(results) if errors == "collect" else results
 
@@ -194,16 +190,15 @@ async def _run_pool(
     limit: int | None,
     where: str,
     errors: Errors,
-    emit: Callable[[int, Any], Awaitable[None] | None],
-    pulled: Callable[[None], None] | None = None,
+    results: list[Any] | None,
+    emit: Callable[[int, Any], Awaitable[None]] | None = None,
     seen: events.ItemEvents | None = None,
 ) -> None:
-    """The pool behind :func:`map_ordered` and :func:`stream`: ``emit(index, result)`` for
-    every item (awaited if it returns an awaitable: the stream's backpressure);
-    ``pulled(None)`` as each item is taken (map_ordered reserves its slot there)."""
+    """The pool behind :func:`map_ordered` and :func:`stream`. Each result goes to its
+    slot in ``results`` (a slot is appended as each item is pulled) or, without
+    ``results``, to ``await emit(index, result)`` (the stream's backpressure)."""
     collect = errors == "collect"
     failure: list[BaseException] = []
-    count = 0
 
     def fail(exc: BaseException, what: str) -> None:
         if not failure:
@@ -211,15 +206,8 @@ async def _run_pool(
             failure.append(exc)
             tg.cancel_scope.cancel()
 
-    def taken(item: T) -> tuple[int, T]:
-        nonlocal count
-        count += 1
-        if pulled is not None:
-            pulled(None)
-        return count - 1, item
-
     async def run(index: int, item: T) -> bool:
-        """Run one item; False when the pool must stop."""
+        """Run one item; False when the pool must stop. (Inlined in ``work`` below.)"""
         value: Any
         token = None if seen is None else seen.start(index)
         try:
@@ -235,25 +223,32 @@ async def _run_pool(
         else:
             if seen is not None:
                 seen.end(index, token)
-        waiting = emit(index, value)
-        if waiting is not None:
-            await waiting
+        if results is not None:
+            results[index] = value
+        elif emit is not None:
+            await emit(index, value)
         # A failure elsewhere stops the pulling even if ``fn`` never reaches a checkpoint.
         return not failure
 
     if isinstance(items, AsyncIterable):
         source = aiter(items)
         lock = anyio.Lock()
+        count = 0
 
         async def apull() -> tuple[int, T] | None:
+            nonlocal count
             async with lock:  # one anext() at a time: async generators are not reentrant
                 try:
-                    return taken(await anext(source))
+                    item = await anext(source)
                 except StopAsyncIteration:
                     return None
                 except Exception as exc:
                     fail(exc, f"iterating the items (after item {count - 1})")
                     return None
+            count += 1
+            if results is not None:
+                results.append(None)
+            return count - 1, item
 
         async def awork(index: int, item: T) -> None:
             while await run(index, item):
@@ -271,23 +266,58 @@ async def _run_pool(
                 tg.start_soon(awork, *pair)
                 started += 1
     else:
-        pending: Iterator[T] = iter(items)
+        pending: Iterator[tuple[int, T]] = enumerate(items)
 
         def pull() -> tuple[int, T] | None:
             try:
-                return taken(next(pending))
+                pair = next(pending)
             except StopIteration:
                 return None
             except Exception as exc:
-                fail(exc, f"iterating the items (after item {count - 1})")
+                fail(
+                    exc,
+                    "iterating the items"
+                    + (f" (after item {len(results) - 1})" if results else ""),
+                )
                 return None
+            if results is not None:
+                results.append(None)
+            return pair
 
         async def work(index: int, item: T) -> None:
-            while await run(index, item):
-                pair = pull()
-                if pair is None:
+            # ``run`` and ``pull``, inlined: this loop is the hot path of every parallel batch.
+            value: Any
+            while True:
+                token = None if seen is None else seen.start(index)
+                try:
+                    value = await fn(item)
+                except Exception as exc:
+                    if seen is not None:
+                        seen.end(index, token, exc)
+                    if not collect:
+                        fail(exc, f"item {index}")
+                        return
+                    add_note(exc, f"flowfn: item {index} of {where}")
+                    value = exc
+                else:
+                    if seen is not None:
+                        seen.end(index, token)
+                if results is not None:
+                    results[index] = value
+                elif emit is not None:
+                    await emit(index, value)
+                if failure:
                     return
-                index, item = pair
+                try:
+                    index, item = next(pending)
+                except StopIteration:
+                    return
+                except Exception as exc:
+                    last = index if results is None else len(results) - 1
+                    fail(exc, f"iterating the items (after item {last})")
+                    return
+                if results is not None:
+                    results.append(None)
 
         async with anyio.create_task_group() as tg:
             started = 0
@@ -325,10 +355,13 @@ async def stream(
     send, receive = anyio.create_memory_object_stream[tuple[int, Any]]()
     failure: list[BaseException] = []
 
+    async def emit(index: int, value: Any) -> None:
+        await send.send((index, value))
+
     async def produce() -> None:
         async with send:
             try:
-                await _run_pool(fn, items, limit, where, errors, lambda i, v: send.send((i, v)))
+                await _run_pool(fn, items, limit, where, errors, None, emit)
             except Exception as exc:  # re-raised below, not as an exception group
                 failure.append(exc)
                 tg.cancel_scope.cancel()
