@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ._errors import node_name
 
@@ -36,16 +35,15 @@ EventKind = Literal[
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One thing that happened in a run.
+class Event(NamedTuple):
+    """One thing that happened in a run (an immutable tuple, cheap to make).
 
     ``path`` names the flows around ``node``, outermost first (nested flows add to it).
     ``item`` is the index of a batch item (or sub-flow run of a batch flow), ``attempt`` the
     0-based attempt of a retry, ``duration`` the seconds a node, item, batch or run took,
     ``action`` the action a node returned, ``total`` the number of items of a batch when its
     source has a length, ``error`` the exception of an ``*_error``, ``retry`` or
-    ``fallback`` event.
+    ``fallback`` event, ``time`` when it happened (``time.monotonic()``).
     """
 
     kind: EventKind
@@ -56,8 +54,8 @@ class Event:
     duration: float | None = None
     action: str | None = None
     total: int | None = None
-    error: BaseException | None = field(default=None, compare=False)
-    time: float = field(default_factory=time.monotonic, compare=False)
+    error: BaseException | None = None
+    time: float = 0.0
 
     @property
     def where(self) -> str:
@@ -90,7 +88,7 @@ class Watch:
 
     def emit(self, kind: EventKind, node: object, **fields: Any) -> None:
         path = self.path[:-1] if node is self.owner and self.path else self.path
-        event = Event(kind, node_name(node), path, **fields)
+        event = Event(kind, node_name(node), path, time=time.monotonic(), **fields)
         for observer in self.observers:
             observer(event)
 
