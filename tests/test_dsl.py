@@ -467,7 +467,9 @@ def test_signatures_that_cannot_work_fail_at_decoration() -> None:
         def positional(shared: Any, /) -> None:
             pass
 
-    with pytest.raises(TypeError, match=r"takes only name, limit, errors and workers; \[.items.\]"):
+    with pytest.raises(
+        TypeError, match=r"takes only name, limit, errors, workers, into and overwrite; \[.items.\]"
+    ):
         batch(flow=Flow(), items="xs")
 
     with pytest.raises(ValueError, match="retries must be an int >= 0"):
@@ -507,3 +509,57 @@ async def test_batch_flow_function_runs_in_a_worker_thread(anyio_backend: str) -
     await Flow(listing).run_async({})
     assert seen
     assert seen[0] != threading.get_ident()
+
+
+async def test_each_sub_flow_run_has_its_own_local_scratch_dict(anyio_backend: str) -> None:
+    @node
+    async def load(local: dict[str, Any], name: str) -> None:
+        await anyio.sleep(0.01 if name == "a" else 0.001)  # runs overlap, b finishes first
+        local["text"] = f"contents of {name}"
+
+    @node
+    def measure(local: dict[str, Any]) -> None:
+        local["size"] = len(local["text"])
+
+    load >> measure
+
+    @parallel_batch(flow=Flow(load), into="files")
+    def each(shared: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"name": "a"}, {"name": "bb"}]
+
+    shared: dict[str, Any] = {}
+    await Flow(each).run_async(shared)
+    assert shared == {
+        "files": [
+            {"text": "contents of a", "size": 13},
+            {"text": "contents of bb", "size": 14},
+        ]
+    }
+
+
+async def test_local_reaches_class_nodes_and_batch_flow_posts(anyio_backend: str) -> None:
+    from flowfn import AsyncNode, local
+
+    class Remember(AsyncNode):
+        async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            local()["seen"] = self.params["n"] * 10
+
+    @batch(flow=Remember())
+    def runs(shared: Any) -> list[dict[str, int]]:
+        return [{"n": 1}, {"n": 2}]
+
+    @runs.post
+    def total(shared: Any, prep_res: Any, scratch: list[dict[str, int]]) -> str:
+        shared["total"] = sum(s["seen"] for s in scratch)
+        return "summed"
+
+    shared: dict[str, Any] = {}
+    assert await Flow(runs).run_async(shared) == "summed"
+    assert shared == {"total": 30}
+
+
+def test_local_outside_a_run_is_a_clear_error() -> None:
+    from flowfn import local
+
+    with pytest.raises(FlowError, match=r"flowfn.local\(\) is the scratch dict of a running flow"):
+        local()

@@ -11,6 +11,7 @@ from ._decorators import (
 )
 from ._errors import FlowError
 from ._events import Event, EventKind, Observer
+from ._local import local
 from ._observers import LogObserver, NodeStats, Progress, RunSummary
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from .compat import (
@@ -60,6 +61,7 @@ __all__ = [
     "ParallelBatchFlow",
     "ParallelBatchNode",
     "batch",
+    "local",
     "map_ordered",
     "node",
     "parallel_batch",

@@ -2,8 +2,9 @@
 
 A step function receives its *data* positionally (the item of a batch, the result of
 ``prep``, ...) and everything else by name: a parameter called ``shared`` gets the shared
-store, one called ``params`` the node's params dict, and any other name the param of that
-name (from a batch flow or ``set_params``), or its default when the param is missing.
+store, one called ``params`` the node's params dict, one called ``local`` the run's scratch
+dict (see ``flowfn.local``), and any other name the param of that name (from a batch flow
+or ``set_params``), or its default when the param is missing.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import anyio
 import anyio.to_thread
 
 from ._errors import FlowError, node_name
+from ._local import local
 
 __all__ = ["Bound", "is_async_callable"]
 
 _REQUIRED: Any = inspect.Parameter.empty
-_RESERVED = ("shared", "params")
+_RESERVED = ("shared", "params", "local")
 
 
 def is_async_callable(fn: object) -> bool:
@@ -90,6 +92,8 @@ class Bound:
                 kwargs[name] = shared
             elif name == "params":
                 kwargs[name] = node.params
+            elif name == "local":
+                kwargs[name] = local()
             elif name in node.params:
                 kwargs[name] = node.params[name]
             elif default is _REQUIRED:
@@ -97,7 +101,7 @@ class Bound:
                     f"node {node_name(node)!r}: {self.label} takes a parameter {name!r}, which "
                     f"is not in the node's params {sorted(node.params)}. Pass it from a batch "
                     f"flow ({{{name!r}: ...}}), set it with flow.set_params(...), give it a "
-                    f"default, or name it 'shared' or 'params'."
+                    f"default, or name it 'shared', 'params' or 'local'."
                 )
         return kwargs
 

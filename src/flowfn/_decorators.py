@@ -25,7 +25,7 @@ import anyio
 from typing_extensions import ParamSpec, Unpack
 
 from . import _events as events
-from ._binding import Bound
+from ._binding import _RESERVED, Bound
 from ._errors import FlowError, node_name
 from ._flows import BatchFlow
 from ._nodes import (
@@ -112,11 +112,11 @@ class _Steps(BaseNode):
         self.fn: Callable[..., Any] = fn
         self.into, self.overwrite, self.workers = into, overwrite, workers
         self._work = Bound(fn, self.n_data, role=self.role, owner=node_name(self))
-        if workers == "process" and any(n in ("shared", "params") for n, _ in self._work.inject):
+        if workers == "process" and any(n in _RESERVED for n, _ in self._work.inject):
             raise TypeError(
                 f"{self.name}: with workers='process' the function runs in another process, "
-                f"where writes to 'shared' or 'params' would be lost; take the values it needs "
-                f"as parameters (params by name) and return its result (into= or a post)"
+                f"where writes to 'shared', 'params' or 'local' would be lost; take the values "
+                f"it needs as parameters (params by name) and return its result (into= or post)"
             )
         self._prep: Bound | None = None
         self._post: Bound | None = None
@@ -456,6 +456,8 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
 
     The function returns the param dicts; the sub-flow runs once per dict with the params
     ``{**flow.params, **item}``, one after another or (parallel) at most ``limit`` at once.
+    Each run has its own ``local`` scratch dict; the list of them, in item order, goes to
+    ``shared[into]`` and to an attached ``post`` as ``exec_res``.
     """
 
     def __init__(
@@ -466,6 +468,8 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         parallel: bool,
         limit: int | None = DEFAULT_LIMIT,
         errors: Errors = "fail_fast",
+        into: str | None = None,
+        overwrite: bool = False,
         name: str | None = None,
         workers: Workers = "thread",
     ) -> None:
@@ -476,7 +480,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
             )
         BatchFlow.__init__(self, start=flow)
         self.kind = "parallel_batch" if parallel else "batch"
-        self._setup(fn, into=None, overwrite=False, name=name, workers=workers)
+        self._setup(fn, into=into, overwrite=overwrite, name=name, workers=workers)
         self.parallel, self.limit = parallel, check_limit(limit, node_name(self))
         self.errors = check_errors(errors, node_name(self))
 
@@ -499,23 +503,23 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
     def _needs_loop(self) -> bool:
         return self.parallel or any(b.is_async for b in self._phases()) or super()._needs_loop()
 
-    def _store(self, shared: Any, e: Any) -> Any:
-        return None
+    def _run_result(self, action: Any, scratch: dict[str, Any]) -> Any:
+        return scratch
 
     def _run(self, shared: Any) -> Any:
         if self._needs_loop():
             raise RuntimeError(f"Use run_async. ({self.kind} flow {self.name!r} needs a loop)")
+        self._check_into(shared)
         pr = self._work.call(self, shared, ())
-        self._orch_each_sync(shared, pr)
-        return self._finish(shared, pr, None)
+        return self._finish(shared, pr, self._orch_each_sync(shared, pr))
 
     async def _run_async(self, shared: Any) -> Any:
+        self._check_into(shared)
         pr = await self._work.acall(self, shared, (), workers=self.workers)
-        results = None
         if self.parallel:
             results = await self._orch_parallel(shared, pr, self.limit, self.errors)
         else:
-            await self._orch_each(shared, pr)
+            results = await self._orch_each(shared, pr)
         return await self._finish_async(shared, pr, results)
 
     def __repr__(self) -> str:
@@ -557,7 +561,12 @@ def node(
 def batch(fn: Callable[P, R], /) -> FunctionBatchNode[P, R]: ...
 @overload
 def batch(
-    *, flow: BaseNode, name: str | None = None, workers: Workers = "thread"
+    *,
+    flow: BaseNode,
+    into: str | None = None,
+    overwrite: bool = False,
+    name: str | None = None,
+    workers: Workers = "thread",
 ) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
 @overload
 def batch(
@@ -591,6 +600,8 @@ def parallel_batch(
     flow: BaseNode,
     limit: int | None = DEFAULT_LIMIT,
     errors: Errors = "fail_fast",
+    into: str | None = None,
+    overwrite: bool = False,
     name: str | None = None,
     workers: Workers = "thread",
 ) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
@@ -630,13 +641,13 @@ def _batch_decorator(
 ) -> Any:
     kind = "parallel_batch" if parallel else "batch"
     if flow is not None:
-        allowed = {"name", "limit", "errors", "workers"}
+        allowed = {"name", "limit", "errors", "workers", "into", "overwrite"}
         extra = sorted(set(options) - allowed | ({"items"} if items else set()))
         if extra:
             raise TypeError(
                 f"@{kind}(flow=...) runs a sub-flow per param dict and takes only name, limit, "
-                f"errors and workers; {extra} belong to @{kind}(items=...), which runs the "
-                f"function per item"
+                f"errors, workers, into and overwrite; {extra} belong to @{kind}(items=...), "
+                f"which runs the function per item"
             )
 
     def make(fn: Callable[..., Any]) -> Any:

@@ -16,10 +16,10 @@ from typing import Any
 
 from . import _events as events
 from ._errors import add_note, node_name
+from ._local import fresh_local
 from ._nodes import AsyncNode, BaseNode
 from ._pool import (
     DEFAULT_LIMIT,
-    BatchResults,
     Errors,
     check_errors,
     check_limit,
@@ -195,35 +195,44 @@ class BatchFlow(Flow):
         self._orch_each_sync(shared, pr)
         return self.post(shared, pr, None)
 
-    def _orch_each_sync(self, shared: Any, pr: Any) -> None:
+    def _run_result(self, action: Any, scratch: dict[str, Any]) -> Any:
+        """What one run of the flow contributes to the batch's results: its last action."""
+        return action
+
+    def _orch_each_sync(self, shared: Any, pr: Any) -> list[Any]:
         def run_one(bp: Any) -> Any:
-            return self._orch(shared, self._merge(bp))
+            with fresh_local() as scratch:
+                return self._run_result(self._orch(shared, self._merge(bp)), scratch)
 
         where = f"batch flow {node_name(self)!r}"
-        each_sync(run_one, self._batches(pr), where=where, node=self)
+        return each_sync(run_one, self._batches(pr), where=where, node=self)
 
     async def _run_async(self, shared: Any) -> Any:
         pr = self.prep(shared) or []
         await self._orch_each(shared, pr)
         return self.post(shared, pr, None)
 
-    async def _orch_each(self, shared: Any, pr: Any) -> None:
+    async def _orch_each(self, shared: Any, pr: Any) -> list[Any]:
         async def run_one(bp: Any) -> Any:
-            return await self._orch_async(shared, self._merge(bp))
+            with fresh_local() as scratch:
+                return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
 
-        await each(run_one, self._batches(pr), where=f"batch flow {node_name(self)!r}", node=self)
+        where = f"batch flow {node_name(self)!r}"
+        return await each(run_one, self._batches(pr), where=where, node=self)
 
     async def _orch_parallel(
         self, shared: Any, pr: Any, limit: int | None, errors: Errors = "fail_fast"
-    ) -> BatchResults | None:
-        """Run the flow once per param dict, at most ``limit`` at once. With ``errors=
-        "collect"``, returns every run's last action, or its exception, in item order."""
+    ) -> list[Any]:
+        """Run the flow once per param dict, at most ``limit`` at once; every run's result
+        in item order (with ``errors="collect"``, a :class:`BatchResults` with failed runs'
+        exceptions in place)."""
         name = node_name(self)
 
         async def run_one(bp: Any) -> Any:
-            return await self._orch_async(shared, self._merge(bp))
+            with fresh_local() as scratch:
+                return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
 
-        results = await map_ordered(
+        return await map_ordered(
             run_one,
             self._batches(pr),
             limit=check_limit(limit, name),
@@ -231,7 +240,6 @@ class BatchFlow(Flow):
             errors=check_errors(errors, name),
             node=self,
         )
-        return results if isinstance(results, BatchResults) else None
 
 
 class AsyncFlow(Flow, AsyncNode):
@@ -287,4 +295,5 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
     async def _run_async(self, shared: Any) -> Any:
         pr = await self.prep_async(shared) or []
         results = await self._orch_parallel(shared, pr, self.limit, self.errors)
-        return await self.post_async(shared, pr, results)
+        # PocketFlow's post gets None; with errors="collect", what each run did.
+        return await self.post_async(shared, pr, results if self.errors == "collect" else None)

@@ -21,6 +21,7 @@ from typing_extensions import Unpack
 from . import _events as events
 from ._backend import start_event_loop
 from ._errors import FlowError, node_name
+from ._local import fresh_local
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, each, each_sync, map_ordered
 from ._retry import RateLimit, RetryOptions, retry_delay
 
@@ -112,7 +113,7 @@ class BaseNode:
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
-        with events.observing(_observers(on_event, progress), self):
+        with events.observing(_observers(on_event, progress), self), fresh_local():
             if backend is None and not self._needs_loop():
                 return self._run(shared)
             return start_event_loop(self._run_async, shared, backend=backend, who=node_name(self))
@@ -127,7 +128,7 @@ class BaseNode:
         """Run this node (a flow: the whole flow) in the current event loop; see :meth:`run`."""
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
-        with events.observing(_observers(on_event, progress), self):
+        with events.observing(_observers(on_event, progress), self), fresh_local():
             return await self._run_async(shared)
 
     def __rshift__(self, other: _Successor) -> _Successor:
