@@ -468,9 +468,12 @@ def test_signatures_that_cannot_work_fail_at_decoration() -> None:
             pass
 
     with pytest.raises(
-        TypeError, match=r"takes only name, limit, errors, workers, into and overwrite; \[.items.\]"
+        TypeError, match=r"takes only into, name, overwrite, workers; not \[.items.\]"
     ):
         batch(flow=Flow(), items="xs")
+
+    with pytest.raises(TypeError, match=r"not \['limit'\] \(limit= and errors= are for @parallel"):
+        batch(flow=Flow(), limit=3)
 
     with pytest.raises(ValueError, match="retries must be an int >= 0"):
         node(retries=-1)(len)

@@ -105,16 +105,19 @@ class Bound:
                 )
         return kwargs
 
-    def call(self, node: Any, shared: Any, data: tuple[Any, ...]) -> Any:
-        """Call a sync function here; an async one needs ``acall`` in an event loop."""
+    def call(
+        self, node: Any, shared: Any, data: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> Any:
+        """Call a sync function here (``kwargs``: already bound); an async one needs
+        ``acall`` in an event loop."""
         if self.is_async:
             raise RuntimeError(
                 f"Use run_async. (node {node_name(node)!r}: {self.label} is async, so the node "
                 f"must run in an event loop: `await flow.run_async(shared)`, or `flow.run()`)"
             )
-        if self.only_shared:
-            return self.fn(*data, shared=shared)
-        return self.fn(*data, **self.kwargs(node, shared))
+        if kwargs is None:
+            kwargs = {"shared": shared} if self.only_shared else self.kwargs(node, shared)
+        return self.fn(*data, **kwargs)
 
     def acall(
         self,
@@ -124,6 +127,7 @@ class Bound:
         *,
         workers: str = "inline",
         limiter: anyio.CapacityLimiter | None = None,
+        kwargs: dict[str, Any] | None = None,
     ) -> Awaitable[Any]:
         """Awaitable result: an async function's coroutine, or a sync function run
         ``"inline"``, in a worker ``"thread"``, or in a worker ``"process"``.
@@ -132,7 +136,8 @@ class Bound:
         effect once the function returns, so no job outlives the flow.
         """
         # Returns the awaitable instead of being a coroutine: one frame less per step.
-        kwargs = {"shared": shared} if self.only_shared else self.kwargs(node, shared)
+        if kwargs is None:
+            kwargs = {"shared": shared} if self.only_shared else self.kwargs(node, shared)
         if self.is_async:
             return self.fn(*data, **kwargs)  # type: ignore[no-any-return]
         if workers == "thread":

@@ -70,8 +70,9 @@ class NodeOptions(RetryOptions, total=False):
     workers: Workers  # where sync functions run in event loops: "thread", "process", "inline"
 
 
-# What a step's retry loop hands to exec: the shared store, the function's data, the limiter.
-_Job = tuple[Any, tuple[Any, ...], anyio.CapacityLimiter | None]
+# What a step's retry loop hands to exec: the shared store, the function's data, the
+# thread limiter and the function's named arguments.
+_Job = tuple[Any, tuple[Any, ...], anyio.CapacityLimiter | None, dict[str, Any]]
 
 
 def _check_action(owner: BaseNode, action: Any, where: str) -> str | None:
@@ -164,12 +165,16 @@ class _Steps(BaseNode):
         return _check_action(self, e, self._work.label)
 
     def _refresh(self) -> None:
-        # One attempt and no extra phases: the step can skip the retry machinery.
-        self._simple = (
-            self.kind == "node"
-            and getattr(self, "max_retries", 1) == 1
-            and not (self._prep or self._post or self._fallback)
+        # One plain attempt (nothing to retry, time, rate-limit or fall back on) lets a run
+        # skip the retry machinery when nobody observes it; with no prep or post either,
+        # a single-function node is just a call.
+        self._plain = (
+            getattr(self, "max_retries", 1) == 1
+            and getattr(self, "timeout", None) is None
+            and getattr(self, "rate_limit", None) is None
+            and self._fallback is None
         )
+        self._simple = self._plain and self.kind == "node" and not (self._prep or self._post)
 
     def post(self, fn: F) -> F:  # type: ignore[override]
         """Attach ``post(shared, prep_res, exec_res)``; its return value is the action."""
@@ -235,33 +240,32 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return fn
 
     # -- the engine hooks -------------------------------------------------------------
+    # A job carries what one attempt needs; the named arguments are bound once per node
+    # run, so a missing param fails the step at once: never retried, collected or
+    # handed to the fallback.
     def exec(self, job: _Job) -> Any:
-        shared, data, _ = job
-        return self._work.call(self, shared, data)
+        shared, data, _, kwargs = job
+        return self._work.call(self, shared, data, kwargs)
 
     def exec_fallback(self, job: _Job, exc: Exception) -> Any:
         if self._fallback is None:
             raise exc
-        shared, data, _ = job
+        shared, data, _, _ = job
         return self._fallback.call(self, shared, (*data, exc))
 
     async def exec_async(self, job: _Job) -> Any:
-        shared, data, limiter = job
-        return await self._work.acall(self, shared, data, workers=self.workers, limiter=limiter)
+        shared, data, limiter, kwargs = job
+        return await self._work.acall(
+            self, shared, data, workers=self.workers, limiter=limiter, kwargs=kwargs
+        )
 
     def _single_plain_attempt(self) -> bool:
-        return (
-            self.max_retries == 1
-            and self.timeout is None
-            and self.rate_limit is None
-            and self._fallback is None
-            and events.current() is None
-        )
+        return self._plain and events.current() is None
 
     async def exec_fallback_async(self, job: _Job, exc: Exception) -> Any:
         if self._fallback is None:
             raise exc
-        shared, data, _ = job
+        shared, data, _, _ = job
         return await self._fallback.acall(self, shared, (*data, exc))
 
     def _needs_loop(self) -> bool:
@@ -271,7 +275,8 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return None
 
     def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | None) -> Any:
-        return (shared, (p,) if self._prep is not None else (), limiter)
+        kwargs = self._work.kwargs(self, shared)
+        return (shared, (p,) if self._prep is not None else (), limiter, kwargs)
 
     def _limiter(self) -> anyio.CapacityLimiter | None:
         return None
@@ -280,7 +285,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return await self._exec(self._jobs(shared, p, self._limiter()))
 
     def _run(self, shared: Any) -> Any:
-        if self._simple:
+        if self._simple and events.current() is None:
             if self.into is not None:
                 self._check_into(shared)
             self.cur_retry = 0
@@ -295,7 +300,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return self._finish(shared, p, e)
 
     async def _run_async(self, shared: Any) -> Any:
-        if self._simple:
+        if self._simple and events.current() is None:
             if self.into is not None:
                 self._check_into(shared)
             self.cur_retry = 0
@@ -356,34 +361,44 @@ class _ItemSteps(_Steps):
 
     def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | None) -> Any:
         items = _batch_items(self, p, allow_async=True)
+        kwargs = self._work.kwargs(self, shared)
         if isinstance(items, AsyncIterable):
-            return _async_jobs(shared, items, limiter)
+            return _async_jobs(shared, items, limiter, kwargs)
         if isinstance(items, Sized):
-            return _SizedJobs(shared, items, limiter)
-        return ((shared, (item,), limiter) for item in items)
+            return _SizedJobs(shared, items, limiter, kwargs)
+        return ((shared, (item,), limiter, kwargs) for item in items)
 
 
 class _SizedJobs:
     """The jobs for items that have a length, made lazily, keeping the length (for events)."""
 
-    __slots__ = ("items", "limiter", "shared")
+    __slots__ = ("items", "kwargs", "limiter", "shared")
 
-    def __init__(self, shared: Any, items: Any, limiter: anyio.CapacityLimiter | None) -> None:
-        self.shared, self.items, self.limiter = shared, items, limiter
+    def __init__(
+        self,
+        shared: Any,
+        items: Any,
+        limiter: anyio.CapacityLimiter | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.shared, self.items, self.limiter, self.kwargs = shared, items, limiter, kwargs
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __iter__(self) -> Iterator[_Job]:
-        shared, limiter = self.shared, self.limiter
-        return ((shared, (item,), limiter) for item in self.items)
+        shared, limiter, kwargs = self.shared, self.limiter, self.kwargs
+        return ((shared, (item,), limiter, kwargs) for item in self.items)
 
 
 async def _async_jobs(
-    shared: Any, items: AsyncIterable[Any], limiter: anyio.CapacityLimiter | None
+    shared: Any,
+    items: AsyncIterable[Any],
+    limiter: anyio.CapacityLimiter | None,
+    kwargs: dict[str, Any],
 ) -> AsyncIterator[_Job]:
     async for item in items:
-        yield (shared, (item,), limiter)
+        yield (shared, (item,), limiter, kwargs)
 
 
 class FunctionBatchNode(_ItemSteps, FunctionNode[P, R], AsyncBatchNode):
@@ -641,13 +656,20 @@ def _batch_decorator(
 ) -> Any:
     kind = "parallel_batch" if parallel else "batch"
     if flow is not None:
-        allowed = {"name", "limit", "errors", "workers", "into", "overwrite"}
+        allowed = {"name", "workers", "into", "overwrite"} | (
+            {"limit", "errors"} if parallel else set()
+        )
         extra = sorted(set(options) - allowed | ({"items"} if items else set()))
         if extra:
             raise TypeError(
-                f"@{kind}(flow=...) runs a sub-flow per param dict and takes only name, limit, "
-                f"errors, workers, into and overwrite; {extra} belong to @{kind}(items=...), "
-                f"which runs the function per item"
+                f"@{kind}(flow=...) runs a sub-flow per param dict and takes only "
+                f"{', '.join(sorted(allowed))}; not {extra}"
+                + ("" if parallel else " (limit= and errors= are for @parallel_batch)")
+            )
+        if options.get("workers") == "process":
+            raise TypeError(
+                f"@{kind}(flow=...): the function returning the param dicts runs in a thread "
+                f"or inline, not in a process (workers='process' is for the steps)"
             )
 
     def make(fn: Callable[..., Any]) -> Any:

@@ -147,8 +147,8 @@ class ItemEvents:
     def start(self, index: int) -> Token[Watch | None] | None:
         watch = self.watch
         watch.emit("item_start", self.node, item=index)
-        if self.node is not watch.owner:
-            return None
+        if self.node is not watch.owner or not hasattr(self.node, "start_node"):
+            return None  # only the runs of a batch *flow* get their index into the path
         path = (*watch.path[:-1], f"{node_name(self.node)}[{index}]")
         return _watch.set(Watch(watch.observers, path))
 
@@ -185,8 +185,8 @@ def observing(on_event: Observer | Sequence[Observer] | None, root: object) -> I
     token = _watch.set(watch)
     _active += 1
     started = time.perf_counter()
-    watch.emit("run_start", root)
     try:
+        watch.emit("run_start", root)
         yield
     except BaseException as exc:
         watch.emit("run_end", root, duration=time.perf_counter() - started, error=exc)

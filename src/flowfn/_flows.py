@@ -114,9 +114,17 @@ class Flow(BaseNode):
         return self.post(shared, p, o)
 
     async def _run_async(self, shared: Any) -> Any:
+        if self._overrides_sync_hooks(Flow):
+            return self._run(shared)
         p = self.prep(shared)
         o = await self._orch_async(shared)
         return self.post(shared, p, o)
+
+    def _overrides_sync_hooks(self, base: type[Flow]) -> bool:
+        """A sync flow whose subclass overrides ``_run`` or ``_orch`` (PocketFlow hooks) runs
+        through them, as PocketFlow does, when nothing in it needs the event loop."""
+        cls = type(self)
+        return (cls._run is not base._run or cls._orch is not base._orch) and not self._needs_loop()
 
     def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
         return exec_res
@@ -208,6 +216,8 @@ class BatchFlow(Flow):
         return each_sync(run_one, self._batches(pr), where=where, node=self)
 
     async def _run_async(self, shared: Any) -> Any:
+        if self._overrides_sync_hooks(BatchFlow):
+            return self._run(shared)
         pr = self.prep(shared) or []
         await self._orch_each(shared, pr)
         return self.post(shared, pr, None)

@@ -54,7 +54,9 @@ class BaseNode:
     def set_params(self, params: dict[str, Any]) -> None:
         self.params = params
 
-    def next(self, node: _Successor, action: str = "default") -> _Successor:
+    def next(
+        self, node: _Successor, action: str = "default", *, _stacklevel: int = 2
+    ) -> _Successor:
         """Run ``node`` after this one when ``post`` returns ``action``; returns ``node``."""
         if not isinstance(action, str):
             raise TypeError(
@@ -66,7 +68,7 @@ class BaseNode:
                 f"(a BaseNode, or a function decorated with @node), not {type(node).__name__}"
             )
         if action in self.successors:
-            warnings.warn(f"Overwriting successor for action '{action}'", stacklevel=2)
+            warnings.warn(f"Overwriting successor for action '{action}'", stacklevel=_stacklevel)
         self.successors[action] = node
         return node
 
@@ -132,7 +134,7 @@ class BaseNode:
             return await self._run_async(shared)
 
     def __rshift__(self, other: _Successor) -> _Successor:
-        return self.next(other)
+        return self.next(other, _stacklevel=3)  # warnings point at the user's `a >> b`
 
     def __sub__(self, action: str) -> _ConditionalTransition:
         if isinstance(action, str):
@@ -185,7 +187,7 @@ class _ConditionalTransition:
         self.src, self.action = src, action
 
     def __rshift__(self, tgt: _Successor) -> _Successor:
-        return self.src.next(tgt, self.action)
+        return self.src.next(tgt, self.action, _stacklevel=3)
 
     def __repr__(self) -> str:
         return f"<transition {node_name(self.src)} - {self.action!r} >> ?>"

@@ -135,9 +135,10 @@ async def each(
     where: str,
     node: object | None = None,
 ) -> list[R]:
-    """The async :func:`each_sync`: one item after another, async iterables too."""
+    """The async :func:`each_sync`: one item after another; async iterables are pulled
+    one item at a time too (and closed if the batch stops early)."""
     if isinstance(items, AsyncIterable):
-        items = [item async for item in items]
+        return await map_ordered(fn, items, limit=1, where=where, node=node)
     seen, started = _batch_events(node, items), time.perf_counter()
     results = []
     for index, item in enumerate(items):
@@ -176,6 +177,7 @@ async def map_ordered(
     :class:`BatchResults`. ``node``, if given, is the node whose batch events observers
     get (see ``run(on_event=...)``).
     """
+    limit, errors = check_limit(limit, where), check_errors(errors, where)
     results: list[Any] = []
     started = time.perf_counter()
     seen = _batch_events(node, items)
@@ -199,6 +201,7 @@ async def _run_pool(
     ``results``, to ``await emit(index, result)`` (the stream's backpressure)."""
     collect = errors == "collect"
     failure: list[BaseException] = []
+    pulled = 0  # items taken from the source so far
 
     def fail(exc: BaseException, what: str) -> None:
         if not failure:
@@ -206,99 +209,113 @@ async def _run_pool(
             failure.append(exc)
             tg.cancel_scope.cancel()
 
-    async def run(index: int, item: T) -> bool:
-        """Run one item; False when the pool must stop. (Inlined in ``work`` below.)"""
-        value: Any
-        token = None if seen is None else seen.start(index)
+    def source_failed(exc: BaseException) -> None:
+        fail(exc, "iterating the items" + (f" (after item {pulled - 1})" if pulled else ""))
+
+    def failed(index: int, token: Any, exc: Exception) -> tuple[bool, Any]:
+        """An item raised: (go on?, the value to keep). Fails the pool unless collecting."""
+        if seen is not None:
+            seen.end(index, token, exc)
+        if not collect:
+            fail(exc, f"item {index}")
+            return False, None
+        add_note(exc, f"flowfn: item {index} of {where}")
+        return True, exc
+
+    async def guarded(work: Callable[[int, T], Awaitable[None]], index: int, item: T) -> None:
+        # Whatever escapes a worker (an observer's error, KeyboardInterrupt, SystemExit)
+        # fails the pool and is re-raised as itself below, never inside an exception group.
         try:
-            value = await fn(item)
-        except Exception as exc:
-            if seen is not None:
-                seen.end(index, token, exc)
-            if not collect:
-                fail(exc, f"item {index}")
-                return False
-            add_note(exc, f"flowfn: item {index} of {where}")
-            value = exc
-        else:
-            if seen is not None:
-                seen.end(index, token)
-        if results is not None:
-            results[index] = value
-        elif emit is not None:
-            await emit(index, value)
-        # A failure elsewhere stops the pulling even if ``fn`` never reaches a checkpoint.
-        return not failure
+            await work(index, item)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:
+            fail(exc, "running the items")
 
     if isinstance(items, AsyncIterable):
         source = aiter(items)
         lock = anyio.Lock()
-        count = 0
 
         async def apull() -> tuple[int, T] | None:
-            nonlocal count
+            nonlocal pulled
             async with lock:  # one anext() at a time: async generators are not reentrant
                 try:
                     item = await anext(source)
                 except StopAsyncIteration:
                     return None
                 except Exception as exc:
-                    fail(exc, f"iterating the items (after item {count - 1})")
+                    source_failed(exc)
                     return None
-            count += 1
+            pulled += 1
             if results is not None:
                 results.append(None)
-            return count - 1, item
+            return pulled - 1, item
 
         async def awork(index: int, item: T) -> None:
-            while await run(index, item):
+            while True:
+                token = None if seen is None else seen.start(index)
+                try:
+                    value: Any = await fn(item)
+                except Exception as exc:
+                    go_on, value = failed(index, token, exc)
+                    if not go_on:
+                        return
+                else:
+                    if seen is not None:
+                        seen.end(index, token)
+                if results is not None:
+                    results[index] = value
+                elif emit is not None:
+                    await emit(index, value)
+                if failure:
+                    return
                 pair = await apull()
                 if pair is None:
                     return
                 index, item = pair
 
-        async with anyio.create_task_group() as tg:
-            started = 0
-            while limit is None or started < limit:
-                pair = await apull()
-                if pair is None:
-                    break
-                tg.start_soon(awork, *pair)
-                started += 1
+        try:
+            async with anyio.create_task_group() as tg:
+                started = 0
+                while limit is None or started < limit:
+                    pair = await apull()
+                    if pair is None:
+                        break
+                    tg.start_soon(guarded, awork, *pair)
+                    started += 1
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:  # stopped early: let the source clean up, here and now
+                with anyio.CancelScope(shield=True):
+                    await aclose()
     else:
-        pending: Iterator[tuple[int, T]] = enumerate(items)
+        pending: Iterator[T] = iter(items)
 
         def pull() -> tuple[int, T] | None:
+            nonlocal pulled
             try:
-                pair = next(pending)
+                item = next(pending)
             except StopIteration:
                 return None
             except Exception as exc:
-                fail(
-                    exc,
-                    "iterating the items"
-                    + (f" (after item {len(results) - 1})" if results else ""),
-                )
+                source_failed(exc)
                 return None
+            pulled += 1
             if results is not None:
                 results.append(None)
-            return pair
+            return pulled - 1, item
 
         async def work(index: int, item: T) -> None:
-            # ``run`` and ``pull``, inlined: this loop is the hot path of every parallel batch.
-            value: Any
+            # The hot path of every parallel batch: kept flat, pulling inline.
+            nonlocal pulled
             while True:
                 token = None if seen is None else seen.start(index)
                 try:
-                    value = await fn(item)
+                    value: Any = await fn(item)
                 except Exception as exc:
-                    if seen is not None:
-                        seen.end(index, token, exc)
-                    if not collect:
-                        fail(exc, f"item {index}")
+                    go_on, value = failed(index, token, exc)
+                    if not go_on:
                         return
-                    add_note(exc, f"flowfn: item {index} of {where}")
-                    value = exc
                 else:
                     if seen is not None:
                         seen.end(index, token)
@@ -309,13 +326,14 @@ async def _run_pool(
                 if failure:
                     return
                 try:
-                    index, item = next(pending)
+                    item = next(pending)
                 except StopIteration:
                     return
                 except Exception as exc:
-                    last = index if results is None else len(results) - 1
-                    fail(exc, f"iterating the items (after item {last})")
+                    source_failed(exc)
                     return
+                index = pulled
+                pulled += 1
                 if results is not None:
                     results.append(None)
 
@@ -325,7 +343,7 @@ async def _run_pool(
                 pair = pull()
                 if pair is None:
                     break
-                tg.start_soon(work, *pair)
+                tg.start_soon(guarded, work, *pair)
                 started += 1
     if failure:
         raise failure[0]
@@ -352,6 +370,7 @@ async def stream(
     Errors as in :func:`map_ordered`: the first failure cancels the rest and is raised from
     the ``async with`` (with ``errors="collect"``, failures arrive as exception values).
     """
+    limit, errors = check_limit(limit, where), check_errors(errors, where)
     send, receive = anyio.create_memory_object_stream[tuple[int, Any]]()
     failure: list[BaseException] = []
 
@@ -362,16 +381,20 @@ async def stream(
         async with send:
             try:
                 await _run_pool(fn, items, limit, where, errors, None, emit)
-            except Exception as exc:  # re-raised below, not as an exception group
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # re-raised below, not as an exception group
                 failure.append(exc)
                 tg.cancel_scope.cancel()
 
-    reader_error: list[Exception] = []
+    reader_error: list[BaseException] = []
     async with anyio.create_task_group() as tg, receive:
         tg.start_soon(produce)
         try:
             yield receive
-        except Exception as exc:  # the reader's own: raised as it is, not in a group
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # the reader's own: raised as it is, not in a group
             reader_error.append(exc)
         finally:
             tg.cancel_scope.cancel()  # the reader is done: stop what is still running
