@@ -116,7 +116,9 @@ class Bound:
                 f"must run in an event loop: `await flow.run_async(shared)`, or `flow.run()`)"
             )
         if kwargs is None:
-            kwargs = {"shared": shared} if self.only_shared else self.kwargs(node, shared)
+            if self.only_shared:
+                return self.fn(*data, shared=shared)
+            kwargs = self.kwargs(node, shared)
         return self.fn(*data, **kwargs)
 
     def acall(

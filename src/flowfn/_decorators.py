@@ -285,7 +285,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return await self._exec(self._jobs(shared, p, self._limiter()))
 
     def _run(self, shared: Any) -> Any:
-        if self._simple and events.current() is None:
+        if self._simple and (not events._active or events.current() is None):
             if self.into is not None:
                 self._check_into(shared)
             self.cur_retry = 0
@@ -300,7 +300,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return self._finish(shared, p, e)
 
     async def _run_async(self, shared: Any) -> Any:
-        if self._simple and events.current() is None:
+        if self._simple and (not events._active or events.current() is None):
             if self.into is not None:
                 self._check_into(shared)
             self.cur_retry = 0

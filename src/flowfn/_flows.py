@@ -16,7 +16,7 @@ from typing import Any
 
 from . import _events as events
 from ._errors import add_note, node_name
-from ._local import fresh_local
+from ._local import enter_local, leave_local
 from ._nodes import AsyncNode, BaseNode
 from ._pool import (
     DEFAULT_LIMIT,
@@ -209,8 +209,11 @@ class BatchFlow(Flow):
 
     def _orch_each_sync(self, shared: Any, pr: Any) -> list[Any]:
         def run_one(bp: Any) -> Any:
-            with fresh_local() as scratch:
+            token, scratch = enter_local()
+            try:
                 return self._run_result(self._orch(shared, self._merge(bp)), scratch)
+            finally:
+                leave_local(token)
 
         where = f"batch flow {node_name(self)!r}"
         return each_sync(run_one, self._batches(pr), where=where, node=self)
@@ -224,8 +227,11 @@ class BatchFlow(Flow):
 
     async def _orch_each(self, shared: Any, pr: Any) -> list[Any]:
         async def run_one(bp: Any) -> Any:
-            with fresh_local() as scratch:
+            token, scratch = enter_local()
+            try:
                 return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
+            finally:
+                leave_local(token)
 
         where = f"batch flow {node_name(self)!r}"
         return await each(run_one, self._batches(pr), where=where, node=self)
@@ -239,8 +245,11 @@ class BatchFlow(Flow):
         name = node_name(self)
 
         async def run_one(bp: Any) -> Any:
-            with fresh_local() as scratch:
+            token, scratch = enter_local()
+            try:
                 return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
+            finally:
+                leave_local(token)
 
         return await map_ordered(
             run_one,

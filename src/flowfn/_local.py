@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from ._errors import FlowError
 
-__all__ = ["fresh_local", "local"]
+__all__ = ["enter_local", "fresh_local", "leave_local", "local"]
 
 _scratch: ContextVar[dict[str, Any] | None] = ContextVar("flowfn_local", default=None)
 
@@ -34,6 +34,16 @@ def local() -> dict[str, Any]:
             "while the flow runs (or take a parameter named 'local')"
         )
     return scratch
+
+
+def enter_local() -> tuple[Token[dict[str, Any] | None], dict[str, Any]]:
+    """Start a fresh scratch dict (the fast form of :func:`fresh_local`, for the engine)."""
+    scratch: dict[str, Any] = {}
+    return _scratch.set(scratch), scratch
+
+
+def leave_local(token: Token[dict[str, Any] | None]) -> None:
+    _scratch.reset(token)
 
 
 @contextmanager
