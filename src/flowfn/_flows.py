@@ -8,6 +8,7 @@ its graph holds an async node, and ``await flow.run_async(shared)`` runs it in y
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
@@ -225,14 +226,16 @@ class BatchFlow(Flow):
         await self._orch_each(shared, pr)
         return self.post(shared, pr, None)
 
-    async def _orch_each(self, shared: Any, pr: Any) -> list[Any]:
-        async def run_one(bp: Any) -> Any:
-            token, scratch = enter_local()
-            try:
-                return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
-            finally:
-                leave_local(token)
+    async def _run_one_async(self, shared: Any, bp: Any) -> Any:
+        """One run of the flow for param dict ``bp``, with its own ``local`` scratch dict."""
+        token, scratch = enter_local()
+        try:
+            return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
+        finally:
+            leave_local(token)
 
+    async def _orch_each(self, shared: Any, pr: Any) -> list[Any]:
+        run_one = functools.partial(self._run_one_async, shared)
         where = f"batch flow {node_name(self)!r}"
         return await each(run_one, self._batches(pr), where=where, node=self)
 
@@ -244,13 +247,7 @@ class BatchFlow(Flow):
         exceptions in place)."""
         name = node_name(self)
 
-        async def run_one(bp: Any) -> Any:
-            token, scratch = enter_local()
-            try:
-                return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
-            finally:
-                leave_local(token)
-
+        run_one = functools.partial(self._run_one_async, shared)
         return await map_ordered(
             run_one,
             self._batches(pr),
