@@ -288,8 +288,10 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         if self._simple and (not events._active or events.current() is None):
             if self.into is not None:
                 self._check_into(shared)
-            self.cur_retry = 0
-            return self._store(shared, self._work.call(self, shared, ()))
+            action = self._work.call(self, shared, ())
+            if self.into is None and (action is None or action.__class__ is str):
+                return action  # the common case, without the call to _store
+            return self._store(shared, action)
         self._check_into(shared)
         p = (
             self._default_prep(shared)
@@ -303,7 +305,6 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         if self._simple and (not events._active or events.current() is None):
             if self.into is not None:
                 self._check_into(shared)
-            self.cur_retry = 0
             work = self._work
             if work.is_async and work.only_shared:  # `async def f(shared)`: the common case
                 return self._store(shared, await work.fn(shared=shared))
