@@ -294,17 +294,22 @@ def test_the_flowfn_command_is_installed() -> None:
     assert script.value == "flowfn._cli:main"
 
 
-def test_python_m_flowfn_runs_the_translate_example(tmp_path: Path) -> None:
-    shared = {"text": "Hello!", "languages": ["Spanish", "Klingon"], "out_dir": str(tmp_path)}
-    command = ["run", "examples/translate.py:flow", "--backend", "trio"]
-    done = subprocess.run(
-        [sys.executable, "-m", "flowfn", *command, "--shared", json.dumps(shared)],
+def python_m_flowfn(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m flowfn ARGS`` in the repository, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "flowfn", *args],
         cwd=ROOT,
         capture_output=True,
         encoding="utf-8",
         timeout=60,
         check=False,
     )
+
+
+def test_python_m_flowfn_runs_the_translate_example(tmp_path: Path) -> None:
+    shared = {"text": "Hello!", "languages": ["Spanish", "Klingon"], "out_dir": str(tmp_path)}
+    command = ["run", "examples/translate.py:flow", "--backend", "trio"]
+    done = python_m_flowfn(*command, "--shared", json.dumps(shared))
     assert (done.returncode, done.stderr) == (0, "")
     lines = done.stdout.splitlines()
     start = len(lines) - 1 - lines[::-1].index("{")  # the JSON follows the example's prints
@@ -320,14 +325,7 @@ def test_python_m_flowfn_runs_the_translate_example(tmp_path: Path) -> None:
 
 
 def test_python_m_flowfn_draws_the_cake_factory() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "flowfn", "graph", "examples/cake_factory.py:flow"],
-        cwd=ROOT,
-        capture_output=True,
-        encoding="utf-8",
-        timeout=60,
-        check=False,
-    )
+    done = python_m_flowfn("graph", "examples/cake_factory.py:flow")
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout.splitlines()[:2] == [
         "flowchart TD",

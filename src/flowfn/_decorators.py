@@ -451,9 +451,9 @@ class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBat
         return await map_ordered(
             functools.partial(work.fn, **work.kwargs(self, shared)),
             _batch_items(self, p, allow_async=True),
-            limit=check_limit(self.limit, name),
+            limit=self.limit,
             where=f"parallel batch node {name!r}",
-            errors=check_errors(self.errors, name),
+            errors=self.errors,
             node=self,
         )
 
@@ -523,7 +523,8 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         return scratch
 
     def _run(self, shared: Any) -> Any:
-        if self._needs_loop():
+        # (The sub-flow's own async nodes refuse a sync walk themselves: no graph walk here.)
+        if self.parallel or self._work.is_async or self.workers == "process":
             raise RuntimeError(f"Use run_async. ({self.kind} flow {self.name!r} needs a loop)")
         self._check_into(shared)
         pr = self._work.call(self, shared, ())

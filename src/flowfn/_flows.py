@@ -251,9 +251,9 @@ class BatchFlow(Flow):
         return await map_ordered(
             run_one,
             self._batches(pr),
-            limit=check_limit(limit, name),
+            limit=limit,
             where=f"parallel batch flow {name!r}",
-            errors=check_errors(errors, name),
+            errors=errors,
             node=self,
         )
 

@@ -428,8 +428,8 @@ class AsyncParallelBatchNode(AsyncNode, BatchNode):
         return await map_ordered(
             run_item,
             _batch_items(self, items, allow_async=True),
-            limit=check_limit(self.limit, name),
+            limit=self.limit,
             where=f"parallel batch node {name!r}",
-            errors=check_errors(self.errors, name),
+            errors=self.errors,
             node=self,
         )
