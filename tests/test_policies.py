@@ -16,7 +16,6 @@ from flowfn import (
     AsyncParallelBatchNode,
     BatchResults,
     Flow,
-    FlowError,
     Node,
     map_ordered,
     node,
@@ -91,13 +90,13 @@ def test_retry_delay_stays_within_its_bounds(
 
 
 def test_bad_policy_values_are_clear_errors() -> None:
-    with pytest.raises(ValueError, match="backoff >= 1"):
+    with pytest.raises(ValueError, match="Node: backoff must be a finite number >= 1"):
         Node(backoff=0.5)
-    with pytest.raises(ValueError, match="jitter is a fraction"):
+    with pytest.raises(ValueError, match="Node: jitter must be a number from 0 to 1"):
         Node(jitter=2)
-    with pytest.raises(ValueError, match="timeout must be > 0"):
+    with pytest.raises(ValueError, match="Node: timeout must be a finite number > 0"):
         Node(timeout=0)
-    with pytest.raises(ValueError, match="per_second must be > 0"):
+    with pytest.raises(ValueError, match="Node: per_second must be a finite number > 0"):
         Node(per_second=0)
 
 
@@ -137,12 +136,17 @@ async def test_timeout_per_item_reaches_the_fallback(anyio_backend: str) -> None
     assert shared["out"] == ["done", "TimeoutError", "done"]
 
 
-def test_timeout_on_a_sync_exec_is_refused() -> None:
+def test_a_sync_exec_within_its_timeout_keeps_its_result() -> None:
     class Sync(Node):
-        pass
+        def exec(self, prep_res: Any) -> str:
+            return "in time"
 
-    with pytest.raises(FlowError, match="timeout= needs an async node"):
-        Sync(timeout=1).run({})
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            shared["result"] = exec_res
+
+    shared: dict[str, Any] = {}
+    Sync(timeout=1).run(shared)
+    assert shared == {"result": "in time"}
 
 
 async def test_rate_limit_spaces_attempts(

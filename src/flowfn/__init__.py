@@ -9,7 +9,7 @@ from ._decorators import (
     node,
     parallel_batch,
 )
-from ._errors import FlowError
+from ._errors import FlowError, other_errors
 from ._events import Event, EventKind, Observer
 from ._local import local
 from ._observers import LogObserver, NodeStats, Progress, RunSummary
@@ -64,6 +64,7 @@ __all__ = [
     "local",
     "map_ordered",
     "node",
+    "other_errors",
     "parallel_batch",
     "stream",
 ]

@@ -45,8 +45,9 @@ class UsageError(Exception):
 def main(argv: list[str] | None = None) -> int:
     """Run the ``flowfn`` command with ``argv`` (default ``sys.argv[1:]``); the exit code.
 
-    0 on success, 2 for a mistake in the command (one line on stderr). argparse's own usage
-    errors exit with 2 too, by raising ``SystemExit``.
+    0 on success, 2 for a mistake in the command (one line on stderr), 130 after Ctrl-C
+    (one line on stderr). argparse's own usage errors exit with 2 too, by raising
+    ``SystemExit``.
     """
     args = _parser().parse_args(argv)
     try:
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"flowfn: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's exit code for SIGINT
+        print("flowfn: interrupted (KeyboardInterrupt)", file=sys.stderr)
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -119,6 +119,8 @@ class _Steps(BaseNode):
                 f"where writes to 'shared', 'params' or 'local' would be lost; take the values "
                 f"it needs as parameters (params by name) and return its result (into= or post)"
             )
+        if workers == "process":
+            _check_importable(fn, self.name)
         self._prep: Bound | None = None
         self._post: Bound | None = None
         self._fallback: Bound | None = None
@@ -205,9 +207,10 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
 
     def __init__(self, fn: Callable[P, R], **options: Unpack[NodeOptions]) -> None:
         retries = options.pop("retries", 0)
-        if not isinstance(retries, int) or retries < 0:
-            name = options.get("name") or getattr(fn, "__name__", repr(fn))
-            raise ValueError(f"{name}: retries must be an int >= 0, got {retries!r}")
+        # Named before the options are checked, so that errors name the function.
+        self.name = options.get("name") or getattr(fn, "__name__", None) or type(self).__name__
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"{self.name}: retries must be an int >= 0, got {retries!r}")
         AsyncNode.__init__(
             self,
             max_retries=retries + 1,
@@ -328,8 +331,22 @@ class _ItemSteps(_Steps):
     def _bind_items(self, items: Items | None) -> None:
         if items is None or isinstance(items, str):
             self._items = items
-        else:
-            self._items = Bound(items, 1, role="items", owner=node_name(self))
+            return
+        if not callable(items):
+            raise TypeError(
+                f"{self.name}: items= must be a shared-store key (a str, e.g. items='docs') "
+                f"or a function of the shared store (items=lambda shared: ...), got "
+                f"{type(items).__name__} {items!r:.60}; to use fixed items, write "
+                f"items=lambda shared: {items!r:.40}"
+            )
+        bound = Bound(items, 1, role="items", owner=node_name(self))
+        if bound.is_async:
+            raise TypeError(
+                f"{self.name}: items= must be a sync function (it runs on the event loop "
+                f"before the items); to pull items from an async source, return an async "
+                f"iterable from it, or attach an async @{self.name}.prep"
+            )
+        self._items = bound
 
     def prep(self, fn: F) -> F:
         """Attach ``prep(shared)`` returning the items (instead of ``items=``)."""
@@ -350,14 +367,20 @@ class _ItemSteps(_Steps):
             )
         if isinstance(items, str):
             try:
-                return shared[items]
+                value = shared[items]
             except (KeyError, TypeError):
                 raise FlowError(
                     f"{self.kind} node {self.name!r}: items={items!r}, but the shared store "
                     f"has no key {items!r}"
                 ) from None
-        if items.is_async:
-            raise FlowError(f"{self.kind} node {self.name!r}: items= must be a sync function")
+            if isinstance(value, (str, bytes, bytearray)):
+                raise TypeError(
+                    f"{self.name}: the items of a batch must be an iterable of items such as "
+                    f"a list, and items={items!r} names shared[{items!r}], which is not: got "
+                    f"{type(value).__name__} {value!r:.60} (it would be iterated character by "
+                    f"character). Store a list there, e.g. [{value!r:.40}]"
+                )
+            return value
         return items.call(self, shared, (shared,))
 
     def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | None) -> Any:
@@ -368,6 +391,19 @@ class _ItemSteps(_Steps):
         if isinstance(items, Sized):
             return _SizedJobs(shared, items, limiter, kwargs)
         return ((shared, (item,), limiter, kwargs) for item in items)
+
+
+def _check_importable(fn: Callable[..., Any], name: str) -> None:
+    """``workers="process"`` finds the function in the worker by module and name: refuse,
+    when decorating, a function that has none (a lambda, a function defined in another)."""
+    qualname = str(getattr(fn, "__qualname__", ""))
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        raise TypeError(
+            f"{name} ({qualname}): with workers='process' the function runs in a worker "
+            f"process, which imports it by name, so it must be a plain `def` at module "
+            f"level, not a lambda or a function defined inside another; or use "
+            f"workers='thread'"
+        )
 
 
 class _SizedJobs:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["FlowError", "add_note", "node_name"]
+import contextlib
+
+__all__ = ["FlowError", "add_note", "keep_others", "node_name", "other_errors"]
 
 
 class FlowError(Exception):
@@ -30,3 +32,40 @@ def add_note(exc: BaseException, note: str) -> None:
             notes = []
             exc.__notes__ = notes  # type: ignore[attr-defined]
         notes.append(note)
+
+
+def other_errors(exc: BaseException) -> tuple[BaseException, ...]:
+    """The failures that came after ``exc`` in the same batch, and were not raised.
+
+    When a parallel item fails, flowfn raises that first failure as itself and cancels
+    its siblings; a sibling that fails too before it stops (in the same instant, or in its
+    own clean-up) is not lost: its exception, with its notes, is here, in the order the
+    failures happened, and a note on ``exc`` counts and names them. Empty for any other
+    exception.
+    """
+    others = getattr(exc, "__flowfn_others__", ())
+    return tuple(others) if isinstance(others, tuple) else ()
+
+
+def keep_others(first: BaseException, others: list[BaseException]) -> None:
+    """Make ``others`` reachable from ``first`` (see :func:`other_errors`), with a note."""
+    if not others:
+        return
+    with contextlib.suppress(AttributeError):  # an exception type with __slots__: the note
+        first.__flowfn_others__ = (*other_errors(first), *others)  # type: ignore[attr-defined]
+    shown = "; ".join(f"{_where(e)}{type(e).__name__}: {e}" for e in others[:5])
+    more = f"; and {len(others) - 5} more" if len(others) > 5 else ""
+    count = f"{len(others)} more failure{'s' if len(others) > 1 else ''}"
+    add_note(
+        first,
+        f"flowfn: {count} after this one, not raised: {shown}{more} "
+        f"(flowfn.other_errors(exc) has them)",
+    )
+
+
+def _where(exc: BaseException) -> str:
+    """``"item 3: "`` from the note flowfn put on ``exc``, if any."""
+    for note in getattr(exc, "__notes__", ()):
+        if isinstance(note, str) and note.startswith("flowfn: item "):
+            return note[len("flowfn: ") :].split(" of ", 1)[0] + ": "
+    return ""

@@ -15,7 +15,10 @@ from collections.abc import Iterable, Mapping
 from types import EllipsisType
 from typing import Any
 
+from anyio.lowlevel import checkpoint
+
 from . import _events as events
+from ._checkpoints import pacer, stray_cancellation
 from ._errors import add_note, node_name
 from ._local import enter_local, leave_local
 from ._nodes import AsyncNode, BaseNode
@@ -96,7 +99,10 @@ class Flow(BaseNode):
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
         watch = events.current()
+        due = pacer()
         while curr:  # PocketFlow's test: a falsy node ends the flow too
+            if due():  # cancelled, or time to let the event loop run: no step starts
+                await checkpoint()
             curr.set_params(p)
             try:
                 last_action = await (
@@ -105,6 +111,12 @@ class Flow(BaseNode):
             except Exception as exc:
                 self._step_failed(exc, curr)
                 raise
+            except BaseException as exc:
+                stray = stray_cancellation(exc, f"node {node_name(curr)!r}")
+                if stray is None:
+                    raise
+                self._step_failed(stray, curr)
+                raise stray from exc
             nxt = self.get_next_node(curr, last_action)
             curr = None if nxt is None else nxt.__copy__()
         return last_action

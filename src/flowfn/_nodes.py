@@ -9,13 +9,15 @@ next node. The async classes do the same with ``*_async`` methods and run on asy
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 import warnings
 from collections.abc import AsyncIterable, Iterable, Sequence
-from types import EllipsisType
+from types import CoroutineType, EllipsisType
 from typing import Any, TypeVar
 
 import anyio
+from anyio.lowlevel import checkpoint
 from typing_extensions import Unpack
 
 from . import _events as events
@@ -23,7 +25,7 @@ from ._backend import start_event_loop
 from ._errors import FlowError, node_name
 from ._local import fresh_local
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, each, each_sync, map_ordered
-from ._retry import RateLimit, RetryOptions, retry_delay
+from ._retry import RateLimit, RetryOptions, check_policy, retry_delay
 
 __all__ = [
     "AsyncBatchNode",
@@ -128,6 +130,7 @@ class BaseNode:
         progress: bool = False,
     ) -> Any:
         """Run this node (a flow: the whole flow) in the current event loop; see :meth:`run`."""
+        await checkpoint()  # as every async call of trio and anyio is: cancelled, nothing runs
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
         with events.observing(_observers(on_event, progress), self), fresh_local():
@@ -149,6 +152,8 @@ class BaseNode:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if not hasattr(cls, "prep_async"):  # a sync node class (not an AsyncNode's)
+            _refuse_async_phases(cls)
         cls._plain_copy = not any(vars(k).get("__slots__") for k in cls.__mro__[:-1]) and all(
             getattr(cls, hook, None) is getattr(object, hook, None)
             for hook in ("__getstate__", "__setstate__", "__reduce__", "__reduce_ex__")
@@ -167,6 +172,19 @@ class BaseNode:
         cls, name = type(self).__name__, node_name(self)
         label = cls if name == cls else f"{cls} {name!r}"
         return f"<{label} successors={list(self.successors)}>"
+
+
+def _refuse_async_phases(cls: type[BaseNode]) -> None:
+    """A sync node's phases are called without await: an ``async def`` there would hand a
+    coroutine object on (PocketFlow stores it in the shared store). Say so at once."""
+    for phase in ("prep", "exec", "post", "exec_fallback"):
+        fn = vars(cls).get(phase)
+        if fn is not None and inspect.iscoroutinefunction(fn):
+            raise TypeError(
+                f"{cls.__name__}.{phase} is an async def, but {cls.__name__} is a sync node "
+                f"that would never await it. Derive {cls.__name__} from AsyncNode (or "
+                f"AsyncFlow, AsyncBatchNode, ...) and name the method {phase}_async."
+            )
 
 
 def _observers(
@@ -224,21 +242,21 @@ class Node(BaseNode):
         per_second: float | None = None,
     ) -> None:
         super().__init__()
-        owner = type(self).__name__
+        owner = node_name(self)
         if not isinstance(max_retries, int) or max_retries < 1:
             raise ValueError(
                 f"{owner}: max_retries is the number of attempts and must be an int >= 1, "
                 f"got {max_retries!r}"
             )
-        if backoff < 1 or wait < 0 or (max_wait is not None and max_wait < 0):
-            raise ValueError(
-                f"{owner}: need wait >= 0, backoff >= 1 and max_wait >= 0, got wait={wait!r}, "
-                f"backoff={backoff!r}, max_wait={max_wait!r}"
-            )
-        if not 0 <= jitter <= 1:
-            raise ValueError(f"{owner}: jitter is a fraction from 0 to 1, got {jitter!r}")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"{owner}: timeout must be > 0 seconds or None, got {timeout!r}")
+        check_policy(
+            owner,
+            wait=wait,
+            backoff=backoff,
+            max_wait=max_wait,
+            jitter=jitter,
+            timeout=timeout,
+            per_second=per_second,
+        )
         self.max_retries, self.wait = max_retries, wait
         if (backoff, max_wait, jitter, timeout) != (1.0, None, 0.0, None):
             self.backoff, self.max_wait, self.jitter, self.timeout = (
@@ -257,17 +275,22 @@ class Node(BaseNode):
         raise exc
 
     def _exec(self, prep_res: Any) -> Any:
-        if self.timeout is not None:
-            raise FlowError(
-                f"node {node_name(self)!r}: timeout= needs an async node (a sync exec cannot "
-                f"be interrupted); use an AsyncNode, or run the flow with run_async/run()"
-            )
         for i in range(self.max_retries):
             self.cur_retry = i
             try:
                 if self.rate_limit is not None:
                     self.rate_limit.wait_sync()
-                return self.exec(prep_res)
+                if self.timeout is None:
+                    result = self.exec(prep_res)
+                else:
+                    started = time.monotonic()
+                    result = self.exec(prep_res)
+                    if time.monotonic() - started > self.timeout:
+                        raise _late(self)
+                if result.__class__ is CoroutineType:
+                    result.close()
+                    raise _coroutine_from_sync_exec(self)
+                return result
             except Exception as e:
                 _observe_failure(self, i, e)
                 if i == self.max_retries - 1:
@@ -275,6 +298,22 @@ class Node(BaseNode):
                 if self.wait > 0:
                     time.sleep(self._retry_delay(i))
         return None  # unreachable: max_retries >= 1
+
+
+def _late(node: Node) -> TimeoutError:
+    """The error of an attempt that returned after its ``timeout``: its result is dropped."""
+    return TimeoutError(
+        f"node {node_name(node)!r}: the attempt took longer than timeout={node.timeout} s. "
+        f"A sync function cannot be interrupted, so it ran to its end; its result was dropped"
+    )
+
+
+def _coroutine_from_sync_exec(node: Node) -> FlowError:
+    return FlowError(
+        f"node {node_name(node)!r}: exec returned a coroutine, which a sync Node would store "
+        f"unawaited. Derive the class from AsyncNode and implement exec_async (awaiting what "
+        f"it calls), or await the call inside an async function."
+    )
 
 
 def _observe_failure(node: Node, attempt: int, exc: Exception) -> None:
@@ -290,6 +329,12 @@ def _batch_items(node: BaseNode, items: Any, *, allow_async: bool = False) -> It
         return ()
     if isinstance(items, (list, tuple)):
         return items
+    if isinstance(items, (str, bytes, bytearray)):
+        raise TypeError(
+            f"{node_name(node)}: a batch's items must be an iterable of items such as a list, "
+            f"got {type(items).__name__} {items!r:.80}, which would be iterated character by "
+            f"character; return [value] for a single item"
+        )
     if isinstance(items, AsyncIterable):
         if allow_async:
             return items  # type: ignore[return-value]  # the async batches pull it themselves
@@ -346,8 +391,13 @@ class AsyncNode(Node):
                     await self.rate_limit.wait()
                 if self.timeout is None:
                     return await self.exec_async(prep_res)
-                with anyio.fail_after(self.timeout):
-                    return await self.exec_async(prep_res)
+                with anyio.fail_after(self.timeout) as scope:
+                    result = await self.exec_async(prep_res)
+                # A thread job is shielded and a blocking call cannot be interrupted: an
+                # attempt that comes back after its deadline timed out all the same.
+                if anyio.current_time() >= scope.deadline:
+                    raise _late(self)
+                return result
             except Exception as e:
                 _observe_failure(self, i, e)
                 if i == self.max_retries - 1:

@@ -9,6 +9,7 @@ before a worker is free for it, so a million-item batch costs memory in proporti
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import (
     AsyncIterable,
@@ -23,10 +24,17 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 
 import anyio
+from anyio.lowlevel import checkpoint
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from . import _events as events
-from ._errors import add_note
+from ._checkpoints import YIELD_EVERY, pacer, stray_cancellation
+from ._errors import add_note, keep_others
+
+if sys.version_info >= (3, 11):
+    _GROUP: type[BaseException] = BaseExceptionGroup  # noqa: F821 - a builtin since 3.11
+else:  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup as _GROUP  # type: ignore[import-not-found]
 
 __all__ = [
     "DEFAULT_LIMIT",
@@ -46,6 +54,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_LIMIT = 1000
+_EVERY = YIELD_EVERY - 1  # a mask: YIELD_EVERY is a power of two
 """Default number of items a parallel batch runs at once.
 
 Batches of up to ``DEFAULT_LIMIT`` items behave exactly as PocketFlow's ``asyncio.gather``
@@ -113,7 +122,7 @@ def each_sync(
     """``[fn(item) for item in items]`` with a note naming the failing item, and events."""
     seen, started = _batch_events(node, items), time.perf_counter()
     results = []
-    for index, item in enumerate(items):
+    for index, item in enumerate(_noting(items, where)):
         token = None if seen is None else seen.start(index)
         try:
             results.append(fn(item))
@@ -136,12 +145,16 @@ async def each(
     node: object | None = None,
 ) -> list[R]:
     """The async :func:`each_sync`: one item after another; async iterables are pulled
-    one item at a time too (and closed if the batch stops early)."""
+    one item at a time too (and closed if the batch stops early). Each item is a
+    checkpoint: once the batch is cancelled, no further item starts."""
     if isinstance(items, AsyncIterable):
         return await map_ordered(fn, items, limit=1, where=where, node=node)
     seen, started = _batch_events(node, items), time.perf_counter()
     results = []
-    for index, item in enumerate(items):
+    due = pacer()
+    for index, item in enumerate(_noting(items, where)):
+        if due():
+            await checkpoint()
         token = None if seen is None else seen.start(index)
         try:
             results.append(await fn(item))
@@ -150,10 +163,35 @@ async def each(
             if seen is not None:
                 seen.end(index, token, exc)
             raise
+        except BaseException as exc:
+            stray = stray_cancellation(exc, f"item {index} of {where}")
+            if stray is None:
+                raise
+            add_note(stray, f"flowfn: item {index} of {where}")
+            if seen is not None:
+                seen.end(index, token, stray)
+            raise stray from exc
         if seen is not None:
             seen.end(index, token)
     _batch_done(node, started)
     return results
+
+
+def _noting(items: Iterable[T], where: str) -> Iterator[T]:
+    """``items``, with a note on an exception raised while iterating them: after which item."""
+    pending = iter(items)
+    pulled = 0
+    while True:
+        try:
+            item = next(pending)
+        except StopIteration:
+            return
+        except Exception as exc:
+            after = f" (after item {pulled - 1})" if pulled else ""
+            add_note(exc, f"flowfn: iterating the items{after} of {where}")
+            raise
+        yield item
+        pulled += 1
 
 
 async def map_ordered(
@@ -198,15 +236,20 @@ async def _run_pool(
 ) -> None:
     """The pool behind :func:`map_ordered` and :func:`stream`. Each result goes to its
     slot in ``results`` (a slot is appended as each item is pulled) or, without
-    ``results``, to ``await emit(index, result)`` (the stream's backpressure)."""
+    ``results``, to ``await emit(index, result)`` (the stream's backpressure).
+
+    A worker going on to its next item passes a checkpoint every ``YIELD_EVERY`` items
+    pulled, so a batch of items that never await can still be cancelled and lets other
+    tasks run.
+    """
     collect = errors == "collect"
-    failure: list[BaseException] = []
+    failure: list[BaseException] = []  # the first one is raised; the others kept on it
     pulled = 0  # items taken from the source so far
 
     def fail(exc: BaseException, what: str) -> None:
-        if not failure:
-            add_note(exc, f"flowfn: {what} of {where}")
-            failure.append(exc)
+        add_note(exc, f"flowfn: {what} of {where}")
+        failure.append(exc)
+        if len(failure) == 1:
             tg.cancel_scope.cancel()
 
     def source_failed(exc: BaseException) -> None:
@@ -222,6 +265,15 @@ async def _run_pool(
         add_note(exc, f"flowfn: item {index} of {where}")
         return True, exc
 
+    def cancelled(index: int, token: Any, exc: BaseException) -> tuple[bool, Any]:
+        """An item raised a cancellation: a real one goes on up; one that nobody around
+        the pool asked for is an error of that item, never a hole in the results."""
+        stray = stray_cancellation(exc, f"item {index} of {where}")
+        if stray is None:
+            raise exc
+        stray.__cause__ = exc
+        return failed(index, token, stray)
+
     async def guarded(work: Callable[[int, T], Awaitable[None]], index: int, item: T) -> None:
         # Whatever escapes a worker (an observer's error, KeyboardInterrupt, SystemExit)
         # fails the pool and is re-raised as itself below, never inside an exception group.
@@ -232,123 +284,174 @@ async def _run_pool(
         except BaseException as exc:
             fail(exc, "running the items")
 
-    if isinstance(items, AsyncIterable):
-        source = aiter(items)
-        lock = anyio.Lock()
+    escaped: BaseException | None = None
+    try:
+        if isinstance(items, AsyncIterable):
+            source = aiter(items)
+            lock = anyio.Lock()
 
-        async def apull() -> tuple[int, T] | None:
-            nonlocal pulled
-            async with lock:  # one anext() at a time: async generators are not reentrant
-                try:
-                    item = await anext(source)
-                except StopAsyncIteration:
-                    return None
-                except Exception as exc:
-                    source_failed(exc)
-                    return None
-            pulled += 1
-            if results is not None:
-                results.append(None)
-            return pulled - 1, item
-
-        async def awork(index: int, item: T) -> None:
-            while True:
-                token = None if seen is None else seen.start(index)
-                try:
-                    value: Any = await fn(item)
-                except Exception as exc:
-                    go_on, value = failed(index, token, exc)
-                    if not go_on:
-                        return
-                else:
-                    if seen is not None:
-                        seen.end(index, token)
-                if results is not None:
-                    results[index] = value
-                elif emit is not None:
-                    await emit(index, value)
-                if failure:
-                    return
-                pair = await apull()
-                if pair is None:
-                    return
-                index, item = pair
-
-        try:
-            async with anyio.create_task_group() as tg:
-                started = 0
-                while limit is None or started < limit:
-                    pair = await apull()
-                    if pair is None:
-                        break
-                    tg.start_soon(guarded, awork, *pair)
-                    started += 1
-        finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:  # stopped early: let the source clean up, here and now
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-    else:
-        pending: Iterator[T] = iter(items)
-
-        def pull() -> tuple[int, T] | None:
-            nonlocal pulled
-            try:
-                item = next(pending)
-            except StopIteration:
-                return None
-            except Exception as exc:
-                source_failed(exc)
-                return None
-            pulled += 1
-            if results is not None:
-                results.append(None)
-            return pulled - 1, item
-
-        async def work(index: int, item: T) -> None:
-            # The hot path of every parallel batch: the same loop as ``awork``, with the
-            # pull inlined. Sharing one loop (a pull function per item) measured 1.45x
-            # slower on a million no-op items, so the two stay apart on purpose.
-            nonlocal pulled
-            while True:
-                token = None if seen is None else seen.start(index)
-                try:
-                    value: Any = await fn(item)
-                except Exception as exc:
-                    go_on, value = failed(index, token, exc)
-                    if not go_on:
-                        return
-                else:
-                    if seen is not None:
-                        seen.end(index, token)
-                if results is not None:
-                    results[index] = value
-                elif emit is not None:
-                    await emit(index, value)
-                if failure:
-                    return
-                try:
-                    item = next(pending)
-                except StopIteration:
-                    return
-                except Exception as exc:
-                    source_failed(exc)
-                    return
-                index = pulled
+            async def apull() -> tuple[int, T] | None:
+                nonlocal pulled
+                async with lock:  # one anext() at a time: async generators are not reentrant
+                    try:
+                        item = await anext(source)
+                    except StopAsyncIteration:
+                        return None
+                    except Exception as exc:
+                        source_failed(exc)
+                        return None
                 pulled += 1
                 if results is not None:
                     results.append(None)
+                return pulled - 1, item
 
-        async with anyio.create_task_group() as tg:
-            started = 0
-            while limit is None or started < limit:
-                pair = pull()
-                if pair is None:
-                    break
-                tg.start_soon(guarded, work, *pair)
-                started += 1
+            async def awork(index: int, item: T) -> None:
+                while True:
+                    token = None if seen is None else seen.start(index)
+                    try:
+                        value: Any = await fn(item)
+                    except Exception as exc:
+                        go_on, value = failed(index, token, exc)
+                        if not go_on:
+                            return
+                    except BaseException as exc:
+                        go_on, value = cancelled(index, token, exc)
+                        if not go_on:
+                            return
+                    else:
+                        if seen is not None:
+                            seen.end(index, token)
+                    if results is not None:
+                        results[index] = value
+                    elif emit is not None:
+                        await emit(index, value)
+                    if failure:
+                        return
+                    pair = await apull()
+                    if pair is None:
+                        return
+                    index, item = pair
+                    if index & _EVERY == _EVERY:  # a worker that never waited: let others run
+                        await checkpoint()
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    started = 0
+                    while limit is None or started < limit:
+                        pair = await apull()
+                        if pair is None:
+                            break
+                        tg.start_soon(guarded, awork, *pair)
+                        started += 1
+            finally:
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:  # stopped early: let the source clean up, here and now
+                    with anyio.CancelScope(shield=True):
+                        await aclose()
+        else:
+            pending: Iterator[T] = iter(items)
+
+            def pull() -> tuple[int, T] | None:
+                nonlocal pulled
+                try:
+                    item = next(pending)
+                except StopIteration:
+                    return None
+                except Exception as exc:
+                    source_failed(exc)
+                    return None
+                pulled += 1
+                if results is not None:
+                    results.append(None)
+                return pulled - 1, item
+
+            async def work(index: int, item: T) -> None:
+                # The hot path of every parallel batch: the same loop as ``awork``, with the
+                # pull inlined. Sharing one loop (a pull function per item) measured 1.45x
+                # slower on a million no-op items, so the two stay apart on purpose.
+                nonlocal pulled
+                while True:
+                    token = None if seen is None else seen.start(index)
+                    try:
+                        value: Any = await fn(item)
+                    except Exception as exc:
+                        go_on, value = failed(index, token, exc)
+                        if not go_on:
+                            return
+                    except BaseException as exc:
+                        go_on, value = cancelled(index, token, exc)
+                        if not go_on:
+                            return
+                    else:
+                        if seen is not None:
+                            seen.end(index, token)
+                    if results is not None:
+                        results[index] = value
+                    elif emit is not None:
+                        await emit(index, value)
+                    if failure:
+                        return
+                    try:
+                        item = next(pending)
+                    except StopIteration:
+                        return
+                    except Exception as exc:
+                        source_failed(exc)
+                        return
+                    index = pulled
+                    pulled += 1
+                    if results is not None:
+                        results.append(None)
+                    if index & _EVERY == _EVERY:  # a worker that never waited: let others run
+                        await checkpoint()
+
+            async with anyio.create_task_group() as tg:
+                started = 0
+                while limit is None or started < limit:
+                    pair = pull()
+                    if pair is None:
+                        break
+                    tg.start_soon(guarded, work, *pair)
+                    started += 1
+    except BaseException as exc:
+        # On trio, Ctrl-C reaches the task waiting for the workers, and the task group
+        # wraps it in an exception group: raise it as itself, keeping what else failed.
+        escaped = _one_of(exc, failure)
+        if escaped is exc:
+            raise
+    if escaped is not None:  # raised out here, so that its __context__ stays its own
+        raise escaped
     if failure:
+        keep_others(failure[0], failure[1:])
         raise failure[0]
+
+
+def _one_of(exc: BaseException, failure: list[BaseException]) -> BaseException:
+    """The exception to raise for ``exc`` escaping the pool: itself, unless it is an
+    exception group, which gives way to the first KeyboardInterrupt or SystemExit in it,
+    else to the pool's first failure, else to its first leaf that is no cancellation."""
+    leaves = list(_leaves(exc))
+    if len(leaves) == 1 and leaves[0] is exc:
+        return exc
+    cancel = anyio.get_cancelled_exc_class()
+    urgent = [e for e in leaves if isinstance(e, (KeyboardInterrupt, SystemExit))]
+    real: list[BaseException] = (
+        [*urgent] or failure or [e for e in leaves if not isinstance(e, cancel)]
+    )
+    if not real:
+        return exc  # nothing but cancellations: a real cancellation, let it through
+    first, *others = [*real, *(e for e in failure if e not in real)]
+    keep_others(first, others)
+    return first
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    nested = getattr(exc, "exceptions", None)
+    if isinstance(exc, _GROUP) and isinstance(nested, tuple):
+        for inner in nested:
+            yield from _leaves(inner)
+    else:
+        yield exc
 
 
 @asynccontextmanager
@@ -390,17 +493,25 @@ async def stream(
                 tg.cancel_scope.cancel()
 
     reader_error: list[BaseException] = []
-    async with anyio.create_task_group() as tg, receive:
-        tg.start_soon(produce)
-        try:
-            yield receive
-        except anyio.get_cancelled_exc_class():
+    escaped: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(produce)
+            try:
+                yield receive
+            except anyio.get_cancelled_exc_class():
+                raise
+            except BaseException as exc:  # the reader's own: raised as it is, not in a group
+                reader_error.append(exc)
+            finally:
+                tg.cancel_scope.cancel()  # the reader is done: stop what is still running
+    except BaseException as exc:  # Ctrl-C on trio, in a group: as itself (see _run_pool)
+        escaped = _one_of(exc, reader_error + failure)
+        if escaped is exc:
             raise
-        except BaseException as exc:  # the reader's own: raised as it is, not in a group
-            reader_error.append(exc)
-        finally:
-            tg.cancel_scope.cancel()  # the reader is done: stop what is still running
-    if reader_error:
-        raise reader_error[0]
-    if failure:
-        raise failure[0]
+    if escaped is not None:
+        raise escaped
+    raised = reader_error + failure
+    if raised:
+        keep_others(raised[0], raised[1:])
+        raise raised[0]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 
 import anyio
 from typing_extensions import TypedDict
 
-__all__ = ["RateLimit", "RetryOptions", "retry_delay"]
+__all__ = ["RateLimit", "RetryOptions", "check_policy", "retry_delay"]
 
 
 class RetryOptions(TypedDict, total=False):
@@ -19,6 +20,45 @@ class RetryOptions(TypedDict, total=False):
     jitter: float  # spread each wait by this fraction, e.g. 0.1 = +-10%
     timeout: float | None  # seconds one attempt (one item) may take, async work only
     per_second: float | None  # at most this many attempts start per second
+
+
+def _number(owner: str, name: str, value: object, rule: str, ok: bool, optional: bool) -> None:
+    """Raise unless ``value`` is a real number (not a bool, not NaN) for which ``ok`` holds."""
+    if optional and value is None:
+        return
+    what = f"{owner}: {name} must be {rule}{' or None' if optional else ''}, got {value!r}"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(what)
+    if not ok:
+        raise ValueError(what)
+
+
+def check_policy(
+    owner: str,
+    *,
+    wait: object,
+    backoff: object,
+    max_wait: object,
+    jitter: object,
+    timeout: object,
+    per_second: object,
+) -> None:
+    """Refuse, naming ``owner``, any retry option that is no usable number (NaN, inf where
+    a finite number is needed, a string, a bool, out of range)."""
+
+    def finite(value: object, low: float, strict: bool = False) -> bool:
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        return value > low if strict else value >= low
+
+    _number(owner, "wait", wait, "a finite number >= 0", finite(wait, 0), False)
+    _number(owner, "backoff", backoff, "a finite number >= 1", finite(backoff, 1), False)
+    _number(owner, "max_wait", max_wait, "a finite number >= 0", finite(max_wait, 0), True)
+    jitter_ok = finite(jitter, 0) and jitter <= 1  # type: ignore[operator]
+    _number(owner, "jitter", jitter, "a number from 0 to 1", jitter_ok, False)
+    _number(owner, "timeout", timeout, "a finite number > 0", finite(timeout, 0, True), True)
+    ok = finite(per_second, 0, True)
+    _number(owner, "per_second", per_second, "a finite number > 0", ok, True)
 
 
 def retry_delay(
@@ -39,34 +79,69 @@ class RateLimit:
 
     One instance is shared by every copy of its node, so the limit holds across items,
     retries and concurrent runs of the same flow: the quota of the API behind the node.
-    A waiter that is cancelled gives its slot up to nobody (the limit stays conservative).
+    Each waiter books the next free slot; a waiter that is cancelled (or interrupted)
+    before its slot comes gives the slot back, so a cancelled run leaves no booked time
+    behind for the next one.
     """
 
-    __slots__ = ("_interval", "_next", "per_second")
+    __slots__ = ("_granted", "_interval", "_pending", "per_second")
 
     def __init__(self, per_second: float) -> None:
         if not per_second > 0:
             raise ValueError(f"per_second must be > 0, got {per_second!r}")
         self.per_second = per_second
         self._interval = 1.0 / per_second
-        self._next = -float("inf")
+        self._granted = -float("inf")  # the latest slot an attempt started in
+        self._pending: list[float] = []  # slots booked by waiters, in booking order
 
-    def _reserve(self) -> float:
+    @property
+    def pending(self) -> int:
+        """How many waiters hold a booked slot that has not come yet."""
+        return len(self._pending)
+
+    def delay(self) -> float:
+        """Seconds an attempt starting now would wait for its slot (books nothing)."""
+        return max(0.0, self._next_slot(time.monotonic()) - time.monotonic())
+
+    def _next_slot(self, now: float) -> float:
+        last = self._pending[-1] if self._pending else self._granted
+        return max(now, last + self._interval)
+
+    def _book(self) -> tuple[float, float]:
         # time.monotonic, not the event loop's clock: one node may run under many loops.
         now = time.monotonic()
-        start = max(now, self._next)
-        self._next = start + self._interval
-        return start - now
+        slot = self._next_slot(now)
+        if slot > now:
+            self._pending.append(slot)
+        else:
+            self._granted = slot
+        return slot, slot - now
+
+    def _settle(self, slot: float, used: bool) -> None:
+        """The waiter for ``slot`` is done waiting: it starts now, or it gave up."""
+        self._pending.remove(slot)
+        if used:
+            self._granted = max(self._granted, slot)
 
     async def wait(self) -> None:
-        delay = self._reserve()
+        slot, delay = self._book()
         if delay > 0:
-            await anyio.sleep(delay)
+            try:
+                await anyio.sleep(delay)
+            except BaseException:
+                self._settle(slot, used=False)
+                raise
+            self._settle(slot, used=True)
 
     def wait_sync(self) -> None:
-        delay = self._reserve()
+        slot, delay = self._book()
         if delay > 0:
-            time.sleep(delay)
+            try:
+                time.sleep(delay)
+            except BaseException:
+                self._settle(slot, used=False)
+                raise
+            self._settle(slot, used=True)
 
     def __repr__(self) -> str:
-        return f"RateLimit(per_second={self.per_second})"
+        return f"RateLimit(per_second={self.per_second}, pending={self.pending})"

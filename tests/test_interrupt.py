@@ -1,0 +1,136 @@
+"""Ctrl-C for real: a child process running a parallel batch gets SIGINT while every item
+waits, and must end with ``KeyboardInterrupt`` as itself (never inside an exception group),
+from ``run()``, from ``anyio.run`` around ``run_async()``, and from ``flowfn run`` (exit 130,
+one line on stderr)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FLOW = """
+import sys
+
+import anyio
+
+from flowfn import Flow, parallel_batch
+
+
+@parallel_batch(items=lambda shared: range(8), limit=8)
+async def wait(item):
+    if item == 7:
+        print("ready", flush=True)  # every item is waiting now
+    await anyio.sleep(60)
+
+
+flow = Flow(wait)
+
+
+def numbers():
+    import os, signal
+
+    yield from range(3)
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the pool is still pulling items
+    yield from range(3, 8)
+
+
+@parallel_batch(items=lambda shared: numbers(), limit=8)
+async def pulled(item):
+    await anyio.sleep(60)
+
+
+pulling = Flow(pulled)
+
+
+@parallel_batch(items=lambda shared: range(10**6), limit=100)
+async def churn(item):
+    if item == 0:
+        print("ready", flush=True)
+    await anyio.sleep(0.001)  # workers start, finish and pull items all the time
+
+
+busy = Flow(churn)
+"""
+
+RUN = """
+import sys, anyio
+
+import flows
+
+flow = getattr(flows, sys.argv[3])
+if sys.argv[3] == "pulling":
+    print("ready", flush=True)  # it interrupts itself
+try:
+    if sys.argv[1] == "run":
+        flow.run({}, backend=sys.argv[2])
+    else:
+        anyio.run(flow.run_async, {}, backend=sys.argv[2])
+except BaseException as exc:
+    print("caught", type(exc).__name__, flush=True)
+    raise SystemExit(0)
+print("returned", flush=True)
+"""
+
+
+def interrupted(
+    command: list[str], cwd: Path, *, signal_it: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Start ``command``, wait for its "ready" line, send SIGINT, collect the rest."""
+    path = [str(cwd), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    child = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line.strip() == "ready", (line, child.stderr.read() if child.stderr else "")
+        if signal_it:
+            time.sleep(0.2)  # let it run a while: the signal lands wherever it lands
+            child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return subprocess.CompletedProcess(command, child.returncode, line + out, err)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "flows.py").write_text(textwrap.dedent(FLOW), encoding="utf-8")
+    (tmp_path / "main.py").write_text(textwrap.dedent(RUN), encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@pytest.mark.parametrize("entry", ["run", "run_async"])
+@pytest.mark.parametrize("flow", ["flow", "pulling", "busy"])
+def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt(
+    project: Path, backend: str, entry: str, flow: str
+) -> None:
+    """Ctrl-C while every item waits (``flow``), while the pool still pulls items and
+    starts workers (``pulling``), or while workers come and go (``busy``: on trio, 5 runs
+    in 6 used to end with a ``BaseExceptionGroup([KeyboardInterrupt()])``)."""
+    for _ in range(2 if flow == "busy" else 1):
+        command = [sys.executable, "main.py", entry, backend, flow]
+        done = interrupted(command, project, signal_it=flow != "pulling")
+        assert done.stdout.splitlines()[-1] == "caught KeyboardInterrupt", done.stderr
+        assert done.returncode == 0
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_ctrl_c_ends_flowfn_run_with_130_and_one_line(project: Path, backend: str) -> None:
+    command = [sys.executable, "-m", "flowfn", "run", "flows.py:flow", "--backend", backend]
+    done = interrupted(command, project)
+    assert done.returncode == 130
+    assert done.stderr.splitlines() == ["flowfn: interrupted (KeyboardInterrupt)"]
