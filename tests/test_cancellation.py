@@ -602,3 +602,74 @@ async def test_a_stream_keeps_every_failure_reachable(anyio_backend: str) -> Non
         await drain()
     others = other_errors(caught.value)
     assert sorted(str(e) for e in (caught.value, *others)) == ["item 0", "item 1"]
+
+
+# -- the checks themselves -----------------------------------------------------------------
+
+
+@pytest.fixture
+def public_checks_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make flowfn read cancellation through anyio's public API only (its fallback for
+    when the backends' internals change shape)."""
+    from flowfn import _checkpoints
+
+    monkeypatch.setattr(_checkpoints, "_use_internals", False)
+
+
+@pytest.mark.usefixtures("public_checks_only")
+async def test_the_public_fallback_stops_a_loop_that_never_awaits(anyio_backend: str) -> None:
+    flow, steps = looping_pair()
+    with anyio.move_on_after(0.05) as scope:
+        await flow.run_async({})
+    assert scope.cancelled_caught
+    assert 0 < steps[0] < GUARD
+
+
+@pytest.mark.usefixtures("public_checks_only")
+async def test_the_public_fallback_starts_no_step_after_cancellation(anyio_backend: str) -> None:
+    ran: list[str] = []
+    scope = anyio.CancelScope()
+
+    @node
+    async def first(shared: Any) -> None:
+        ran.append("first")
+
+    @node
+    async def second(shared: Any) -> None:
+        ran.append("second")
+        scope.cancel()
+
+    @node
+    async def third(shared: Any) -> None:
+        ran.append("third")
+
+    first >> second >> third
+    with scope:
+        await Flow(first).run_async({})
+    assert ran == ["first", "second"]
+
+
+def test_plain_asyncio_wait_for_stops_a_loop_that_never_awaits() -> None:
+    """PocketFlow's way, without anyio around the flow: asyncio.run and asyncio.wait_for."""
+    flow, steps = looping_pair()
+
+    async def main() -> None:
+        await asyncio.wait_for(flow.run_async({}), 0.05)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(main())
+    assert 0 < steps[0] < GUARD
+
+
+def test_plain_asyncio_run_runs_a_flow_to_its_end() -> None:
+    ran: list[int] = []
+
+    @node
+    async def step(shared: Any) -> str:
+        ran.append(len(ran))
+        return "again" if len(ran) < 3000 else "done"
+
+    step - "again" >> step
+    step - "done" >> None
+    assert asyncio.run(Flow(step).run_async({})) == "done"
+    assert len(ran) == 3000

@@ -11,14 +11,14 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import EllipsisType
 from typing import Any
 
 from anyio.lowlevel import checkpoint
 
 from . import _events as events
-from ._checkpoints import pacer, stray_cancellation
+from ._checkpoints import YIELD_MASK, cancelled_flag, stray_cancellation
 from ._errors import add_note, node_name
 from ._local import enter_local, leave_local
 from ._nodes import AsyncNode, BaseNode
@@ -85,6 +85,7 @@ class Flow(BaseNode):
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
         watch = events.current()
+        own_next = type(self).get_next_node is not Flow.get_next_node
         while curr:  # PocketFlow's test: a falsy node ends the flow too
             curr.set_params(p)
             try:
@@ -92,17 +93,30 @@ class Flow(BaseNode):
             except Exception as exc:
                 self._step_failed(exc, curr)
                 raise
-            nxt = self.get_next_node(curr, last_action)
+            # The common case inline; get_next_node for overrides and for the warning.
+            nxt = None if own_next else curr.successors.get(last_action or "default")
+            if not nxt:
+                nxt = self.get_next_node(curr, last_action)
             curr = None if nxt is None else nxt.__copy__()
         return last_action
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
         watch = events.current()
-        due = pacer()
+        own_next = type(self).get_next_node is not Flow.get_next_node
+        cancelled: Callable[[], bool] | None = None
+        steps = 0
         while curr:  # PocketFlow's test: a falsy node ends the flow too
-            if due():  # cancelled, or time to let the event loop run: no step starts
-                await checkpoint()
+            # No step starts once the flow is cancelled, and a walk that never awaits lets
+            # the event loop run now and then. The first step was checked by whoever
+            # started the walk (run_async, the walk around it, a batch), so the flag, which
+            # costs a little to make, is only made for walks of two steps or more.
+            if steps:
+                if cancelled is None:
+                    cancelled = cancelled_flag()
+                if cancelled() or not steps & YIELD_MASK:
+                    await checkpoint()
+            steps += 1
             curr.set_params(p)
             try:
                 last_action = await (
@@ -117,7 +131,9 @@ class Flow(BaseNode):
                     raise
                 self._step_failed(stray, curr)
                 raise stray from exc
-            nxt = self.get_next_node(curr, last_action)
+            nxt = None if own_next else curr.successors.get(last_action or "default")
+            if not nxt:
+                nxt = self.get_next_node(curr, last_action)
             curr = None if nxt is None else nxt.__copy__()
         return last_action
 
