@@ -568,6 +568,24 @@ async def test_a_failure_during_the_cancellation_of_siblings_is_kept(anyio_backe
     assert any("1 more failure" in n and "item 1" in n for n in first.__notes__)
 
 
+async def test_keyboard_interrupt_after_a_failure_is_raised_and_the_failure_kept(
+    anyio_backend: str,
+) -> None:
+    @parallel_batch(items=lambda shared: [0, 1])
+    async def each(item: int) -> None:
+        if item == 0:
+            await anyio.sleep(0.01)
+            raise ValueError("first")
+        try:
+            await anyio.sleep(10)
+        finally:
+            raise KeyboardInterrupt  # Ctrl-C while the siblings are being cancelled
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        await Flow(each).run_async({})
+    assert [str(e) for e in other_errors(caught.value)] == ["first"]
+
+
 async def test_two_items_failing_at_once_are_both_reachable(anyio_backend: str) -> None:
     async def fail(item: int) -> None:
         raise ValueError(f"item {item}")

@@ -24,6 +24,16 @@ import anyio
 
 from ._errors import FlowError
 
+try:  # the running task of each asyncio loop: asyncio.current_task() without its checks
+    from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - a Python that moved it
+
+    class _CurrentTasks:
+        def get(self, loop: Any) -> Any:
+            return asyncio.current_task(loop)
+
+    _current_tasks = _CurrentTasks()
+
 __all__ = ["YIELD_EVERY", "YIELD_MASK", "cancelled_flag", "pacer", "stray_cancellation"]
 
 #: Steps (or items) between real yields to the event loop in a loop that never awaits:
@@ -40,49 +50,56 @@ def _public_flag() -> Callable[[], bool]:
     return lambda: deadline() == -math.inf
 
 
-def _trio_flag() -> Callable[[], bool] | None:
-    import trio
+_trio_shape_ok: bool | None = None  # trio tasks have the cancel status we read (checked once)
 
-    task = trio.lowlevel.current_task()
-    if not hasattr(getattr(task, "_cancel_status", None), "effectively_cancelled"):
-        return None  # pragma: no cover - trio changed
+
+def _trio_flag() -> Callable[[], bool] | None:
+    global _trio_shape_ok
+    try:
+        task: Any = sys.modules["trio"].lowlevel.current_task()
+    except RuntimeError:  # pragma: no cover - not in trio either: let anyio say
+        return None
+    if _trio_shape_ok is None:
+        status = getattr(task, "_cancel_status", None)
+        _trio_shape_ok = isinstance(getattr(status, "effectively_cancelled", None), bool)
+    if not _trio_shape_ok:  # pragma: no cover - trio changed
+        return None
     return lambda: task._cancel_status.effectively_cancelled
 
 
-def _asyncio_flag() -> Callable[[], bool] | None:
-    # anyio's record of the cancel scopes of each asyncio task (loaded once it is in use)
-    backend = sys.modules.get("anyio._backends._asyncio")
-    task_states = getattr(backend, "_task_states", None)
-    if task_states is None:  # pragma: no cover - anyio moved its internals
-        return None
-    state = task_states.get(asyncio.current_task())
+_task_states: Any = None  # anyio's record of each asyncio task's cancel scopes, once loaded
+
+
+def _asyncio_flag(loop: Any) -> Callable[[], bool] | None:
+    global _task_states
+    if _task_states is None:
+        backend = sys.modules.get("anyio._backends._asyncio")
+        _task_states = getattr(backend, "_task_states", None)
+        if _task_states is None:  # pragma: no cover - anyio moved its internals
+            return None
+    state = _task_states.get(_current_tasks.get(loop))
     if state is None:  # not run by anyio: no cancel scope can be around us
         return _never
     # The scopes around this loop stay the same while it runs (a step's own scopes are
-    # gone by the time it returns): collect them once, up to the first shield.
-    scopes: list[Any] = []
-    scope: Any = state.cancel_scope
+    # gone by the time it returns): take them once, up to the first shield. Most loops
+    # sit in one or two scopes: those get a test without a loop.
+    inner: Any = state.cancel_scope
     try:
+        if inner is None:
+            return _never
+        outer = None if inner._shield else inner._parent_scope
+        if outer is None:
+            return lambda: inner._cancel_called
+        if outer._shield or outer._parent_scope is None:
+            return lambda: inner._cancel_called or outer._cancel_called
+        scopes = []
+        scope = inner
         while scope is not None:
-            scope._cancel_called  # noqa: B018 - its shape is checked here, once
             scopes.append(scope)
-            if scope._shield:
-                break
-            scope = scope._parent_scope
+            scope = None if scope._shield else scope._parent_scope
     except AttributeError:  # pragma: no cover - anyio changed its scopes
         return None
-    if not scopes:
-        return _never
-    first = scopes[0]
-    if len(scopes) == 1:
-        return lambda: first._cancel_called
-    second = scopes[1]
-    if len(scopes) == 2:
-        return lambda: first._cancel_called or second._cancel_called
-    rest = scopes[2:]
-    return lambda: (
-        first._cancel_called or second._cancel_called or any(s._cancel_called for s in rest)
-    )
+    return lambda: any(s._cancel_called for s in scopes)
 
 
 def _never() -> bool:
@@ -98,8 +115,9 @@ def cancelled_flag() -> Callable[[], bool]:
     Build it in the task that will call it, at the level of the loop that calls it.
     """
     if _use_internals:
-        if asyncio._get_running_loop() is not None:
-            flag = _asyncio_flag()
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            flag = _asyncio_flag(loop)
         elif "trio" in sys.modules:
             flag = _trio_flag()
         else:  # pragma: no cover - neither asyncio nor trio: let anyio say

@@ -304,7 +304,8 @@ def _late(node: Node) -> TimeoutError:
     """The error of an attempt that returned after its ``timeout``: its result is dropped."""
     return TimeoutError(
         f"node {node_name(node)!r}: the attempt took longer than timeout={node.timeout} s. "
-        f"A sync function cannot be interrupted, so it ran to its end; its result was dropped"
+        f"It could not be interrupted (sync code, a worker thread or a blocking call), so it "
+        f"ran to its end, and its result was dropped"
     )
 
 

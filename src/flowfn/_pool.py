@@ -54,15 +54,17 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 DEFAULT_LIMIT = 1000
-# A pool's no-op items cost a fifth of a flow's steps: yield every 4 x YIELD_EVERY items.
-_CHUNK = 4 * YIELD_EVERY
-_SLOTS = (None,) * _CHUNK
 """Default number of items a parallel batch runs at once.
 
 Batches of up to ``DEFAULT_LIMIT`` items behave exactly as PocketFlow's ``asyncio.gather``
 (every item may run at once); larger batches are streamed through that many workers
 instead of starting one task per item. Pass ``limit=None`` for no bound at all.
 """
+
+# A pool's no-op items cost a fifth of a flow's steps: a checkpoint every 4 x YIELD_EVERY
+# items pulled, when the pool makes room for that many more results.
+_CHUNK = 4 * YIELD_EVERY
+_SLOTS = (None,) * _CHUNK
 
 
 def check_limit(limit: object, owner: str) -> int | None:
@@ -237,8 +239,8 @@ async def _run_pool(
     seen: events.ItemEvents | None = None,
 ) -> None:
     """The pool behind :func:`map_ordered` and :func:`stream`. Each result goes to its
-    slot in ``results`` (a slot is appended as each item is pulled) or, without
-    ``results``, to ``await emit(index, result)`` (the stream's backpressure).
+    slot in ``results`` (slots are made as items are pulled) or, without ``results``, to
+    ``await emit(index, result)`` (the stream's backpressure).
 
     A worker going on to its next item passes a checkpoint every 4096 items pulled, so a
     batch of items that never await can still be cancelled and lets other tasks run.
@@ -429,28 +431,35 @@ async def _run_pool(
     if escaped is not None:  # raised out here, so that its __context__ stays its own
         raise escaped
     if failure:
-        keep_others(failure[0], failure[1:])
-        raise failure[0]
+        first = _most_urgent(failure)
+        keep_others(first, [e for e in failure if e is not first])
+        raise first
     if results is not None:
         del results[pulled:]  # the slots reserved beyond the last item
 
 
+def _most_urgent(failure: list[BaseException]) -> BaseException:
+    """The failure to raise: the first KeyboardInterrupt or SystemExit, else the first."""
+    for exc in failure:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return exc
+    return failure[0]
+
+
 def _one_of(exc: BaseException, failure: list[BaseException]) -> BaseException:
     """The exception to raise for ``exc`` escaping the pool: itself, unless it is an
-    exception group, which gives way to the first KeyboardInterrupt or SystemExit in it,
-    else to the pool's first failure, else to its first leaf that is no cancellation."""
+    exception group, which gives way to the first KeyboardInterrupt or SystemExit in it or
+    in the pool's failures, else to the pool's first failure, else to its first leaf that
+    is no cancellation; the others are kept on it (see ``other_errors``)."""
     leaves = list(_leaves(exc))
     if len(leaves) == 1 and leaves[0] is exc:
         return exc
     cancel = anyio.get_cancelled_exc_class()
-    urgent = [e for e in leaves if isinstance(e, (KeyboardInterrupt, SystemExit))]
-    real: list[BaseException] = (
-        [*urgent] or failure or [e for e in leaves if not isinstance(e, cancel)]
-    )
+    real = [*failure, *(e for e in leaves if not isinstance(e, cancel) and e not in failure)]
     if not real:
         return exc  # nothing but cancellations: a real cancellation, let it through
-    first, *others = [*real, *(e for e in failure if e not in real)]
-    keep_others(first, others)
+    first = _most_urgent(real)
+    keep_others(first, [e for e in real if e is not first])
     return first
 
 
@@ -522,5 +531,6 @@ async def stream(
         raise escaped
     raised = reader_error + failure
     if raised:
-        keep_others(raised[0], raised[1:])
-        raise raised[0]
+        first = _most_urgent(raised)
+        keep_others(first, [e for e in raised if e is not first])
+        raise first
