@@ -4,7 +4,7 @@
 
 Each measurement runs in a fresh process (so peak RSS is the workload's own), the
 implementations take turns within every round, and the table reports medians and ratios.
-Needs ``pip install -e '.[test]'`` (PocketFlow 0.0.3 and trio come with the test extra).
+Needs ``pip install -e '.[bench]'`` (PocketFlow 0.0.3, trio and aiometer).
 """
 
 from __future__ import annotations
@@ -33,7 +33,12 @@ class Case:
 
 
 def _async_impls(
-    with_pf: bool = True, with_dsl: bool = True, with_anyio: bool = False, observed: bool = False
+    with_pf: bool = True,
+    with_dsl: bool = True,
+    with_anyio: bool = False,
+    observed: bool = False,
+    peers: bool = False,
+    asyncio_pool: bool = False,
 ) -> tuple:
     rows = [("pocketflow", "asyncio-raw")] if with_pf else []
     for backend in BACKENDS:
@@ -44,6 +49,11 @@ def _async_impls(
             rows.append(("dslobs", backend))
         if with_anyio:
             rows.append(("anyio", backend))
+        if peers:
+            rows.append(("byhand", backend))
+            rows.append(("aiometer", backend))
+    if asyncio_pool:
+        rows.append(("asynciopool", "asyncio"))
     return tuple(rows)
 
 
@@ -67,21 +77,21 @@ CASES = (
         "Parallel batch, 100k no-op items",
         "NOOP_ITEMS",
         "us/item",
-        _async_impls(with_anyio=True, observed=True),
+        _async_impls(with_anyio=True, observed=True, peers=True, asyncio_pool=True),
     ),
     Case(
         "parallel_flows",
-        "Parallel batch flow, 5k sub-flows x 3 nodes",
+        "Parallel batch flow, 5k sub-flows x 3 nodes, each awaiting sleep(0)",
         "SUB_FLOWS",
         "us/sub-flow",
-        _async_impls(),
+        _async_impls(peers=True),
     ),
     Case(
         "million",
         "1M no-op items, limit 1000 (PocketFlow has no limit: not run)",
         "MILLION",
         "us/item",
-        _async_impls(with_pf=False, with_anyio=True),
+        _async_impls(with_pf=False, with_anyio=True, asyncio_pool=True),
     ),
     Case(
         "sleepers",
@@ -134,6 +144,11 @@ def label(impl: str, backend: str) -> str:
         "dsl": "flowfn DSL",
         "dslobs": "flowfn DSL, observed",
         "anyio": "bare anyio pool",
+        "byhand": "TaskGroup + Semaphore by hand"
+        if backend == "asyncio"
+        else "nursery + CapacityLimiter by hand",
+        "aiometer": "aiometer",
+        "asynciopool": "bare asyncio pool",
     }
     return names[impl] + ("" if backend in ("-", "asyncio-raw") else f" ({backend})")
 
@@ -159,8 +174,9 @@ def main() -> None:
         cases = [c for c in cases if c.name != "million"]
 
     lines = [
-        "| workload | implementation | time | peak RSS | vs PocketFlow | vs bare anyio |",
-        "|---|---|---:|---:|---:|---:|",
+        "| workload | implementation | time | peak RSS | vs PocketFlow | vs bare anyio "
+        "| vs by hand |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     verdicts: list[str] = []
     for case in cases:
@@ -182,17 +198,19 @@ def main() -> None:
             vs_pf = f"{seconds / pf[0]:.2f}x time, {rss / pf[1]:.2f}x RSS" if pf else ""
             base = med.get(("anyio", impl[1]))
             vs_anyio = f"{seconds / base[0]:.2f}x" if base and impl[0] != "anyio" else ""
+            hand = med.get(("byhand", impl[1]))
+            vs_hand = f"{seconds / hand[0]:.2f}x" if hand and impl[0] != "byhand" else ""
             row = (
                 f"| {case.title if impl == case.impls[0] else ''} | {label(*impl)} | "
-                f"{shown:.2f} {case.unit} | {rss:.0f} MB | {vs_pf} | {vs_anyio} |"
+                f"{shown:.2f} {case.unit} | {rss:.0f} MB | {vs_pf} | {vs_anyio} | {vs_hand} |"
             )
             lines.append(row)
             print(
-                f"  {label(*impl):<28} {shown:10.2f} {case.unit:<14} {rss:6.0f} MB  {vs_pf}  "
-                f"{vs_anyio}"
+                f"  {label(*impl):<46} {shown:10.2f} {case.unit:<14} {rss:6.0f} MB  {vs_pf}  "
+                f"{vs_anyio}  {vs_hand}"
             )
         for impl in case.impls:
-            if impl[1] == "trio":
+            if impl[1] == "trio" and (impl[0], "asyncio") in med:
                 a, t = med[(impl[0], "asyncio")][0], med[impl][0]
                 verdicts.append(f"{case.name}: {label(impl[0], '-')} trio/asyncio = {t / a:.2f}x")
     header = [

@@ -93,9 +93,20 @@ def class_sleepers(mod: Any, backend: str) -> float:
     return _class_parallel(mod, backend, range(SLEEPERS), SLEEP)
 
 
+def _sleep0(backend: str) -> Callable[[], Awaitable[None]]:
+    """``sleep(0)`` as a user of each library writes it: asyncio's under PocketFlow, anyio's
+    (so that the flow runs on trio too) under flowfn."""
+    if backend == "asyncio-raw":
+        return lambda: asyncio.sleep(0)
+    return lambda: anyio.sleep(0)
+
+
 def class_parallel_flows(mod: Any, backend: str) -> float:
+    sleep0 = _sleep0(backend)
+
     class Step(mod.AsyncNode):  # type: ignore[name-defined,misc]
         async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            await sleep0()  # each step does a little async work
             shared["done"] += 1
 
     class Orders(mod.AsyncParallelBatchFlow):  # type: ignore[name-defined,misc]
@@ -184,6 +195,7 @@ def dsl_parallel_flows(backend: str) -> float:
 
     @node
     async def step(shared: Any) -> None:
+        await anyio.sleep(0)
         shared["done"] += 1
 
     second = node(step.fn)
@@ -235,3 +247,124 @@ def anyio_million(backend: str) -> float:
 
 def anyio_sleepers(backend: str) -> float:
     return _timed(lambda: anyio.run(_bare_pool, range(SLEEPERS), SLEEP, backend=backend))
+
+
+# -- the peers a user would pick instead -----------------------------------------------
+
+
+async def _noop(item: int) -> int:
+    return item
+
+
+def _sub_flow_by_hand(
+    shared: dict[str, int], sleep0: Callable[[], Awaitable[None]]
+) -> Callable[[dict[str, int]], Awaitable[None]]:
+    """One run of the benchmark's 3-step sub-flow, written by hand."""
+
+    async def run(params: dict[str, int]) -> None:
+        for _ in range(3):
+            await sleep0()
+            shared["done"] += 1
+
+    return run
+
+
+def _by_hand(backend: str, run: Callable[[Any], Awaitable[Any]], items: Iterable[Any]) -> float:
+    """One task per item, at most LIMIT at once: asyncio's TaskGroup + Semaphore, or a trio
+    nursery + CapacityLimiter, as their docs show. Results are kept in order."""
+    items = list(items)
+    results: list[Any] = [None] * len(items)
+    if backend == "asyncio":
+
+        async def main() -> None:
+            semaphore = asyncio.Semaphore(LIMIT)
+
+            async def one(index: int, item: Any) -> None:
+                async with semaphore:
+                    results[index] = await run(item)
+
+            async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined]
+                for index, item in enumerate(items):
+                    tg.create_task(one(index, item))
+
+        return _timed(lambda: asyncio.run(main()))
+    import trio
+
+    async def trio_main() -> None:
+        limiter = trio.CapacityLimiter(LIMIT)
+
+        async def one(index: int, item: Any) -> None:
+            async with limiter:
+                results[index] = await run(item)
+
+        async with trio.open_nursery() as nursery:
+            for index, item in enumerate(items):
+                nursery.start_soon(one, index, item)
+
+    return _timed(lambda: trio.run(trio_main))
+
+
+def _aiometer(backend: str, run: Callable[[Any], Awaitable[Any]], items: Iterable[Any]) -> float:
+    import functools
+
+    import aiometer
+
+    jobs = [functools.partial(run, item) for item in items]
+    main = functools.partial(aiometer.run_all, jobs, max_at_once=LIMIT)
+    return _timed(lambda: anyio.run(main, backend=backend))
+
+
+def _sleep0_of(backend: str) -> Callable[[], Awaitable[None]]:
+    if backend == "asyncio":
+        return lambda: asyncio.sleep(0)
+    import trio
+
+    return lambda: trio.sleep(0)
+
+
+def byhand_parallel_noop(backend: str) -> float:
+    return _by_hand(backend, _noop, range(NOOP_ITEMS))
+
+
+def byhand_parallel_flows(backend: str) -> float:
+    shared = {"done": 0}
+    run = _sub_flow_by_hand(shared, _sleep0_of(backend))
+    seconds = _by_hand(backend, run, [{"order": i} for i in range(SUB_FLOWS)])
+    assert shared["done"] == 3 * SUB_FLOWS
+    return seconds
+
+
+def aiometer_parallel_noop(backend: str) -> float:
+    return _aiometer(backend, _noop, range(NOOP_ITEMS))
+
+
+def aiometer_parallel_flows(backend: str) -> float:
+    shared = {"done": 0}
+    run = _sub_flow_by_hand(shared, lambda: anyio.sleep(0))
+    seconds = _aiometer(backend, run, [{"order": i} for i in range(SUB_FLOWS)])
+    assert shared["done"] == 3 * SUB_FLOWS
+    return seconds
+
+
+async def _asyncio_pool(items: Iterable[int]) -> list[Any]:
+    """The bare pool of ``_bare_pool`` on asyncio itself: LIMIT tasks, one iterator."""
+    source = enumerate(items)
+    results: list[Any] = []
+
+    async def worker() -> None:
+        for index, item in source:
+            results.append(None)
+            results[index] = await _noop(item)
+
+    async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined]
+        for _ in range(LIMIT):
+            tg.create_task(worker())
+    return results
+
+
+def asynciopool_parallel_noop(backend: str) -> float:
+    return _timed(lambda: asyncio.run(_asyncio_pool(range(NOOP_ITEMS))))
+
+
+def asynciopool_million(backend: str) -> float:
+    return _timed(lambda: asyncio.run(_asyncio_pool(range(MILLION))))

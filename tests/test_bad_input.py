@@ -213,3 +213,32 @@ def test_a_source_failing_before_its_first_item_says_so() -> None:
     with pytest.raises(OSError, match="no disk") as caught:
         Flow(each).run({})
     assert "flowfn: iterating the items of batch node 'each'" in caught.value.__notes__
+
+
+def test_booleans_are_no_attempt_counts() -> None:
+    with pytest.raises(TypeError, match="Node: max_retries is the number of attempts"):
+        Node(max_retries=True)
+    with pytest.raises(TypeError, match="fetch: retries must be an int >= 0, got True"):
+
+        @node(retries=True)
+        def fetch(shared: Any) -> None:
+            pass
+
+
+def test_a_coroutine_from_a_sync_exec_is_not_retried() -> None:
+    calls: list[int] = []
+
+    async def fetch() -> int:
+        return 1
+
+    class Fetch(Node):
+        def exec(self, prep_res: Any) -> Any:
+            calls.append(1)
+            return fetch()
+
+        def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
+            return "fallback"
+
+    with pytest.raises(FlowError, match="exec returned a coroutine"):
+        Fetch(max_retries=3).run({})
+    assert calls == [1]

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from flowfn import (
@@ -586,15 +587,30 @@ async def test_keyboard_interrupt_after_a_failure_is_raised_and_the_failure_kept
     assert [str(e) for e in other_errors(caught.value)] == ["first"]
 
 
-async def test_two_items_failing_at_once_are_both_reachable(anyio_backend: str) -> None:
-    async def fail(item: int) -> None:
+async def test_items_failing_at_once_in_threads_are_all_reachable(anyio_backend: str) -> None:
+    @parallel_batch(items=lambda shared: [0, 1, 2], limit=3)
+    def fail(item: int) -> None:
+        time.sleep(0.05)  # in threads, which the first failure cannot stop
         raise ValueError(f"item {item}")
 
     with pytest.raises(ValueError, match="item") as caught:
-        await map_ordered(fail, [0, 1, 2], limit=3)
-    others = other_errors(caught.value)  # trio may start the three in any order
+        await Flow(fail).run_async({})
+    others = other_errors(caught.value)  # the threads may end in any order
     assert sorted(str(e) for e in (caught.value, *others)) == ["item 0", "item 1", "item 2"]
     assert any("2 more failures" in n for n in caught.value.__notes__)
+
+
+async def test_no_item_starts_after_the_first_failure(anyio_backend: str) -> None:
+    started: list[int] = []
+
+    async def fail(item: int) -> None:
+        started.append(item)
+        raise ValueError(f"item {item}")
+
+    with pytest.raises(ValueError, match="item") as caught:
+        await map_ordered(fail, range(10), limit=10)
+    assert len(started) == 1  # trio may start any of the ten first
+    assert str(caught.value) == f"item {started[0]}"
 
 
 async def test_other_errors_of_a_lone_failure_is_empty(anyio_backend: str) -> None:
@@ -609,6 +625,7 @@ async def test_other_errors_of_a_lone_failure_is_empty(anyio_backend: str) -> No
 
 async def test_a_stream_keeps_every_failure_reachable(anyio_backend: str) -> None:
     async def fail(item: int) -> int:
+        await anyio.to_thread.run_sync(time.sleep, 0.05)  # cannot be stopped by the first
         raise ValueError(f"item {item}")
 
     async def drain() -> None:
@@ -691,3 +708,114 @@ def test_plain_asyncio_run_runs_a_flow_to_its_end() -> None:
     step - "done" >> None
     assert asyncio.run(Flow(step).run_async({})) == "done"
     assert len(ran) == 3000
+
+
+# -- found in review: the pool, retries, observers, rate limits --------------------------
+
+
+async def test_a_cancelled_parallel_batch_flow_of_endless_instant_runs_stops_soon(
+    anyio_backend: str,
+) -> None:
+    """Each worker stopped only at its own checkpoint: a million items and more ran after
+    the deadline (limit x 4096)."""
+    import itertools
+
+    done = [0]
+
+    @node
+    async def step(shared: Any) -> None:
+        done[0] += 1
+
+    @parallel_batch(flow=Flow(step))
+    def runs(shared: Any) -> Any:
+        return ({"i": i} for i in itertools.count())
+
+    with anyio.move_on_after(0.05) as scope:
+        await Flow(runs).run_async({})
+    assert scope.cancelled_caught
+    assert 0 < done[0] < 1_000_000
+
+
+async def test_items_stop_within_a_chunk_after_an_item_cancels_the_batch(
+    anyio_backend: str,
+) -> None:
+    ran: list[int] = []
+    scope = anyio.CancelScope()
+
+    async def each(item: int) -> None:
+        ran.append(item)
+        if item == 0:
+            scope.cancel()  # no await: the other items never await either
+
+    with scope:
+        await map_ordered(each, range(100_000), limit=1)
+    assert scope.cancelled_caught
+    assert len(ran) <= 64
+
+
+async def test_results_of_thread_items_are_never_returned_after_a_cancellation(
+    anyio_backend: str,
+) -> None:
+    @parallel_batch(items=lambda shared: [0.2, 0.2], into="out")
+    def blocking(delay: float) -> float:
+        time.sleep(delay)
+        return delay
+
+    shared: dict[str, Any] = {}
+    with anyio.move_on_after(0.05) as scope:
+        await Flow(blocking).run_async(shared)
+    assert scope.cancelled_caught  # on trio the results came back and were stored
+    assert shared == {}
+
+
+async def test_an_outside_cancellation_is_no_timeout_for_the_fallback(anyio_backend: str) -> None:
+    seen: list[str] = []
+
+    @node(timeout=0.1, into="out")
+    def blocking(shared: Any) -> str:
+        time.sleep(0.2)
+        return "late"
+
+    @blocking.fallback
+    def fallback(exc: BaseException) -> str:
+        seen.append(type(exc).__name__)
+        return "fallback"
+
+    shared: dict[str, Any] = {}
+    with anyio.move_on_after(0.05) as scope:
+        await Flow(blocking).run_async(shared)
+    assert scope.cancelled_caught
+    assert seen == []
+    assert shared == {}
+
+
+async def test_retries_without_a_wait_stop_at_cancellation(anyio_backend: str) -> None:
+    attempts: list[int] = []
+
+    @node(retries=4)
+    async def flaky(shared: Any) -> None:
+        attempts.append(1)
+        await anyio.to_thread.run_sync(time.sleep, 0.05)  # the deadline passes meanwhile
+        raise OSError("down")
+
+    with anyio.move_on_after(0.01) as scope:
+        await Flow(flaky).run_async({})
+    assert scope.cancelled_caught
+    assert attempts == [1]
+
+
+async def test_an_observer_error_does_not_hide_the_items_failure(anyio_backend: str) -> None:
+    def observer(event: Any) -> None:
+        if event.kind == "item_error":
+            raise RuntimeError("observer broke")
+
+    @parallel_batch(items=lambda shared: [0, 1])
+    async def each(item: int) -> None:
+        if item == 0:
+            raise ValueError("item 0")
+        await anyio.sleep(1)
+
+    with pytest.raises(ValueError, match="item 0") as caught:
+        await Flow(each).run_async({}, on_event=observer)
+    assert "flowfn: item 0 of parallel batch node 'each'" in caught.value.__notes__
+    assert [type(e) for e in other_errors(caught.value)] == [RuntimeError]

@@ -113,7 +113,8 @@ async def test_items_are_pulled_lazily_at_most_limit_ahead(anyio_backend: str) -
 async def test_no_limit_runs_every_item_at_once(anyio_backend: str) -> None:
     tracker = Tracker()
     n = DEFAULT_LIMIT + 50
-    await Squares(tracker, dict.fromkeys(range(n), 0.01), limit=None).run_async(
+    # Items wait long enough for the pool to start every worker (1050 task starts).
+    await Squares(tracker, dict.fromkeys(range(n), 0.1), limit=None).run_async(
         {"numbers": range(n)}
     )
     assert tracker.peak == n
@@ -122,7 +123,7 @@ async def test_no_limit_runs_every_item_at_once(anyio_backend: str) -> None:
 async def test_default_limit_bounds_huge_batches(anyio_backend: str) -> None:
     tracker = Tracker()
     n = DEFAULT_LIMIT + 50
-    await Squares(tracker, dict.fromkeys(range(n), 0.01)).run_async({"numbers": range(n)})
+    await Squares(tracker, dict.fromkeys(range(n), 0.1)).run_async({"numbers": range(n)})
     assert tracker.peak == DEFAULT_LIMIT
 
 
@@ -298,3 +299,23 @@ async def test_map_ordered_reports_errors_from_the_iterable(anyio_backend: str) 
     with pytest.raises(LookupError, match="source broke") as info:
         await map_ordered(same, items(), limit=1, where="test pool")
     assert info.value.__notes__ == ["flowfn: iterating the items (after item 0) of test pool"]
+
+
+async def test_items_that_never_wait_need_one_worker(anyio_backend: str) -> None:
+    """The pool starts workers only while every running one waits inside an item."""
+    tasks: set[object] = set()
+
+    async def where(item: int) -> int:
+        tasks.add(anyio.get_current_task().id)
+        return item
+
+    assert await map_ordered(where, range(5000), limit=100) == list(range(5000))
+    assert len(tasks) == 1
+
+
+async def test_items_that_wait_get_every_worker_up_to_the_limit(anyio_backend: str) -> None:
+    tracker = Tracker()
+    await Squares(tracker, dict.fromkeys(range(300), 0.05), limit=100).run_async(
+        {"numbers": range(300)}
+    )
+    assert tracker.peak == 100

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ YIELD_EVERY = 1024
 YIELD_MASK = YIELD_EVERY - 1
 
 Pacer = Callable[[], bool]
+Ref = Callable[[], Any]  # a weak reference
 
 
 def _public_flag() -> Callable[[], bool]:
@@ -64,7 +66,13 @@ def _trio_flag() -> Callable[[], bool] | None:
         _trio_shape_ok = isinstance(getattr(status, "effectively_cancelled", None), bool)
     if not _trio_shape_ok:  # pragma: no cover - trio changed
         return None
-    return lambda: task._cancel_status.effectively_cancelled
+    # The task's cancel status here: its scopes stay the same while the loop that asks runs
+    # (and the children of a task group share the status of the group's body).
+    return _cached(task._cancel_status, _status_flag)
+
+
+def _status_flag(status: Ref) -> Callable[[], bool]:
+    return lambda: status().effectively_cancelled
 
 
 _task_states: Any = None  # anyio's record of each asyncio task's cancel scopes, once loaded
@@ -78,28 +86,51 @@ def _asyncio_flag(loop: Any) -> Callable[[], bool] | None:
         if _task_states is None:  # pragma: no cover - anyio moved its internals
             return None
     state = _task_states.get(_current_tasks.get(loop))
-    if state is None:  # not run by anyio: no cancel scope can be around us
+    if state is None or state.cancel_scope is None:  # not run by anyio: no scope around us
         return _never
-    # The scopes around this loop stay the same while it runs (a step's own scopes are
-    # gone by the time it returns): take them once, up to the first shield. Most loops
-    # sit in one or two scopes: those get a test without a loop.
-    inner: Any = state.cancel_scope
+    return _cached(state.cancel_scope, _scopes_flag)
+
+
+def _scopes_flag(scope: Ref) -> Callable[[], bool] | None:
+    """The test for anyio's asyncio scopes from ``scope`` out to the first shield. They stay
+    the same while the loop that asks runs (a step's own scopes are gone when it returns).
+    Most loops sit in one or two scopes: those get a test without a loop."""
+    refs: list[Ref] = []
     try:
-        if inner is None:
-            return _never
-        outer = None if inner._shield else inner._parent_scope
-        if outer is None:
-            return lambda: inner._cancel_called
-        if outer._shield or outer._parent_scope is None:
-            return lambda: inner._cancel_called or outer._cancel_called
-        scopes = []
-        scope = inner
-        while scope is not None:
-            scopes.append(scope)
-            scope = None if scope._shield else scope._parent_scope
+        inner: Any = scope()
+        while inner is not None:
+            refs.append(weakref.ref(inner))
+            inner = None if inner._shield else inner._parent_scope
+        if len(refs) == 1:
+            (first,) = refs
+            return lambda: first()._cancel_called
+        if len(refs) == 2:
+            first, second = refs
+            return lambda: first()._cancel_called or second()._cancel_called
     except AttributeError:  # pragma: no cover - anyio changed its scopes
         return None
-    return lambda: any(s._cancel_called for s in scopes)
+    return lambda: any(ref()._cancel_called for ref in refs)
+
+
+# The flags made so far, by the scope (asyncio: anyio gives each task a scope of its own) or
+# the cancel status (trio) they test: the runs of a batch flow and the walks of one task
+# reuse them, so that a walk makes no object of its own (objects kept alive across awaits
+# cost the garbage collector more than the flag saves). Flags hold their scopes weakly,
+# and an entry goes when its scope goes: the cache keeps no task alive.
+_flags: dict[int, tuple[Ref, Callable[[], bool] | None]] = {}
+
+
+def _cached(
+    key: object, make: Callable[[Ref], Callable[[], bool] | None]
+) -> Callable[[], bool] | None:
+    number = id(key)
+    entry = _flags.get(number)
+    if entry is not None and entry[0]() is key:
+        return entry[1]
+    ref = weakref.ref(key, lambda _: _flags.pop(number, None))
+    flag = make(ref)
+    _flags[number] = (ref, flag)
+    return flag
 
 
 def _never() -> bool:

@@ -209,7 +209,9 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         retries = options.pop("retries", 0)
         # Named before the options are checked, so that errors name the function.
         self.name = options.get("name") or getattr(fn, "__name__", None) or type(self).__name__
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        if not isinstance(retries, int) or isinstance(retries, bool):
+            raise TypeError(f"{self.name}: retries must be an int >= 0, got {retries!r}")
+        if retries < 0:
             raise ValueError(f"{self.name}: retries must be an int >= 0, got {retries!r}")
         AsyncNode.__init__(
             self,

@@ -17,7 +17,7 @@ from types import CoroutineType, EllipsisType
 from typing import Any, TypeVar
 
 import anyio
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from typing_extensions import Unpack
 
 from . import _events as events
@@ -243,7 +243,12 @@ class Node(BaseNode):
     ) -> None:
         super().__init__()
         owner = node_name(self)
-        if not isinstance(max_retries, int) or max_retries < 1:
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool):
+            raise TypeError(
+                f"{owner}: max_retries is the number of attempts and must be an int >= 1, "
+                f"got {max_retries!r}"
+            )
+        if max_retries < 1:
             raise ValueError(
                 f"{owner}: max_retries is the number of attempts and must be an int >= 1, "
                 f"got {max_retries!r}"
@@ -287,16 +292,17 @@ class Node(BaseNode):
                     result = self.exec(prep_res)
                     if time.monotonic() - started > self.timeout:
                         raise _late(self)
-                if result.__class__ is CoroutineType:
-                    result.close()
-                    raise _coroutine_from_sync_exec(self)
-                return result
             except Exception as e:
                 _observe_failure(self, i, e)
                 if i == self.max_retries - 1:
                     return self.exec_fallback(prep_res, e)
                 if self.wait > 0:
                     time.sleep(self._retry_delay(i))
+                continue
+            if result.__class__ is CoroutineType:  # a mistake to fix, not a failure to retry
+                result.close()
+                raise _coroutine_from_sync_exec(self)
+            return result
         return None  # unreachable: max_retries >= 1
 
 
@@ -395,16 +401,18 @@ class AsyncNode(Node):
                 with anyio.fail_after(self.timeout) as scope:
                     result = await self.exec_async(prep_res)
                 # A thread job is shielded and a blocking call cannot be interrupted: an
-                # attempt that comes back after its deadline timed out all the same.
+                # attempt that comes back after its deadline timed out all the same, unless
+                # the flow itself was cancelled meanwhile (then that cancellation goes on).
                 if anyio.current_time() >= scope.deadline:
+                    await checkpoint_if_cancelled()
                     raise _late(self)
                 return result
             except Exception as e:
                 _observe_failure(self, i, e)
                 if i == self.max_retries - 1:
                     return await self.exec_fallback_async(prep_res, e)
-                if self.wait > 0:
-                    await anyio.sleep(self._retry_delay(i))
+                # Between attempts: a checkpoint, so that a cancelled flow retries no more.
+                await (anyio.sleep(self._retry_delay(i)) if self.wait > 0 else checkpoint())
         return None  # unreachable: max_retries >= 1
 
     async def _run_async(self, shared: Any) -> Any:

@@ -24,12 +24,12 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal, TypeVar
 
 import anyio
-from anyio.lowlevel import checkpoint
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from . import _events as events
-from ._checkpoints import YIELD_EVERY, YIELD_MASK, pacer, stray_cancellation
-from ._errors import add_note, keep_others
+from ._checkpoints import YIELD_EVERY, cancelled_flag, pacer, stray_cancellation
+from ._errors import FlowError, add_note, keep_others
 
 if sys.version_info >= (3, 11):
     _GROUP: type[BaseException] = BaseExceptionGroup  # noqa: F821 - a builtin since 3.11
@@ -61,10 +61,13 @@ Batches of up to ``DEFAULT_LIMIT`` items behave exactly as PocketFlow's ``asynci
 instead of starting one task per item. Pass ``limit=None`` for no bound at all.
 """
 
-# A pool's no-op items cost a fifth of a flow's steps: a checkpoint every 4 x YIELD_EVERY
-# items pulled, when the pool makes room for that many more results.
-_CHUNK = 4 * YIELD_EVERY
+# The pool makes room for results _CHUNK items at a time; at each chunk a worker that went
+# from item to item without waiting tests whether the batch is cancelled, and every
+# _YIELD_ITEMS items it yields to the event loop (no-op items cost a fifth of a flow's
+# steps, hence four times YIELD_EVERY).
+_CHUNK = 64
 _SLOTS = (None,) * _CHUNK
+_YIELD_ITEMS_MASK = 4 * YIELD_EVERY - 1
 
 
 def check_limit(limit: object, owner: str) -> int | None:
@@ -242,16 +245,36 @@ async def _run_pool(
     slot in ``results`` (slots are made as items are pulled) or, without ``results``, to
     ``await emit(index, result)`` (the stream's backpressure).
 
-    A worker going on to its next item passes a checkpoint every 4096 items pulled, so a
-    batch of items that never await can still be cancelled and lets other tasks run.
+    Workers start only when they are needed: the task that owns the task group starts
+    one, and the rest (up to ``limit``) once every running worker waits inside an item.
+    Items that never await are run by one worker, one after another (no task started
+    for nothing); items that wait for I/O get up to ``limit`` workers, as in ``gather``.
+    A worker that goes from item to item without waiting tests, every 64 items pulled,
+    whether the batch is cancelled (then it stops), and yields to the event loop every
+    4096 items; a worker that starts once the batch is stopping takes no item.
     """
     collect = errors == "collect"
     failure: list[BaseException] = []  # the first one is raised; the others kept on it
+    # Why workers take no further item: the failures (fail-fast) and the items that a
+    # cancellation stopped (their index). Workers test it before every item.
+    halt: list[object] = []
     pulled = 0  # items taken from the source so far
+    reserved = 0  # result slots made so far, _CHUNK at a time (trimmed at the end)
+    running = 0  # workers started and not yet ended
+    busy = 0  # workers waiting inside an item
+    exhausted = False  # the source has no more items
+    wake: anyio.Event | None = None  # set when the pool may need another worker
+
+    def reserve() -> None:
+        nonlocal reserved
+        reserved += _CHUNK
+        if results is not None:
+            results.extend(_SLOTS)
 
     def fail(exc: BaseException, what: str) -> None:
         add_note(exc, f"flowfn: {what} of {where}")
         failure.append(exc)
+        halt.append(exc)
         if len(failure) == 1:
             tg.cancel_scope.cancel()
 
@@ -259,13 +282,17 @@ async def _run_pool(
         fail(exc, "iterating the items" + (f" (after item {pulled - 1})" if pulled else ""))
 
     def failed(index: int, token: Any, exc: Exception) -> tuple[bool, Any]:
-        """An item raised: (go on?, the value to keep). Fails the pool unless collecting."""
-        if seen is not None:
-            seen.end(index, token, exc)
+        """An item raised: (go on?, the value to keep). Fails the pool unless collecting.
+        The failure is recorded before observers hear of it: an observer's own error
+        comes second."""
         if not collect:
             fail(exc, f"item {index}")
+            if seen is not None:
+                seen.end(index, token, exc)
             return False, None
         add_note(exc, f"flowfn: item {index} of {where}")
+        if seen is not None:
+            seen.end(index, token, exc)
         return True, exc
 
     def cancelled(index: int, token: Any, exc: BaseException) -> tuple[bool, Any]:
@@ -273,6 +300,7 @@ async def _run_pool(
         the pool asked for is an error of that item, never a hole in the results."""
         stray = stray_cancellation(exc, f"item {index} of {where}")
         if stray is None:
+            halt.append(index)
             raise exc
         stray.__cause__ = exc
         return failed(index, token, stray)
@@ -280,12 +308,45 @@ async def _run_pool(
     async def guarded(work: Callable[[int, T], Awaitable[None]], index: int, item: T) -> None:
         # Whatever escapes a worker (an observer's error, KeyboardInterrupt, SystemExit)
         # fails the pool and is re-raised as itself below, never inside an exception group.
+        # A worker that starts once the pool is stopping or cancelled takes no item.
+        nonlocal running, wake
         try:
+            if halt or pool_cancelled():
+                halt.append(index)
+                return
             await work(index, item)
         except anyio.get_cancelled_exc_class():
+            halt.append(None)  # the other workers stop too, without waiting for a checkpoint
             raise
         except BaseException as exc:
             fail(exc, "running the items")
+        finally:
+            running -= 1
+            if wake is not None:  # the pool's owner waits to see what comes next
+                wake.set()
+                wake = None
+
+    async def grow(pull: Callable[[], Awaitable[tuple[int, T] | None]], work: Any) -> None:
+        """Start workers when they are needed: one at first; then, as soon as every running
+        worker waits inside an item, the rest up to ``limit`` (items that wait for I/O
+        overlap as in ``gather``); until then, wait for that to happen."""
+        nonlocal running, wake
+        while not halt and not exhausted:
+            if running and busy < running:  # a worker is free to take the next item itself
+                wake = anyio.Event()
+                await wake.wait()
+                continue
+            while limit is None or running < limit:
+                pair = await pull()
+                if pair is None:
+                    return
+                running += 1
+                tg.start_soon(guarded, work, *pair)
+                if running == 1 or not running & 16383:
+                    break  # the first worker alone first; and a checkpoint now and then
+            if limit is not None and running >= limit:
+                return  # at the limit: the workers pull every item that is left
+            await checkpoint()  # let them start before deciding again
 
     escaped: BaseException | None = None
     try:
@@ -294,11 +355,14 @@ async def _run_pool(
             lock = anyio.Lock()
 
             async def apull() -> tuple[int, T] | None:
-                nonlocal pulled
+                nonlocal pulled, exhausted
                 async with lock:  # one anext() at a time: async generators are not reentrant
+                    if exhausted or halt:
+                        return None
                     try:
                         item = await anext(source)
                     except StopAsyncIteration:
+                        exhausted = True
                         return None
                     except Exception as exc:
                         source_failed(exc)
@@ -309,43 +373,46 @@ async def _run_pool(
                 return pulled - 1, item
 
             async def awork(index: int, item: T) -> None:
+                nonlocal busy, wake
                 while True:
                     token = None if seen is None else seen.start(index)
+                    busy += 1
+                    if wake is not None and busy == running:
+                        wake.set()  # every worker waits in an item: the pool may grow
+                        wake = None
                     try:
                         value: Any = await fn(item)
                     except Exception as exc:
+                        busy -= 1
                         go_on, value = failed(index, token, exc)
                         if not go_on:
                             return
                     except BaseException as exc:
+                        busy -= 1
                         go_on, value = cancelled(index, token, exc)
                         if not go_on:
                             return
                     else:
+                        busy -= 1
                         if seen is not None:
                             seen.end(index, token)
                     if results is not None:
                         results[index] = value
                     elif emit is not None:
                         await emit(index, value)
-                    if failure:
+                    if halt:
                         return
                     pair = await apull()
                     if pair is None:
                         return
                     index, item = pair
-                    if not index & YIELD_MASK:  # a checkpoint, as in ``work``
-                        await checkpoint()
+                    if not index & 63 and (pool_cancelled() or not index & _YIELD_ITEMS_MASK):
+                        await checkpoint()  # as in ``work``
 
             try:
                 async with anyio.create_task_group() as tg:
-                    started = 0
-                    while limit is None or started < limit:
-                        pair = await apull()
-                        if pair is None:
-                            break
-                        tg.start_soon(guarded, awork, *pair)
-                        started += 1
+                    pool_cancelled = cancelled_flag()  # the workers' scopes: the group's
+                    await grow(apull, awork)
             finally:
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:  # stopped early: let the source clean up, here and now
@@ -353,19 +420,13 @@ async def _run_pool(
                         await aclose()
         else:
             pending: Iterator[T] = iter(items)
-            reserved = 0  # result slots made so far, _CHUNK at a time (trimmed at the end)
 
-            def reserve() -> None:
-                nonlocal reserved
-                reserved += _CHUNK
-                if results is not None:
-                    results.extend(_SLOTS)
-
-            def pull() -> tuple[int, T] | None:
-                nonlocal pulled
+            async def pull() -> tuple[int, T] | None:
+                nonlocal pulled, exhausted
                 try:
                     item = next(pending)
                 except StopIteration:
+                    exhausted = True
                     return None
                 except Exception as exc:
                     source_failed(exc)
@@ -379,49 +440,53 @@ async def _run_pool(
                 # The hot path of every parallel batch: the same loop as ``awork``, with the
                 # pull inlined. Sharing one loop (a pull function per item) measured 1.45x
                 # slower on a million no-op items, so the two stay apart on purpose.
-                nonlocal pulled
+                nonlocal pulled, busy, wake, exhausted
                 while True:
                     token = None if seen is None else seen.start(index)
+                    busy += 1
+                    if wake is not None and busy == running:
+                        wake.set()  # every worker waits in an item: the pool may grow
+                        wake = None
                     try:
                         value: Any = await fn(item)
                     except Exception as exc:
+                        busy -= 1
                         go_on, value = failed(index, token, exc)
                         if not go_on:
                             return
                     except BaseException as exc:
+                        busy -= 1
                         go_on, value = cancelled(index, token, exc)
                         if not go_on:
                             return
                     else:
+                        busy -= 1
                         if seen is not None:
                             seen.end(index, token)
                     if results is not None:
                         results[index] = value
                     elif emit is not None:
                         await emit(index, value)
-                    if failure:
+                    if halt:
                         return
                     try:
                         item = next(pending)
                     except StopIteration:
+                        exhausted = True
                         return
                     except Exception as exc:
                         source_failed(exc)
                         return
                     index = pulled
                     pulled += 1
-                    if index >= reserved:  # once per _CHUNK items: slots for the next
-                        reserve()  # ones, and a checkpoint, so that a worker whose items
-                        await checkpoint()  # never await can be cancelled and lets others run
+                    if index >= reserved:  # once per _CHUNK items: slots for the next ones
+                        reserve()
+                        if pool_cancelled() or not index & _YIELD_ITEMS_MASK:
+                            await checkpoint()
 
             async with anyio.create_task_group() as tg:
-                started = 0
-                while limit is None or started < limit:
-                    pair = pull()
-                    if pair is None:
-                        break
-                    tg.start_soon(guarded, work, *pair)
-                    started += 1
+                pool_cancelled = cancelled_flag()  # the workers' scopes: the group's
+                await grow(pull, work)
     except BaseException as exc:
         # On trio, Ctrl-C reaches the task waiting for the workers, and the task group
         # wraps it in an exception group: raise it as itself, keeping what else failed.
@@ -434,6 +499,16 @@ async def _run_pool(
         first = _most_urgent(failure)
         keep_others(first, [e for e in failure if e is not first])
         raise first
+    # Workers stopped by a cancellation return quietly; a task group need not notice (on
+    # trio, when every worker had ended): the cancellation is raised here, never results.
+    await checkpoint_if_cancelled()
+    if halt:  # stopped, yet nobody around is cancelled: a cancellation nobody asked for
+        stopped = sorted(i for i in halt if isinstance(i, int))
+        raise FlowError(
+            f"items {stopped} of {where} were cancelled, but not by a cancel scope around "
+            f"the flow nor by a failing sibling (on Python 3.10, asyncio cannot tell such a "
+            f"cancellation from a real one); the batch has no result for them"
+        )
     if results is not None:
         del results[pulled:]  # the slots reserved beyond the last item
 

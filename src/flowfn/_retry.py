@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 import time
 
 import anyio
@@ -84,7 +85,7 @@ class RateLimit:
     behind for the next one.
     """
 
-    __slots__ = ("_granted", "_interval", "_pending", "per_second")
+    __slots__ = ("_granted", "_interval", "_lock", "_pending", "per_second")
 
     def __init__(self, per_second: float) -> None:
         if not per_second > 0:
@@ -93,6 +94,7 @@ class RateLimit:
         self._interval = 1.0 / per_second
         self._granted = -float("inf")  # the latest slot an attempt started in
         self._pending: list[float] = []  # slots booked by waiters, in booking order
+        self._lock = threading.Lock()
 
     @property
     def pending(self) -> int:
@@ -101,27 +103,34 @@ class RateLimit:
 
     def delay(self) -> float:
         """Seconds an attempt starting now would wait for its slot (books nothing)."""
-        return max(0.0, self._next_slot(time.monotonic()) - time.monotonic())
+        with self._lock:
+            now = time.monotonic()
+            return self._next_slot(now) - now
 
     def _next_slot(self, now: float) -> float:
-        last = self._pending[-1] if self._pending else self._granted
+        # After the latest slot booked or taken: a waiter that overslept its slot (the loop
+        # was busy) must not let new attempts start at once, one after another.
+        last = max(self._granted, self._pending[-1]) if self._pending else self._granted
         return max(now, last + self._interval)
 
     def _book(self) -> tuple[float, float]:
-        # time.monotonic, not the event loop's clock: one node may run under many loops.
-        now = time.monotonic()
-        slot = self._next_slot(now)
-        if slot > now:
-            self._pending.append(slot)
-        else:
-            self._granted = slot
-        return slot, slot - now
+        # time.monotonic, not the event loop's clock: one node may run under many loops
+        # (and its sync attempts in many threads: hence the lock).
+        with self._lock:
+            now = time.monotonic()
+            slot = self._next_slot(now)
+            if slot > now:
+                self._pending.append(slot)
+            else:
+                self._granted = slot
+            return slot, slot - now
 
     def _settle(self, slot: float, used: bool) -> None:
         """The waiter for ``slot`` is done waiting: it starts now, or it gave up."""
-        self._pending.remove(slot)
-        if used:
-            self._granted = max(self._granted, slot)
+        with self._lock:
+            self._pending.remove(slot)
+            if used:
+                self._granted = max(self._granted, slot)
 
     async def wait(self) -> None:
         slot, delay = self._book()
