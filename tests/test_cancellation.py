@@ -208,51 +208,44 @@ async def test_other_tasks_run_while_a_long_walk_never_awaits(anyio_backend: str
     assert during > 1  # the walk yielded to the event loop on its way
 
 
-async def test_a_sequential_batch_of_instant_items_stops_at_cancellation(
-    anyio_backend: str,
+def instant_batches() -> list[Any]:
+    """Builders of a flow whose batch counts its runs in ``done`` and never awaits."""
+
+    def sequential(done: list[int]) -> Flow:
+        @batch(items=lambda shared: range(GUARD))
+        async def each(item: int) -> None:
+            done[0] += 1
+
+        return Flow(each)
+
+    def parallel(done: list[int]) -> Flow:
+        @parallel_batch(items=lambda shared: range(GUARD), limit=10)
+        async def each(item: int) -> None:
+            done[0] += 1
+
+        return Flow(each)
+
+    def parallel_flow(done: list[int]) -> Flow:
+        @node
+        async def step(shared: Any) -> None:
+            done[0] += 1
+
+        @parallel_batch(flow=Flow(step), limit=10)
+        def runs(shared: Any) -> Any:
+            return ({"i": i} for i in range(GUARD))
+
+        return Flow(runs)
+
+    return [sequential, parallel, parallel_flow]
+
+
+@pytest.mark.parametrize("build", instant_batches(), ids=lambda b: b.__name__)
+async def test_a_batch_of_instant_items_stops_at_cancellation(
+    anyio_backend: str, build: Any
 ) -> None:
     done = [0]
-
-    @batch(items=lambda shared: range(GUARD))
-    async def each(item: int) -> None:
-        done[0] += 1
-
     with anyio.move_on_after(0.05) as scope:
-        await Flow(each).run_async({})
-    assert scope.cancelled_caught
-    assert 0 < done[0] < GUARD
-
-
-async def test_a_parallel_batch_of_instant_items_stops_at_cancellation(
-    anyio_backend: str,
-) -> None:
-    done = [0]
-
-    @parallel_batch(items=lambda shared: range(GUARD), limit=10)
-    async def each(item: int) -> None:
-        done[0] += 1
-
-    with anyio.move_on_after(0.05) as scope:
-        await Flow(each).run_async({})
-    assert scope.cancelled_caught
-    assert 0 < done[0] < GUARD
-
-
-async def test_a_parallel_batch_flow_of_instant_runs_stops_at_cancellation(
-    anyio_backend: str,
-) -> None:
-    done = [0]
-
-    @node
-    async def step(shared: Any) -> None:
-        done[0] += 1
-
-    @parallel_batch(flow=Flow(step), limit=10)
-    def runs(shared: Any) -> Any:
-        return ({"i": i} for i in range(GUARD))
-
-    with anyio.move_on_after(0.05) as scope:
-        await Flow(runs).run_async({})
+        await build(done).run_async({})
     assert scope.cancelled_caught
     assert 0 < done[0] < GUARD
 
