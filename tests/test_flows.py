@@ -14,6 +14,8 @@ from flowfn import (
     BatchFlow,
     Flow,
     Node,
+    node,
+    parallel_batch,
 )
 
 
@@ -278,3 +280,57 @@ def test_error_in_a_node_reaches_the_caller_with_the_node_and_flow_in_notes() ->
         "flowfn: in node 'Boom' of flow 'bakery'",
         "flowfn: in node 'bakery' of flow 'Outer'",
     ]
+
+
+# -- what the walk copies -------------------------------------------------------------------
+
+
+def test_a_function_of_shared_alone_runs_as_is_and_keeps_its_params() -> None:
+    """A node function that takes only ``shared`` runs without a per-step copy; the node's
+    own params stay what the user set, as they do for copied nodes."""
+
+    @node
+    def count(shared: Any) -> None:
+        shared["n"] = shared.get("n", 0) + 1
+
+    count.set_params({"mine": 1})
+    flow = Flow(count)
+    flow.set_params({"flow": 2})
+    shared: dict[str, Any] = {}
+    flow.run(shared)
+    assert shared == {"n": 1}
+    assert count.params == {"mine": 1}
+
+
+@pytest.mark.anyio
+async def test_functions_taking_params_still_get_each_runs_params(anyio_backend: str) -> None:
+    seen: list[int] = []
+
+    @node
+    async def record(shared: Any, order: int) -> None:
+        await anyio.sleep(0.01 * (order % 3))  # runs interleave
+        seen.append(order)
+
+    @parallel_batch(flow=Flow(record))
+    def orders(shared: Any) -> list[dict[str, int]]:
+        return [{"order": i} for i in range(12)]
+
+    await Flow(orders).run_async({})
+    assert sorted(seen) == list(range(12))
+    assert record.params == {}
+
+
+def test_the_walk_calls_a_subclass_set_params_and_copy() -> None:
+    calls: list[str] = []
+
+    class Step(Node):
+        def set_params(self, params: dict[str, Any]) -> None:
+            calls.append("set_params")
+            super().set_params(params)
+
+        def __copy__(self) -> Step:
+            calls.append("copy")
+            return super().__copy__()  # type: ignore[return-value]
+
+    Flow(Step()).run({})
+    assert calls == ["copy", "set_params"]

@@ -177,6 +177,9 @@ class _Steps(BaseNode):
             and self._fallback is None
         )
         self._simple = self._plain and self.kind == "node" and not (self._prep or self._post)
+        # A single function that takes nothing but `shared` (or `local`) depends on nothing
+        # a flow's params or a copy would give it: the walk runs the node itself, as is.
+        self._as_is = self._simple and all(n in ("shared", "local") for n, _ in self._work.inject)
 
     def post(self, fn: F) -> F:  # type: ignore[override]
         """Attach ``post(shared, prep_res, exec_res)``; its return value is the action."""
@@ -266,6 +269,13 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
 
     def _single_plain_attempt(self) -> bool:
         return self._plain and events.current() is None
+
+    def _step_copy(self) -> BaseNode:
+        return self if self._as_is else BaseNode.__copy__(self)
+
+    def _step_params(self, params: dict[str, Any]) -> None:
+        if not self._as_is:
+            self.params = params
 
     async def exec_fallback_async(self, job: _Job, exc: Exception) -> Any:
         if self._fallback is None:

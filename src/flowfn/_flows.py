@@ -45,7 +45,7 @@ _visiting = threading.local()
 
 
 def _copy(node: BaseNode | None) -> BaseNode | None:
-    return None if node is None else node.__copy__()
+    return None if node is None else node._step_copy()
 
 
 class Flow(BaseNode):
@@ -87,7 +87,7 @@ class Flow(BaseNode):
         watch = events.current()
         own_next = type(self).get_next_node is not Flow.get_next_node
         while curr:  # PocketFlow's test: a falsy node ends the flow too
-            curr.set_params(p)
+            curr._step_params(p)
             try:
                 last_action = curr._run(shared) if watch is None else watch.run_step(curr, shared)
             except Exception as exc:
@@ -97,7 +97,7 @@ class Flow(BaseNode):
             nxt = None if own_next else curr.successors.get(last_action or "default")
             if not nxt:
                 nxt = self.get_next_node(curr, last_action)
-            curr = None if nxt is None else nxt.__copy__()
+            curr = None if nxt is None else nxt._step_copy()
         return last_action
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
@@ -117,7 +117,7 @@ class Flow(BaseNode):
                 if cancelled() or not steps & YIELD_MASK:
                     await checkpoint()
             steps += 1
-            curr.set_params(p)
+            curr._step_params(p)
             try:
                 last_action = await (
                     curr._run_async(shared) if watch is None else watch.run_step_async(curr, shared)
@@ -134,7 +134,7 @@ class Flow(BaseNode):
             nxt = None if own_next else curr.successors.get(last_action or "default")
             if not nxt:
                 nxt = self.get_next_node(curr, last_action)
-            curr = None if nxt is None else nxt.__copy__()
+            curr = None if nxt is None else nxt._step_copy()
         return last_action
 
     def _run(self, shared: Any) -> Any:

@@ -158,6 +158,11 @@ class BaseNode:
             getattr(cls, hook, None) is getattr(object, hook, None)
             for hook in ("__getstate__", "__setstate__", "__reduce__", "__reduce_ex__")
         )
+        # A subclass's own __copy__ or set_params (PocketFlow hooks) is what the walk calls.
+        if "__copy__" in vars(cls):
+            cls._step_copy = cls.__copy__
+        if "set_params" in vars(cls):
+            cls._step_params = cls.set_params
 
     def __copy__(self) -> BaseNode:
         # Flows copy every node they step into: this is copy.copy's result, several times faster.
@@ -167,6 +172,12 @@ class BaseNode:
             new.__dict__ = self.__dict__.copy()
             return new
         return copy._reconstruct(self, None, *self.__reduce_ex__(4))  # type: ignore[attr-defined,no-any-return]
+
+    # What a flow's walk calls for each step: the node to run (PocketFlow's per-step copy) and
+    # the params to give it. Aliases, not wrappers, so the walk pays nothing for them; nodes
+    # whose run depends on nothing but the shared store run as they are (see FunctionNode).
+    _step_copy = __copy__
+    _step_params = set_params
 
     def __repr__(self) -> str:
         cls, name = type(self).__name__, node_name(self)
