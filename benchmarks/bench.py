@@ -100,6 +100,13 @@ CASES = (
         "ms total",
         _async_impls(with_anyio=True),
     ),
+    Case(
+        "process_restart",
+        'workers="process": a second Flow.run() of 10 CPU items, until its first item starts',
+        "RESTARTS",
+        "ms total",
+        (("dsl", "asyncio"), ("dsl", "trio")),
+    ),
 )
 
 

@@ -23,6 +23,7 @@ MILLION = 1_000_000
 SLEEPERS = 10_000
 SLEEP = 0.01
 LIMIT = 1000
+RESTARTS = 1
 
 
 def _timed(run: Callable[[], object]) -> float:
@@ -368,3 +369,9 @@ def asynciopool_parallel_noop(backend: str) -> float:
 
 def asynciopool_million(backend: str) -> float:
     return _timed(lambda: asyncio.run(_asyncio_pool(range(MILLION))))
+
+
+def dsl_process_restart(backend: str) -> float:
+    import process_jobs
+
+    return process_jobs.first_item_after_restart(backend)

@@ -1,8 +1,9 @@
 """CPU-bound work in worker processes: ``workers="process"`` sidesteps the GIL.
 
 Counting primes is pure CPU work: threads would take turns on the GIL, processes run side
-by side on every core. Each item runs in a worker process (anyio.to_process); the function
-is found there by name, so it lives at module level and takes only picklable arguments.
+by side on every core. Each item runs in a worker process (one pool for the interpreter,
+ready again for the next run); the function is found there by name, so it lives at module
+level and takes only picklable arguments.
 Run: python examples/cpu_bound.py [asyncio|trio]
 """
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from flowfn import Flow, FlowError, node, parallel_batch
@@ -73,3 +74,57 @@ async def test_an_unpicklable_argument_is_a_clear_error(anyio_backend: str) -> N
 
     with pytest.raises(FlowError, match=r"workers='process'.*pickl"):
         await Flow(echo).run_async({"locks": [threading.Lock()]})
+
+
+@parallel_batch(items=lambda shared: range(4), into="pids", workers="process", limit=4)
+def pid_of(item: int) -> int:
+    return os.getpid()
+
+
+async def test_worker_processes_outlive_a_run(anyio_backend: str) -> None:
+    """One pool per interpreter: a second run finds the worker processes of the first."""
+    from flowfn import _processes
+
+    first: dict[str, Any] = {}
+    await Flow(pid_of).run_async(first)
+    pool = _processes._pool
+    second: dict[str, Any] = {}
+    await Flow(pid_of).run_async(second)
+    assert _processes._pool is pool
+    assert set(second["pids"]) & set(first["pids"])
+    assert os.getpid() not in set(first["pids"]) | set(second["pids"])
+
+
+def test_a_new_event_loop_reuses_the_worker_processes() -> None:
+    from flowfn import _processes
+
+    first: dict[str, Any] = {}
+    Flow(pid_of).run(first, backend="trio")
+    pool = _processes._pool
+    second: dict[str, Any] = {}
+    Flow(pid_of).run(second, backend="asyncio")  # another loop, another backend: same pool
+    assert _processes._pool is pool
+    assert set(second["pids"]) & set(first["pids"])
+
+
+@parallel_batch(items="paths", workers="process", limit=8)
+def mark_slowly(path: str) -> None:
+    import time
+
+    with open(path, "w") as file:
+        file.write("ran")
+    time.sleep(0.3)
+
+
+async def test_cancelled_process_jobs_that_had_not_started_never_run(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    paths = [str(tmp_path / f"{i}.txt") for i in range(12)]
+    await Flow(pid_of).run_async({})  # the workers are up: the batch below is not waiting
+    with anyio.move_on_after(0.1) as scope:
+        await Flow(mark_slowly).run_async({"paths": paths})
+    assert scope.cancelled_caught
+    ran = [p for p in paths if os.path.exists(p)]
+    assert 0 < len(ran) < len(paths)  # what ran finished (run_async waited for it) ...
+    await anyio.sleep(0.5)  # ... and nothing withdrawn ran later
+    assert [p for p in paths if os.path.exists(p)] == ran

@@ -158,7 +158,7 @@ class Bound:
     ) -> Any:
         import pickle
 
-        import anyio.to_process
+        from ._processes import run_in_process
 
         ref = function_ref(self.fn)
         try:
@@ -170,7 +170,7 @@ class Bound:
                 f"{exc}. Use a module-level function with picklable arguments, or "
                 f"workers='thread'."
             ) from exc
-        return await anyio.to_process.run_sync(call_by_ref, ref, data, kwargs, limiter=limiter)
+        return await run_in_process(call_by_ref, ref, data, kwargs)
 
 
 def function_ref(fn: Callable[..., Any]) -> tuple[str, str, str | None]:
