@@ -334,3 +334,27 @@ def test_the_walk_calls_a_subclass_set_params_and_copy() -> None:
 
     Flow(Step()).run({})
     assert calls == ["copy", "set_params"]
+
+
+def test_the_walk_calls_a_mixins_set_params_and_copy() -> None:
+    calls: list[str] = []
+
+    class Traced:
+        def set_params(self, params: dict[str, Any]) -> None:
+            calls.append("set_params")
+            self.params = {**params, "seen": True}
+
+        def __copy__(self) -> Any:
+            calls.append("copy")
+            return Node.__copy__(self)  # type: ignore[arg-type]
+
+    class Step(Traced, Node):
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            shared["params"] = self.params
+
+    flow = Flow(Step())
+    flow.set_params({"a": 1})
+    shared: dict[str, Any] = {}
+    flow.run(shared)
+    assert calls == ["copy", "set_params"]
+    assert shared["params"] == {"a": 1, "seen": True}

@@ -220,7 +220,28 @@ def call_by_ref(ref: tuple[str, str, str | None], data: tuple[Any, ...], kwargs:
     for part in qualname.split("."):
         target = target[part] if isinstance(target, dict) else getattr(target, part)
     fn = getattr(target, "fn", target)  # a decorated function: call the plain function
-    return fn(*data, **kwargs)
+    try:
+        return fn(*data, **kwargs)
+    except BaseException as exc:
+        _check_unpicklable(exc)
+        raise
+
+
+def _check_unpicklable(exc: BaseException) -> None:
+    """Raise a FlowError in place of ``exc`` if the parent could not rebuild it: the worker
+    pool would take it for a dead worker and fail every job in flight."""
+    import pickle
+    import traceback
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception as why:
+        text = "".join(traceback.format_exception(exc))
+        raise FlowError(
+            f"a workers='process' function raised {type(exc).__qualname__}: {exc}, which "
+            f"cannot be sent back from the worker process ({why}). Its traceback there:\n"
+            f"{text}"
+        ) from None
 
 
 async def _ready(value: Any) -> Any:

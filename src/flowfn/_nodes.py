@@ -158,10 +158,11 @@ class BaseNode:
             getattr(cls, hook, None) is getattr(object, hook, None)
             for hook in ("__getstate__", "__setstate__", "__reduce__", "__reduce_ex__")
         )
-        # A subclass's own __copy__ or set_params (PocketFlow hooks) is what the walk calls.
-        if "__copy__" in vars(cls):
+        # A subclass's __copy__ or set_params (PocketFlow hooks, its own or a mixin's) is
+        # what the walk calls. (A method patched onto the class later is not seen.)
+        if cls.__copy__ is not BaseNode.__copy__:
             cls._step_copy = cls.__copy__
-        if "set_params" in vars(cls):
+        if cls.set_params is not BaseNode.set_params:
             cls._step_params = cls.set_params
 
     def __copy__(self) -> BaseNode:
