@@ -2,14 +2,17 @@
 
 trio and anyio promise that cancellation is noticed at every checkpoint, but a loop of
 steps that never await (async functions that return at once, sync nodes run inline) never
-reaches one. So every loop of the engine (the walk of a flow, a sequential batch, the
-parallel pool) asks a :func:`pacer` before each step or item. The pacer answers from a
-flag the backend already keeps (no coroutine, no event-loop round trip), and once every
-``YIELD_EVERY`` steps it asks for a real yield so deadlines fire and other tasks run.
+reaches one. So the loops of the engine test a :func:`cancelled_flag` between steps or
+items: the walk of a flow before every step after its first, a sequential batch (through
+:func:`pacer`) before every item, the parallel pool when a worker starts and every 64
+items. The flag answers from state the backend already keeps (no coroutine, no event-loop
+round trip), and every ``YIELD_EVERY`` steps the loops yield for real, so that deadlines
+fire and other tasks run.
 
-The flag is read from the backend's internals (trio's cancel status, anyio's asyncio cancel
-scopes). If those ever change shape, the pacer falls back to anyio's public
-``current_effective_deadline()``: slower, never wrong.
+The flag reads the backend's internals (trio's cancel status, anyio's asyncio cancel
+scopes). If those ever change shape, it falls back to anyio's public
+``current_effective_deadline()``: slower, never wrong. A cancellation exception that no
+scope asked for is told apart by :func:`stray_cancellation`.
 """
 
 from __future__ import annotations
