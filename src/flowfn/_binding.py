@@ -146,7 +146,7 @@ class Bound:
             call = functools.partial(self.fn, *data, **kwargs)
             return anyio.to_thread.run_sync(call, limiter=limiter)
         if workers == "process":
-            return self._in_process(node, data, kwargs, limiter)
+            return self._in_process(node, data, kwargs)
         return _ready(self.fn(*data, **kwargs))
 
     async def _in_process(
@@ -154,7 +154,6 @@ class Bound:
         node: Any,
         data: tuple[Any, ...],
         kwargs: dict[str, Any],
-        limiter: anyio.CapacityLimiter | None,
     ) -> Any:
         import pickle
 
