@@ -41,6 +41,7 @@ def test_every_example_is_tested_and_short() -> None:
         "cpu_bound",  # run by test_process.py
         "image_filters",
         "parallel_squares",
+        "scale_out",
         "summarize_files",
         "translate",
     }
@@ -188,3 +189,23 @@ def test_summarize_files_routes_each_file_by_its_action(
         "[todo.txt] 5 words -> short",
     ]
     assert out[4:] == ["--- 4 files summarised ---", *shared["report"].splitlines()]
+
+
+@pytest.mark.parametrize("engine", ["processes", "dask", "ray"])
+def test_scale_out_runs_the_same_batch_on_processes_dask_and_ray(engine: str) -> None:
+    # Run as a script, as the README says: Ray and Dask pickle its functions by value.
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "scale_out.py"), engine, "trio"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout.splitlines()
+    assert out[0] == f"16 simulations on {engine}"
+    assert "pi ~ 3.1426 from 16 simulations" in out  # the same seeds give the same estimate
+    assert out[-1].startswith("took ")
+    assert out[-1].endswith(" s on trio")

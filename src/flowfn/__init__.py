@@ -14,6 +14,7 @@ from ._events import Event, EventKind, Observer
 from ._local import local
 from ._observers import LogObserver, NodeStats, Progress, RunSummary
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
+from ._remote import RemoteTraceback
 from .compat import (
     AsyncBatchFlow,
     AsyncBatchNode,
@@ -40,6 +41,7 @@ __all__ = [
     "NodeStats",
     "Observer",
     "Progress",
+    "RemoteTraceback",
     "RunSummary",
     "AsyncBatchFlow",
     "AsyncBatchNode",

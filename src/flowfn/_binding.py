@@ -19,6 +19,7 @@ import anyio.to_thread
 
 from ._errors import FlowError, node_name
 from ._local import local
+from ._remote import Batcher, RemoteWorkers
 
 __all__ = ["Bound", "is_async_callable"]
 
@@ -127,12 +128,13 @@ class Bound:
         shared: Any,
         data: tuple[Any, ...],
         *,
-        workers: str = "inline",
-        limiter: anyio.CapacityLimiter | None = None,
+        workers: str | RemoteWorkers = "inline",
+        limiter: anyio.CapacityLimiter | Batcher | None = None,
         kwargs: dict[str, Any] | None = None,
     ) -> Awaitable[Any]:
         """Awaitable result: an async function's coroutine, or a sync function run
-        ``"inline"``, in a worker ``"thread"``, or in a worker ``"process"``.
+        ``"inline"``, in a worker ``"thread"``, in a worker ``"process"``, or on remote
+        ``workers`` (``limiter``: the batcher of the node run's remote calls, if any).
 
         Thread and process jobs are not abandoned on cancellation: the cancellation takes
         effect once the function returns, so no job outlives the flow.
@@ -144,7 +146,11 @@ class Bound:
             return self.fn(*data, **kwargs)  # type: ignore[no-any-return]
         if workers == "thread":
             call = functools.partial(self.fn, *data, **kwargs)
-            return anyio.to_thread.run_sync(call, limiter=limiter)
+            return anyio.to_thread.run_sync(call, limiter=limiter)  # type: ignore[arg-type]
+        if isinstance(workers, RemoteWorkers):
+            if not isinstance(limiter, Batcher):
+                limiter = Batcher(workers, self.fn, node)
+            return limiter.call(data, kwargs)
         if workers == "process":
             return self._in_process(node, data, kwargs)
         return _ready(self.fn(*data, **kwargs))
@@ -195,6 +201,16 @@ _loaded_files: dict[str, dict[str, Any]] = {}
 
 def call_by_ref(ref: tuple[str, str, str | None], data: tuple[Any, ...], kwargs: Any) -> Any:
     """Run in a worker process: find the function named by ``ref`` and call it."""
+    fn = resolve_ref(ref)
+    try:
+        return fn(*data, **kwargs)
+    except BaseException as exc:
+        _check_unpicklable(exc)
+        raise
+
+
+def resolve_ref(ref: tuple[str, str, str | None]) -> Callable[..., Any]:
+    """In a worker process: the plain function that ``ref`` (see :func:`function_ref`) names."""
     import importlib
     import runpy
     import sys
@@ -218,12 +234,7 @@ def call_by_ref(ref: tuple[str, str, str | None], data: tuple[Any, ...], kwargs:
     target: Any = namespace
     for part in qualname.split("."):
         target = target[part] if isinstance(target, dict) else getattr(target, part)
-    fn = getattr(target, "fn", target)  # a decorated function: call the plain function
-    try:
-        return fn(*data, **kwargs)
-    except BaseException as exc:
-        _check_unpicklable(exc)
-        raise
+    return getattr(target, "fn", target)  # type: ignore[no-any-return]  # decorated: the plain function
 
 
 def _check_unpicklable(exc: BaseException) -> None:

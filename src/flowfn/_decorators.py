@@ -19,6 +19,7 @@ from collections.abc import (
     MutableMapping,
     Sized,
 )
+from concurrent.futures import Executor
 from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import anyio
@@ -38,6 +39,7 @@ from ._nodes import (
     _batch_items,
 )
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
+from ._remote import Batcher, RemoteWorkers, remote_workers
 from ._retry import RetryOptions
 
 __all__ = [
@@ -53,7 +55,7 @@ __all__ = [
 P = ParamSpec("P")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
-Workers = Literal["thread", "process", "inline"]
+Workers = Literal["thread", "process", "inline"] | Executor | RemoteWorkers
 Items = str | Callable[[Any], Iterable[Any]]
 
 _RETRY_KEYS = ("backoff", "max_wait", "jitter", "timeout", "per_second")
@@ -67,12 +69,14 @@ class NodeOptions(RetryOptions, total=False):
     into: str | None  # store the return value (the list of results) in shared[into]
     overwrite: bool  # let into= replace a key that is already in shared
     name: str | None  # the node's name in notes, errors and pictures
-    workers: Workers  # where sync functions run in event loops: "thread", "process", "inline"
+    workers: Workers  # where sync functions run in event loops: "thread", "process", "inline",
+    # a concurrent.futures.Executor or flowfn.ray.RayWorkers(...)
+    chunksize: int | None  # calls per remote task, for an Executor (RayWorkers takes its own)
 
 
 # What a step's retry loop hands to exec: the shared store, the function's data, the
-# thread limiter and the function's named arguments.
-_Job = tuple[Any, tuple[Any, ...], anyio.CapacityLimiter | None, dict[str, Any]]
+# thread limiter (or the batcher of remote calls) and the function's named arguments.
+_Job = tuple[Any, tuple[Any, ...], anyio.CapacityLimiter | Batcher | None, dict[str, Any]]
 
 
 def _check_action(owner: BaseNode, action: Any, where: str) -> str | None:
@@ -100,27 +104,29 @@ class _Steps(BaseNode):
         overwrite: bool,
         name: str | None,
         workers: Workers,
+        chunksize: int | None = None,
     ) -> None:
         # __name__, __doc__ and __wrapped__ (so inspect.signature) of the function
         functools.update_wrapper(cast(Any, self), fn)
         self.name = name or getattr(fn, "__name__", None) or type(self).__name__
-        if workers not in ("thread", "process", "inline"):
-            raise ValueError(
-                f"{self.name}: workers must be 'thread', 'process' or 'inline', got {workers!r}"
-            )
+        self._remote = remote_workers(workers, chunksize, self.name)
         if into is not None and not isinstance(into, str):
             raise TypeError(f"{self.name}: into= must be a key (str), got {into!r}")
         self.fn: Callable[..., Any] = fn
         self.into, self.overwrite, self.workers = into, overwrite, workers
+        # Where the function runs: "thread", "process", "inline", or the remote workers.
+        self._where: str | RemoteWorkers = self._remote or cast(str, workers)
         self._work = Bound(fn, self.n_data, role=self.role, owner=node_name(self))
-        if workers == "process" and any(n in _RESERVED for n, _ in self._work.inject):
+        elsewhere = workers == "process" or self._remote is not None
+        if elsewhere and any(n in _RESERVED for n, _ in self._work.inject):
             raise TypeError(
-                f"{self.name}: with workers='process' the function runs in another process, "
-                f"where writes to 'shared', 'params' or 'local' would be lost; take the values "
-                f"it needs as parameters (params by name) and return its result (into= or post)"
+                f"{self.name}: with workers={_show(workers)} the function runs in another "
+                f"process, where writes to 'shared', 'params' or 'local' would be lost; take "
+                f"the values it needs as parameters (params by name) and return its result "
+                f"(into= or post)"
             )
-        if workers == "process":
-            _check_importable(fn, self.name)
+        if workers == "process" or (self._remote is not None and not self._remote.by_value):
+            _check_importable(fn, self.name, workers)
         self._prep: Bound | None = None
         self._post: Bound | None = None
         self._fallback: Bound | None = None
@@ -228,6 +234,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
             overwrite=options.pop("overwrite", False),
             name=options.pop("name", None),
             workers=options.pop("workers", "thread"),
+            chunksize=options.pop("chunksize", None),
         )
         if options:
             raise TypeError(f"{self.name}: unexpected options {sorted(options)}")
@@ -264,7 +271,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
     async def exec_async(self, job: _Job) -> Any:
         shared, data, limiter, kwargs = job
         return await self._work.acall(
-            self, shared, data, workers=self.workers, limiter=limiter, kwargs=kwargs
+            self, shared, data, workers=self._where, limiter=limiter, kwargs=kwargs
         )
 
     def _single_plain_attempt(self) -> bool:
@@ -284,16 +291,22 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return await self._fallback.acall(self, shared, (*data, exc))
 
     def _needs_loop(self) -> bool:
-        return self.workers == "process" or any(bound.is_async for bound in self._phases())
+        return (
+            self._where == "process"
+            or self._remote is not None
+            or any(bound.is_async for bound in self._phases())
+        )
 
     def _default_prep(self, shared: Any) -> Any:
         return None
 
-    def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | None) -> Any:
+    def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | Batcher | None) -> Any:
         kwargs = self._work.kwargs(self, shared)
         return (shared, (p,) if self._prep is not None else (), limiter, kwargs)
 
-    def _limiter(self) -> anyio.CapacityLimiter | None:
+    def _limiter(self) -> anyio.CapacityLimiter | Batcher | None:
+        if self._remote is not None:  # the calls of this run travel together
+            return Batcher(self._remote, self._work.fn, self)
         return None
 
     async def _exec_items(self, shared: Any, p: Any) -> Any:
@@ -323,7 +336,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
             work = self._work
             if work.is_async and work.only_shared:  # `async def f(shared)`: the common case
                 return self._store(shared, await work.fn(shared=shared))
-            return self._store(shared, await work.acall(self, shared, (), workers=self.workers))
+            return self._store(shared, await work.acall(self, shared, (), workers=self._where))
         self._check_into(shared)
         if self._prep is None:
             p = self._default_prep(shared)
@@ -395,7 +408,7 @@ class _ItemSteps(_Steps):
             return value
         return items.call(self, shared, (shared,))
 
-    def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | None) -> Any:
+    def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | Batcher | None) -> Any:
         items = _batch_items(self, p, allow_async=True)
         kwargs = self._work.kwargs(self, shared)
         if isinstance(items, AsyncIterable):
@@ -405,16 +418,20 @@ class _ItemSteps(_Steps):
         return ((shared, (item,), limiter, kwargs) for item in items)
 
 
-def _check_importable(fn: Callable[..., Any], name: str) -> None:
-    """``workers="process"`` finds the function in the worker by module and name: refuse,
-    when decorating, a function that has none (a lambda, a function defined in another)."""
+def _show(workers: object) -> str:
+    return repr(workers) if isinstance(workers, str) else type(workers).__name__ + "(...)"
+
+
+def _check_importable(fn: Callable[..., Any], name: str, workers: object = "process") -> None:
+    """Process pools find the function in the worker by module and name: refuse, when
+    decorating, a function that has none (a lambda, a function defined in another)."""
     qualname = str(getattr(fn, "__qualname__", ""))
     if "<lambda>" in qualname or "<locals>" in qualname:
         raise TypeError(
-            f"{name} ({qualname}): with workers='process' the function runs in a worker "
+            f"{name} ({qualname}): with workers={_show(workers)} the function runs in a worker "
             f"process, which imports it by name, so it must be a plain `def` at module "
             f"level, not a lambda or a function defined inside another; or use "
-            f"workers='thread'"
+            f"workers='thread' (Ray and Dask take lambdas and closures)"
         )
 
 
@@ -427,7 +444,7 @@ class _SizedJobs:
         self,
         shared: Any,
         items: Any,
-        limiter: anyio.CapacityLimiter | None,
+        limiter: anyio.CapacityLimiter | Batcher | None,
         kwargs: dict[str, Any],
     ) -> None:
         self.shared, self.items, self.limiter, self.kwargs = shared, items, limiter, kwargs
@@ -443,7 +460,7 @@ class _SizedJobs:
 async def _async_jobs(
     shared: Any,
     items: AsyncIterable[Any],
-    limiter: anyio.CapacityLimiter | None,
+    limiter: anyio.CapacityLimiter | Batcher | None,
     kwargs: dict[str, Any],
 ) -> AsyncIterator[_Job]:
     async for item in items:
@@ -505,10 +522,10 @@ class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBat
             node=self,
         )
 
-    def _limiter(self) -> anyio.CapacityLimiter | None:
+    def _limiter(self) -> anyio.CapacityLimiter | Batcher | None:
         # Sync items run in threads: let as many run as the limit allows, not anyio's 40.
         if self._work.is_async or self.workers != "thread":
-            return None
+            return super()._limiter()
         return anyio.CapacityLimiter(math.inf if self.limit is None else self.limit)
 
     def __repr__(self) -> str:
@@ -572,7 +589,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
 
     def _run(self, shared: Any) -> Any:
         # (The sub-flow's own async nodes refuse a sync walk themselves: no graph walk here.)
-        if self.parallel or self._work.is_async or self.workers == "process":
+        if self.parallel or self._work.is_async or self._where == "process":
             raise RuntimeError(f"Use run_async. ({self.kind} flow {self.name!r} needs a loop)")
         self._check_into(shared)
         pr = self._work.call(self, shared, ())
@@ -580,7 +597,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
 
     async def _run_async(self, shared: Any) -> Any:
         self._check_into(shared)
-        pr = await self._work.acall(self, shared, (), workers=self.workers)
+        pr = await self._work.acall(self, shared, (), workers=self._where)
         if self.parallel:
             results = await self._orch_parallel(shared, pr, self.limit, self.errors)
         else:
@@ -716,10 +733,12 @@ def _batch_decorator(
                 f"{', '.join(sorted(allowed))}; not {extra}"
                 + ("" if parallel else " (limit= and errors= are for @parallel_batch)")
             )
-        if options.get("workers") == "process":
+        chosen = options.get("workers")
+        if chosen == "process" or isinstance(chosen, (Executor, RemoteWorkers)):
             raise TypeError(
                 f"@{kind}(flow=...): the function returning the param dicts runs in a thread "
-                f"or inline, not in a process (workers='process' is for the steps)"
+                f"or inline, not in a process or on remote workers (those are for the steps: "
+                f"give workers= to the sub-flow's nodes)"
             )
 
     def make(fn: Callable[..., Any]) -> Any:

@@ -9,6 +9,7 @@ next node. The async classes do the same with ``*_async`` methods and run on asy
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import time
 import warnings
@@ -25,6 +26,7 @@ from ._backend import start_event_loop
 from ._errors import FlowError, node_name
 from ._local import fresh_local
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, each, each_sync, map_ordered
+from ._remote import Batcher, RemoteWorkers, call_exec, remote_workers
 from ._retry import RateLimit, RetryOptions, check_policy, retry_delay
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 _Successor = TypeVar("_Successor", bound="BaseNode | None")
+_NO_KWARGS: dict[str, Any] = {}
 
 
 class BaseNode:
@@ -241,6 +244,9 @@ class Node(BaseNode):
     timeout: float | None = None
     #: Shared by every copy of the node: at most ``per_second`` attempts start per second.
     rate_limit: RateLimit | None = None
+    #: Async nodes only: an Executor or RayWorkers on which ``exec`` runs (see AsyncNode).
+    workers: Any = None
+    _remote: RemoteWorkers | None = None
 
     def __init__(
         self,
@@ -252,6 +258,8 @@ class Node(BaseNode):
         jitter: float = 0.0,
         timeout: float | None = None,
         per_second: float | None = None,
+        workers: Any = None,
+        chunksize: int | None = None,
     ) -> None:
         super().__init__()
         owner = node_name(self)
@@ -284,6 +292,32 @@ class Node(BaseNode):
             )
         if per_second is not None:
             self.rate_limit = RateLimit(per_second)
+        if workers is not None or chunksize is not None:
+            self._use_workers(workers, chunksize)
+
+    def _use_workers(self, workers: Any, chunksize: int | None) -> None:
+        owner, cls = node_name(self), type(self)
+        if not hasattr(self, "prep_async"):
+            raise TypeError(
+                f"{owner}: workers= sends exec to other workers and awaits it, which needs an "
+                f"async node: derive {cls.__name__} from AsyncNode (or AsyncBatchNode, "
+                f"AsyncParallelBatchNode) and keep exec a plain def"
+            )
+        if isinstance(workers, str) or workers is None:
+            raise ValueError(
+                f"{owner}: a node class's workers= must be a concurrent.futures.Executor or "
+                f"flowfn.ray.RayWorkers(), got {workers!r} (the strings are for @node)"
+            )
+        remote = remote_workers(workers, chunksize, owner)
+        if cls.exec_async is not AsyncNode.exec_async:  # type: ignore[attr-defined]
+            raise TypeError(
+                f"{owner}: with workers= the node's sync exec runs on the workers in place "
+                f"of exec_async, but {cls.__name__} defines exec_async; move that work "
+                f"into exec (a plain def), or drop workers="
+            )
+        if cls.exec is BaseNode.exec:
+            raise TypeError(f"{owner}: workers= runs the node's exec there; define exec")
+        self.workers, self._remote = workers, remote
 
     def _retry_delay(self, failed_attempt: int) -> float:
         return retry_delay(failed_attempt, self.wait, self.backoff, self.max_wait, self.jitter)
@@ -394,7 +428,22 @@ class AsyncNode(Node):
         pass
 
     async def exec_async(self, prep_res: Any) -> Any:
-        pass
+        if self._remote is not None:
+            return await self._exec_remote(prep_res)
+
+    async def _exec_remote(self, prep_res: Any) -> Any:
+        # One batcher per node copy (a flow's step, a batch's run) and event loop, so that
+        # the items of a batch travel together.
+        batcher = self.__dict__.get("_batcher")
+        if batcher is None or not batcher.is_current():
+            assert self._remote is not None
+            shipped = copy.copy(self)
+            shipped.successors = {}  # the node goes alone, not the rest of the flow
+            for local_only in ("_batcher", "workers", "_remote", "rate_limit"):
+                shipped.__dict__.pop(local_only, None)
+            target = functools.partial(call_exec, shipped)
+            batcher = self.__dict__["_batcher"] = Batcher(self._remote, None, self, target=target)
+        return await batcher.call((prep_res,), _NO_KWARGS)
 
     async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
         raise exc
@@ -481,9 +530,11 @@ class AsyncParallelBatchNode(AsyncNode, BatchNode):
         *,
         limit: int | EllipsisType | None = ...,
         errors: Errors | EllipsisType = ...,
+        workers: Any = None,
+        chunksize: int | None = None,
         **policy: Unpack[RetryOptions],
     ) -> None:
-        super().__init__(max_retries, wait, **policy)
+        super().__init__(max_retries, wait, workers=workers, chunksize=chunksize, **policy)
         if not isinstance(limit, EllipsisType):
             self.limit = check_limit(limit, type(self).__name__)
         if not isinstance(errors, EllipsisType):
