@@ -15,6 +15,14 @@ from ._local import local
 from ._observers import LogObserver, NodeStats, Progress, RunSummary
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from ._remote import RemoteTraceback
+from ._store import (
+    CheckpointStore,
+    JSONSerializer,
+    PickleSerializer,
+    RunInfo,
+    Serializer,
+    SQLiteStore,
+)
 from .compat import (
     AsyncBatchFlow,
     AsyncBatchNode,
@@ -35,6 +43,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "CheckpointStore",
+    "JSONSerializer",
+    "PickleSerializer",
+    "RunInfo",
+    "SQLiteStore",
+    "Serializer",
     "Event",
     "EventKind",
     "LogObserver",

@@ -18,6 +18,7 @@ from typing import Any
 from anyio.lowlevel import checkpoint
 
 from . import _events as events
+from . import _journal
 from ._checkpoints import YIELD_MASK, cancelled_flag, stray_cancellation
 from ._errors import add_note, node_name
 from ._local import enter_local, leave_local
@@ -101,6 +102,8 @@ class Flow(BaseNode):
         return last_action
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
+        if _journal._active and (journal := _journal.current()) is not None:
+            return await self._orch_durable(shared, params, journal)
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
         watch = events.current()
         own_next = type(self).get_next_node is not Flow.get_next_node
@@ -135,6 +138,44 @@ class Flow(BaseNode):
             if not nxt:
                 nxt = self.get_next_node(curr, last_action)
             curr = None if nxt is None else nxt._step_copy()
+        return last_action
+
+    async def _orch_durable(
+        self, shared: Any, params: dict[str, Any] | None, journal: _journal.Journal
+    ) -> Any:
+        """The walk of a durable run: each finished step is recorded; on resume, the walk
+        starts after the last recorded step (or back in the step it was inside)."""
+        p, last_action, steps = (params or {**self.params}), None, 0
+        base, base_nodes = _journal._where.get()
+        graph = journal.graph(self.start_node)
+        node: BaseNode | None = self.start_node
+        resume = journal.resume_at(base)
+        if resume is not None:
+            steps, index, finished, last_action = resume
+            node = graph.nodes[index]
+            if finished:  # that step is done: go on from its successor
+                steps += 1
+                node = self.get_next_node(node, last_action)
+        while node:
+            if steps:
+                await checkpoint()
+            curr = node._step_copy()
+            curr._step_params(p)
+            position, nodes = (*base, steps), (*base_nodes, graph.index[id(node)])
+            token = _journal._where.set((position, nodes))
+            watch = events.current()
+            try:
+                last_action = await (
+                    curr._run_async(shared) if watch is None else watch.run_step_async(curr, shared)
+                )
+            except Exception as exc:
+                self._step_failed(exc, curr)
+                raise
+            finally:
+                _journal._where.reset(token)
+            journal.step_done(position, nodes, curr, last_action, shared)
+            steps += 1
+            node = self.get_next_node(curr, last_action)
         return last_action
 
     def _run(self, shared: Any) -> Any:

@@ -40,6 +40,7 @@ __all__ = [
 
 _Successor = TypeVar("_Successor", bound="BaseNode | None")
 _NO_KWARGS: dict[str, Any] = {}
+_checkpoint = checkpoint  # run_async's own parameter is called checkpoint
 
 
 class BaseNode:
@@ -109,6 +110,8 @@ class BaseNode:
         backend: str | None = None,
         on_event: events.Observer | Sequence[events.Observer] | None = None,
         progress: bool = False,
+        checkpoint: Any = None,
+        run_id: str | None = None,
     ) -> Any:
         """Run this node (a flow: the whole flow) and return its action.
 
@@ -117,13 +120,35 @@ class BaseNode:
         ``"trio"``); inside a running event loop, ``await run_async(shared)`` instead.
         ``on_event`` receives every :class:`~flowfn.Event` of the run; ``progress=True`` adds
         a progress bar for batches (on stderr).
+
+        ``checkpoint`` (an SQLite file path, or a :class:`~flowfn.CheckpointStore`) makes the
+        run durable: each finished step and batch item is recorded there, and running again
+        with the same ``run_id`` resumes the run where it stopped (see docs/durable.md).
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
         with events.observing(_observers(on_event, progress), self), fresh_local():
+            if checkpoint is not None or run_id is not None:
+                return start_event_loop(
+                    self._run_durable,
+                    shared,
+                    checkpoint,
+                    run_id,
+                    backend=backend,
+                    who=node_name(self),
+                )
             if backend is None and not self._needs_loop():
                 return self._run(shared)
             return start_event_loop(self._run_async, shared, backend=backend, who=node_name(self))
+
+    async def _run_durable(self, shared: Any, checkpoint: Any, run_id: str | None) -> Any:
+        from ._journal import run_durable
+
+        if checkpoint is None:
+            raise TypeError(
+                f"{node_name(self)}: run_id= names a run in a checkpoint; pass checkpoint= too"
+            )
+        return await run_durable(self, shared, checkpoint, run_id)
 
     async def run_async(
         self,
@@ -131,12 +156,16 @@ class BaseNode:
         *,
         on_event: events.Observer | Sequence[events.Observer] | None = None,
         progress: bool = False,
+        checkpoint: Any = None,
+        run_id: str | None = None,
     ) -> Any:
         """Run this node (a flow: the whole flow) in the current event loop; see :meth:`run`."""
-        await checkpoint()  # as every async call of trio and anyio is: cancelled, nothing runs
+        await _checkpoint()  # as every async call of trio and anyio is: cancelled, nothing runs
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
         with events.observing(_observers(on_event, progress), self), fresh_local():
+            if checkpoint is not None or run_id is not None:
+                return await self._run_durable(shared, checkpoint, run_id)
             return await self._run_async(shared)
 
     def __rshift__(self, other: _Successor) -> _Successor:

@@ -28,6 +28,7 @@ from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from . import _events as events
+from . import _journal
 from ._checkpoints import YIELD_EVERY, cancelled_flag, pacer, stray_cancellation
 from ._errors import FlowError, add_note, keep_others
 
@@ -127,6 +128,18 @@ def each_sync(
     fn: Callable[[T], R], items: Iterable[T], *, where: str, node: object | None = None
 ) -> list[R]:
     """``[fn(item) for item in items]`` with a note naming the failing item, and events."""
+    if _journal._active and node is not None and (journal := _journal.current()) is not None:
+        return _journal.durable_sync(journal, node, fn, items, _each_sync_plain(where, node))
+    return _each_sync_plain(where, node)(fn, items)
+
+
+def _each_sync_plain(where: str, node: object | None) -> Callable[[Any, Any], list[Any]]:
+    return lambda fn, items: _each_sync(fn, items, where, node)
+
+
+def _each_sync(
+    fn: Callable[[T], R], items: Iterable[T], where: str, node: object | None
+) -> list[R]:
     seen, started = _batch_events(node, items), time.perf_counter()
     results = []
     for index, item in enumerate(_noting(items, where)):
@@ -154,8 +167,23 @@ async def each(
     """The async :func:`each_sync`: one item after another; async iterables are pulled
     one item at a time too (and closed if the batch stops early). Each item is a
     checkpoint: once the batch is cancelled, no further item starts."""
+    if _journal._active and node is not None and (journal := _journal.current()) is not None:
+
+        async def plain(fn: Any, items: Any) -> list[Any]:
+            return await _each(fn, items, where, node)
+
+        return await _journal.durable(journal, node, fn, items, plain)
+    return await _each(fn, items, where, node)
+
+
+async def _each(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    where: str,
+    node: object | None,
+) -> list[R]:
     if isinstance(items, AsyncIterable):
-        return await map_ordered(fn, items, limit=1, where=where, node=node)
+        return await _map_ordered(fn, items, 1, where, "fail_fast", node)
     seen, started = _batch_events(node, items), time.perf_counter()
     results = []
     due = pacer()
@@ -223,6 +251,23 @@ async def map_ordered(
     get (see ``run(on_event=...)``).
     """
     limit, errors = check_limit(limit, where), check_errors(errors, where)
+    if _journal._active and node is not None and (journal := _journal.current()) is not None:
+
+        async def plain(fn: Any, items: Any) -> list[Any]:
+            return await _map_ordered(fn, items, limit, where, errors, node)
+
+        return await _journal.durable(journal, node, fn, items, plain)
+    return await _map_ordered(fn, items, limit, where, errors, node)
+
+
+async def _map_ordered(
+    fn: Callable[[T], Awaitable[R]],
+    items: Iterable[T] | AsyncIterable[T],
+    limit: int | None,
+    where: str,
+    errors: Errors,
+    node: object | None,
+) -> list[R]:
     results: list[Any] = []
     started = time.perf_counter()
     seen = _batch_events(node, items)

@@ -1,0 +1,590 @@
+"""Durable runs: ``run(shared, checkpoint=..., run_id=...)`` records a run as it goes and
+resumes it after a crash, an exception or Ctrl-C without redoing finished work.
+
+What is recorded, and when:
+
+* **Steps.** After each step of a flow's walk (nested flows included): its place (the
+  step counters of the walks around it), the node, the action it returned and the shared
+  store after it.
+* **Batch items.** Each finished item of a batch node (sequential or parallel) with its
+  result. The runs of a batch *flow* write to the shared store, so their results are
+  recorded together with a copy of the shared store taken after them (at most every
+  ``PROGRESS_EVERY`` seconds, and when the batch ends): a resumed run never counts a run
+  as finished whose writes it does not have.
+* Inside an item (a batch node's function, a batch flow's sub-flow run) nothing is
+  recorded: an item that had not finished runs again from its start.
+
+Values are serialised on the event loop's thread (the shared store may change right
+after), and written by one writer thread per run in batched transactions, so the steps
+and items never wait for the disk. A crash loses at most the records not yet written;
+their work is redone on resume.
+
+Resuming restores the shared store of the latest record, goes down the nested walks to
+the step after it (or back into the batch it was in), and gives the items recorded as
+finished their recorded results without running them; results come back in item order.
+A flow's own prep and post run again when the walk re-enters it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+import uuid
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    MutableMapping,
+)
+from contextvars import ContextVar
+from typing import Any
+
+import anyio
+
+from ._errors import FlowError, add_note, node_name
+from ._store import CheckpointStore, Record, Saved, SQLiteStore
+
+__all__ = ["Journal", "current", "run_durable"]
+
+#: Seconds between copies of the shared store while a batch flow's runs finish.
+PROGRESS_EVERY = 0.25
+#: Finished items of a batch node sent to the writer at a time (and at least every
+#: PROGRESS_EVERY seconds).
+ITEMS_AT_ONCE = 1024
+
+# Durable runs in progress, process-wide: the engine's one-integer fast check.
+_active = 0
+_journal: ContextVar[Journal | None] = ContextVar("flowfn_journal", default=None)
+# Where the code runs: (step counters, node indices) of the walks around it.
+_where: ContextVar[tuple[tuple[int, ...], tuple[int, ...]]] = ContextVar(
+    "flowfn_where", default=((), ())
+)
+
+
+def current() -> Journal | None:
+    """The journal of the durable run this code is part of (None outside one, and inside
+    batch items, which are redone whole)."""
+    return _journal.get() if _active else None
+
+
+class _Graph:
+    """A flow's nodes in a fixed order (breadth first from the start, successors in the
+    order they were added), so that a node has the same index in every process."""
+
+    __slots__ = ("index", "nodes")
+
+    def __init__(self, start: Any) -> None:
+        self.nodes: list[Any] = []
+        self.index: dict[int, int] = {}
+        todo = [start]
+        while todo:
+            node = todo.pop(0)
+            if node is None or id(node) in self.index:
+                continue
+            self.index[id(node)] = len(self.nodes)
+            self.nodes.append(node)
+            todo.extend(node.successors.values())
+
+
+def shape_of(flow: Any) -> str:
+    """The flow's structure as text: node classes and names, their successors by action,
+    nested flows. A checkpoint only resumes a flow of the same shape."""
+    parts: list[str] = []
+    inside: set[int] = set()
+
+    def describe(start: Any) -> None:
+        graph = _Graph(start)
+        parts.append("[")
+        for node in graph.nodes:
+            successors = {
+                a: graph.index[id(n)] if n is not None else None for a, n in node.successors.items()
+            }
+            parts.append(f"{type(node).__qualname__}:{node_name(node)}:{successors}")
+            sub = getattr(node, "start_node", None)
+            if sub is not None and id(node) not in inside:
+                inside.add(id(node))
+                describe(sub)
+                inside.discard(id(node))
+        parts.append("]")
+
+    describe(flow.start_node)
+    return " ".join(parts)
+
+
+class _Writer:
+    """The run's writer thread: saves what the loop hands it, in one transaction per batch
+    of records."""
+
+    _STOP = object()
+
+    def __init__(self, store: CheckpointStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(
+            target=self._loop, name=f"flowfn-checkpoint-{run_id}", daemon=True
+        )
+        self.thread.start()
+
+    def put(self, record: Record) -> None:
+        if self.error is not None:
+            raise FlowError(
+                f"run {self.run_id!r}: saving the checkpoint failed: {self.error}"
+            ) from self.error
+        self.queue.put(record)
+
+    def _loop(self) -> None:
+        while True:
+            records = [self.queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while len(records) < 4096:
+                    records.append(self.queue.get_nowait())
+            stop = records[-1] is self._STOP
+            if stop:
+                records.pop()
+            if records and self.error is None:
+                try:
+                    self.store.save(self.run_id, records)
+                except BaseException as exc:
+                    self.error = exc
+            if stop:
+                close = getattr(self.store, "close", None)
+                if close is not None:
+                    close()
+                return
+
+    def close(self) -> None:
+        """Save what is queued and end the thread (blocks: call from a worker thread)."""
+        self.queue.put(self._STOP)
+        self.thread.join()
+
+
+class Journal:
+    """One durable run, as the walk and the batches see it (event loop thread only)."""
+
+    def __init__(
+        self, store: CheckpointStore, run_id: str, saved: Saved | None, shared: Any
+    ) -> None:
+        self.store, self.run_id, self.shared = store, run_id, shared
+        self.dumps, self.loads = store.serializer.dumps, store.serializer.loads
+        self.writer = _Writer(store, run_id)
+        last = saved.last if saved is not None else None
+        self.seq = 1 if last is None else last.seq + 1
+        self.resume: Record | None = last
+        self.finished_items = saved.items if saved is not None else {}
+        self.skipped_items = 0
+        self._graphs: dict[int, _Graph] = {}
+
+    # -- the walk --------------------------------------------------------------------------
+
+    def graph(self, start: Any) -> _Graph:
+        graph = self._graphs.get(id(start))
+        if graph is None:
+            graph = self._graphs[id(start)] = _Graph(start)
+        return graph
+
+    def resume_at(self, base: tuple[int, ...]) -> tuple[int, int, bool, str | None] | None:
+        """Where a walk at ``base`` starts when resuming: (step counter, node index, whether
+        that step is finished, its action), or None to start at the beginning."""
+        last = self.resume
+        if last is None or len(last.position) <= len(base) or last.position[: len(base)] != base:
+            return None
+        level = len(base)
+        deepest = len(last.position) == level + 1
+        if deepest:
+            self.resume = None  # below here, everything starts afresh
+        finished = deepest and last.done
+        return last.position[level], last.nodes[level], finished, last.action
+
+    def step_done(
+        self,
+        position: tuple[int, ...],
+        nodes: tuple[int, ...],
+        node: Any,
+        action: Any,
+        shared: Any,
+    ) -> None:
+        blob = self.snapshot(shared, node)
+        self.writer.put(
+            Record(
+                "step",
+                self._next(),
+                position,
+                nodes,
+                action if action is None or isinstance(action, str) else repr(action),
+                blob,
+                node=node_name(node),
+            )
+        )
+
+    def snapshot(self, shared: Any, node: Any) -> bytes:
+        try:
+            return self.dumps(shared)
+        except Exception as exc:
+            raise _unsaveable(self, shared, node, exc) from exc
+
+    def _next(self) -> int:
+        self.seq += 1
+        return self.seq - 1
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def batch(self, node: Any) -> _Batch:
+        position, nodes = _where.get()
+        return _Batch(self, node, position, nodes)
+
+
+class _Batch:
+    """The items of one batch of a durable run: which are finished, and recording more."""
+
+    __slots__ = ("done", "flows", "journal", "last_flush", "node", "nodes", "pending", "position")
+
+    def __init__(
+        self, journal: Journal, node: Any, position: tuple[int, ...], nodes: tuple[int, ...]
+    ) -> None:
+        self.journal, self.node, self.position, self.nodes = journal, node, position, nodes
+        self.done = journal.finished_items.get(position, {})
+        self.flows = hasattr(node, "start_node")  # a batch flow's runs write to shared
+        self.pending: list[tuple[int, bytes]] = []
+        self.last_flush = time.monotonic()
+
+    def finished(self, index: int, result: Any) -> None:
+        try:
+            blob = self.journal.dumps(result)
+        except Exception as exc:
+            raise FlowError(
+                f"item {index} of {node_name(self.node)!r}: its result cannot be saved in the "
+                f"checkpoint ({type(exc).__name__}: {exc}); return a value the checkpoint's "
+                f"serializer can save"
+            ) from exc
+        self.pending.append((index, blob))
+        if len(self.pending) >= ITEMS_AT_ONCE or (
+            time.monotonic() - self.last_flush >= PROGRESS_EVERY
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the finished items to the writer (with the shared store, for a batch flow)."""
+        if not self.pending:
+            return
+        items, self.pending = tuple(self.pending), []
+        self.last_flush = time.monotonic()
+        journal = self.journal
+        if self.flows:
+            blob = journal.snapshot(journal.shared, self.node)
+            record = Record(
+                "progress",
+                journal._next(),
+                self.position,
+                self.nodes,
+                None,
+                blob,
+                done=False,
+                items=items,
+                node=node_name(self.node),
+            )
+        else:
+            record = Record("items", 0, self.position, items=items)
+        journal.writer.put(record)
+
+    def recorded(self, index: int) -> tuple[bool, Any]:
+        blob = self.done.get(index)
+        if blob is None:
+            return False, None
+        self.journal.skipped_items += 1
+        return True, self.journal.loads(blob)
+
+
+def wrap_batch(
+    journal: Journal,
+    node: Any,
+    fn: Callable[[Any], Awaitable[Any]],
+    items: Iterable[Any] | AsyncIterable[Any],
+) -> tuple[Callable[[tuple[int, Any]], Awaitable[Any]], Any, _Batch]:
+    """``fn`` and ``items`` for a durable batch: items numbered, finished ones skipped."""
+    batch = journal.batch(node)
+
+    async def run(pair: tuple[int, Any]) -> Any:
+        index, item = pair
+        known, result = batch.recorded(index)
+        if known:
+            return result
+        token = _journal.set(None)  # an item is redone whole: nothing inside is recorded
+        try:
+            result = await fn(item)
+        finally:
+            _journal.reset(token)
+        batch.finished(index, result)
+        return result
+
+    return run, _numbered(items), batch
+
+
+def wrap_batch_sync(
+    journal: Journal, node: Any, fn: Callable[[Any], Any], items: Iterable[Any]
+) -> tuple[Callable[[tuple[int, Any]], Any], Iterable[tuple[int, Any]], _Batch]:
+    batch = journal.batch(node)
+
+    def run(pair: tuple[int, Any]) -> Any:
+        index, item = pair
+        known, result = batch.recorded(index)
+        if known:
+            return result
+        token = _journal.set(None)
+        try:
+            result = fn(item)
+        finally:
+            _journal.reset(token)
+        batch.finished(index, result)
+        return result
+
+    return run, enumerate(items), batch
+
+
+async def durable(
+    journal: Journal,
+    node: Any,
+    fn: Callable[[Any], Awaitable[Any]],
+    items: Iterable[Any] | AsyncIterable[Any],
+    runner: Callable[[Any, Any], Awaitable[list[Any]]],
+) -> list[Any]:
+    """``runner(fn, items)`` (the batch), with finished items recorded and, on resume,
+    the recorded ones not run again."""
+    run, numbered, batch = wrap_batch(journal, node, fn, items)
+    try:
+        results = await runner(run, numbered)
+    except BaseException:
+        end_batch(batch, failed=True)
+        raise
+    end_batch(batch, failed=False)
+    return results
+
+
+def durable_sync(
+    journal: Journal,
+    node: Any,
+    fn: Callable[[Any], Any],
+    items: Iterable[Any],
+    runner: Callable[[Any, Any], list[Any]],
+) -> list[Any]:
+    """The sync :func:`durable`."""
+    run, numbered, batch = wrap_batch_sync(journal, node, fn, items)
+    try:
+        results = runner(run, numbered)
+    except BaseException:
+        end_batch(batch, failed=True)
+        raise
+    end_batch(batch, failed=False)
+    return results
+
+
+def end_batch(batch: _Batch, failed: bool) -> None:
+    """Send what finished; after a failure, without hiding that failure."""
+    if not failed:
+        batch.flush()
+        return
+    with contextlib.suppress(Exception):
+        batch.flush()
+
+
+def _numbered(items: Iterable[Any] | AsyncIterable[Any]) -> Any:
+    if isinstance(items, AsyncIterable):
+        return _anumbered(items)
+    sized = hasattr(items, "__len__")
+    return _Numbered(items) if sized else enumerate(items)
+
+
+class _Numbered:
+    """``enumerate(items)`` that keeps ``len(items)`` (for batch events and progress)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: Any) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        return enumerate(self.items)
+
+
+async def _anumbered(items: AsyncIterable[Any]) -> AsyncIterator[tuple[int, Any]]:
+    index = 0
+    async for item in items:
+        yield index, item
+        index += 1
+
+
+def _unsaveable(journal: Journal, shared: Any, node: Any, exc: Exception) -> FlowError:
+    """The error for a shared store that cannot be saved: which key, after which node."""
+    culprit = ""
+    if isinstance(shared, MutableMapping):
+        for key, value in shared.items():
+            try:
+                journal.dumps(value)
+            except Exception:
+                culprit = f"shared[{key!r}] ({type(value).__name__}) "
+                break
+    return FlowError(
+        f"node {node_name(node)!r}: {culprit or 'the shared store '}cannot be saved in the "
+        f"checkpoint ({type(exc).__name__}: {exc}). Keep such values out of the shared store "
+        f"(in flowfn.local() or a param), or use a serializer that can save them; the run "
+        f"stopped after the last step that could be saved"
+    )
+
+
+# -- running -------------------------------------------------------------------------------
+
+
+async def run_durable(
+    root: Any,
+    shared: Any,
+    checkpoint: Any,
+    run_id: str | None,
+    *,
+    target: str | None = None,
+) -> Any:
+    """Run ``root`` recording into ``checkpoint``; resume ``run_id`` if it is there."""
+    global _active
+    from ._flows import Flow
+
+    store = _store(checkpoint, root)
+    if not isinstance(shared, MutableMapping):
+        raise TypeError(
+            f"{node_name(root)}: a run with checkpoint= needs a dict-like shared store (it is "
+            f"saved and restored by key), got {type(shared).__name__}"
+        )
+    if run_id is None:
+        run_id = uuid.uuid4().hex[:12]
+    elif not isinstance(run_id, str) or not run_id:
+        raise TypeError(f"{node_name(root)}: run_id must be a non-empty str, got {run_id!r}")
+    flow = root if isinstance(root, Flow) else Flow(root)
+    shape = shape_of(flow)
+    try:
+        initial = store.serializer.dumps(dict(shared))
+    except Exception as exc:
+        raise FlowError(
+            f"{node_name(root)}: the shared store you passed cannot be saved in the checkpoint "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    saved = await anyio.to_thread.run_sync(
+        lambda: store.begin(
+            run_id, flow=node_name(root), shape=shape, initial=initial, target=target
+        )
+    )
+    journal: Journal | None = None
+    try:
+        if saved is not None:
+            restored = _restore(store, saved, shape, shared, initial, root)
+            shared.clear()
+            shared.update(restored)
+            if saved.status == "done":  # nothing left to do: the result it gave
+                return None if saved.detail is None else store.serializer.loads(saved.detail)
+        journal = Journal(store, run_id, saved, shared)
+        token = _journal.set(journal)
+        _active += 1
+        try:
+            result = await flow._run_async(shared)
+        finally:
+            _active -= 1
+            _journal.reset(token)
+        try:
+            detail: bytes | None = store.serializer.dumps(result)
+        except Exception:
+            detail = None
+        with anyio.CancelScope(shield=True):
+            await _end(store, run_id, journal, "done", None, detail)
+        return result
+    except BaseException as exc:
+        if journal is not None:
+            status = "failed" if isinstance(exc, Exception) else "interrupted"
+            with anyio.CancelScope(shield=True):
+                await _end(store, run_id, journal, status, f"{type(exc).__name__}: {exc}", None)
+            add_note(
+                exc,
+                f"flowfn: run {run_id!r} is saved in {_where_saved(store)}; fix the cause and "
+                f"run again with run_id={run_id!r} to resume it",
+            )
+        raise
+    finally:
+        store.release(run_id)
+
+
+async def _end(
+    store: CheckpointStore,
+    run_id: str,
+    journal: Journal | None,
+    status: str,
+    error: str | None,
+    detail: bytes | None,
+) -> None:
+    def end() -> None:
+        if journal is not None:
+            journal.writer.close()
+            if journal.writer.error is not None and status == "done":
+                raise FlowError(
+                    f"run {run_id!r}: saving the checkpoint failed: {journal.writer.error}"
+                ) from journal.writer.error
+        store.finish(run_id, status, error, detail)
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+
+    await anyio.to_thread.run_sync(end)
+
+
+def _store(checkpoint: Any, root: Any) -> CheckpointStore:
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return SQLiteStore(checkpoint)
+    if isinstance(checkpoint, CheckpointStore):
+        return checkpoint
+    raise TypeError(
+        f"{node_name(root)}: checkpoint= must be a file path (an SQLite file) or a checkpoint "
+        f"store (flowfn.SQLiteStore, or an object with begin/save/finish/release/runs and a "
+        f"serializer), got {type(checkpoint).__name__}"
+    )
+
+
+def _where_saved(store: CheckpointStore) -> str:
+    path = getattr(store, "path", None)
+    return repr(str(path)) if path is not None else repr(store)
+
+
+def _restore(
+    store: CheckpointStore, saved: Saved, shape: str, shared: Any, initial: bytes, root: Any
+) -> Any:
+    """The shared store to resume from, after checking that the run fits this flow."""
+    run = repr(saved.run_id)
+    if saved.shape != shape:
+        raise FlowError(
+            f"run {run} in {_where_saved(store)} was made by a flow of another shape (its "
+            f"nodes, names or actions differ from {node_name(root)!r}'s now); it cannot "
+            f"resume here. Resume it with the flow as it was, or start a new run_id."
+        )
+    if saved.serializer != store.serializer.name:
+        raise FlowError(
+            f"run {run} was saved with the {saved.serializer!r} serializer, and this store "
+            f"uses {store.serializer.name!r}; open it with the same serializer"
+        )
+    loads = store.serializer.loads
+    if shared and saved.initial is not None and saved.initial != initial:
+        try:
+            same = loads(saved.initial) == dict(shared)
+        except Exception:
+            same = False
+        if not same:
+            raise FlowError(
+                f"run {run} started from another shared store than the one passed now; to "
+                f"resume it, pass the same shared store it started with, or an empty one "
+                f"(the saved state replaces it), or start a new run_id"
+            )
+    last = saved.last
+    blob = last.shared if last is not None and last.shared is not None else saved.initial
+    return {} if blob is None else loads(blob)

@@ -1,0 +1,452 @@
+"""Where durable runs are kept: the checkpoint store protocol and its SQLite implementation.
+
+A store holds runs by ``run_id``. For each run: what it is (the flow's name and shape, the
+serializer, its status), the completed steps (their place in the flow, the action each
+returned and the shared store after it) and the finished items of its batches (their
+results). Records arrive in batches from one writer thread per run; each batch is one
+transaction, so a process killed at any moment leaves either all of a batch or none of it.
+
+Values are serialised by a :class:`Serializer`: pickle by default (a checkpoint file is
+then trusted code, as any pickle is: never load one from someone you do not trust), or
+JSON for plain data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from ._errors import FlowError
+
+__all__ = [
+    "FORMAT",
+    "CheckpointStore",
+    "JSONSerializer",
+    "PickleSerializer",
+    "Record",
+    "RunInfo",
+    "Saved",
+    "Serializer",
+    "SQLiteStore",
+]
+
+#: The layout of checkpoint files this flowfn writes; files of another layout are refused.
+FORMAT = 1
+_APPLICATION_ID = 0x666C6F77  # "flow": marks an SQLite file as a flowfn checkpoint
+
+
+@runtime_checkable
+class Serializer(Protocol):
+    """Turns values into bytes and back; ``name`` is recorded with each run."""
+
+    name: str
+
+    def dumps(self, value: Any) -> bytes: ...
+
+    def loads(self, data: bytes) -> Any: ...
+
+
+class PickleSerializer:
+    """Any picklable Python object. Loading a pickle runs code: trust the file."""
+
+    name = "pickle"
+
+    def dumps(self, value: Any) -> bytes:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def loads(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+    def __repr__(self) -> str:
+        return "PickleSerializer()"
+
+
+class JSONSerializer:
+    """JSON values only (dicts with str keys, lists, str, numbers, bools, None); tuples come
+    back as lists. Safe to load from anywhere."""
+
+    name = "json"
+
+    def dumps(self, value: Any) -> bytes:
+        return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+
+    def loads(self, data: bytes) -> Any:
+        return json.loads(data)
+
+    def __repr__(self) -> str:
+        return "JSONSerializer()"
+
+
+class Record(NamedTuple):
+    """One thing to save. ``kind`` is ``"step"`` (a completed step: ``action`` set,
+    ``done=True``), ``"progress"`` (the shared store during a batch flow, ``done=False``,
+    with the items finished by then) or ``"items"`` (finished items of a batch)."""
+
+    kind: str
+    seq: int
+    position: tuple[int, ...]
+    nodes: tuple[int, ...] = ()
+    action: str | None = None
+    shared: bytes | None = None
+    done: bool = True
+    items: tuple[tuple[int, bytes], ...] = ()
+    node: str = ""
+
+
+@dataclass
+class Saved:
+    """What a store holds for a run, as :meth:`CheckpointStore.begin` hands it back."""
+
+    run_id: str
+    status: str  # "running", "failed", "interrupted", "paused", "done"
+    shape: str
+    serializer: str
+    flowfn_format: int
+    initial: bytes | None = None
+    #: The latest step or progress record (None if no step finished yet).
+    last: Record | None = None
+    #: Finished batch items: {batch position: {item index: result bytes}}.
+    items: dict[tuple[int, ...], dict[int, bytes]] = field(default_factory=dict)
+    detail: bytes | None = None
+
+
+class RunInfo(NamedTuple):
+    """A run, as ``flowfn runs list`` shows it."""
+
+    run_id: str
+    flow: str
+    status: str
+    created: float
+    updated: float
+    steps: int
+    items: int
+    error: str | None
+    target: str | None
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """What ``run(checkpoint=...)`` needs from a store; :class:`SQLiteStore` is the built-in.
+
+    ``begin`` and ``finish`` are called on the event loop's thread, ``save`` on the run's
+    writer thread (one per run). A store for another database implements these five methods.
+    """
+
+    serializer: Serializer
+
+    def begin(
+        self, run_id: str, *, flow: str, shape: str, initial: bytes, target: str | None
+    ) -> Saved | None:
+        """Claim ``run_id`` for this process until :meth:`release` (a ``FlowError`` if
+        another process or run holds it) and return what was saved, or None for a new run."""
+        ...
+
+    def save(self, run_id: str, records: Sequence[Record]) -> None:
+        """Save ``records`` in one transaction: all of them or, on a crash, none."""
+        ...
+
+    def finish(self, run_id: str, status: str, error: str | None, detail: bytes | None) -> None:
+        """Record how the run ended (or paused)."""
+        ...
+
+    def release(self, run_id: str) -> None:
+        """Give up the claim on ``run_id``."""
+        ...
+
+    def runs(self) -> list[RunInfo]:
+        """Every run in the store, oldest first."""
+        ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, flow TEXT NOT NULL, shape TEXT NOT NULL,
+    serializer TEXT NOT NULL, status TEXT NOT NULL, created REAL NOT NULL,
+    updated REAL NOT NULL, initial BLOB, error TEXT, detail BLOB, target TEXT
+);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, position TEXT NOT NULL, nodes TEXT NOT NULL,
+    node TEXT NOT NULL, action TEXT, done INTEGER NOT NULL, shared BLOB,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS items (
+    run_id TEXT NOT NULL, batch TEXT NOT NULL, item INTEGER NOT NULL, result BLOB NOT NULL,
+    PRIMARY KEY (run_id, batch, item)
+);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL NOT NULL, expires REAL
+);
+"""
+
+# Runs claimed by this process: POSIX record locks do not exclude the process holding them.
+_claimed: set[tuple[str, str]] = set()
+_claimed_lock = threading.Lock()
+
+
+class SQLiteStore:
+    """Runs kept in one SQLite file (WAL mode), created on first use.
+
+    ``SQLiteStore("runs.db")`` is what ``run(checkpoint="runs.db")`` uses. Several runs and
+    several processes may share a file; a run is claimed by one process at a time (a lock
+    on ``<file>-flowfn.lock`` that the system releases if the process dies).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, serializer: Serializer | None = None):
+        self.path = Path(path)
+        self.serializer: Serializer = serializer or PickleSerializer()
+        if not isinstance(self.serializer, Serializer):
+            raise TypeError(
+                f"SQLiteStore: serializer must have name, dumps() and loads(), got "
+                f"{self.serializer!r}"
+            )
+        self._local = threading.local()
+        self._locks: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r}, serializer={self.serializer!r})"
+
+    # -- connections: one per thread -----------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._connect()
+            self._local.db = db
+        return db
+
+    def _connect(self) -> sqlite3.Connection:
+        where = str(self.path)
+        try:
+            db = sqlite3.connect(where, timeout=30, isolation_level=None)
+            application_id = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.DatabaseError as exc:
+            raise FlowError(
+                f"checkpoint {where!r} is not a flowfn checkpoint: SQLite cannot read it "
+                f"({exc}). Point checkpoint= at a new file, or at one flowfn wrote."
+            ) from None
+        if application_id != _APPLICATION_ID and tables:
+            db.close()
+            raise FlowError(
+                f"checkpoint {where!r} is an SQLite database of something else (tables "
+                f"{sorted(tables)[:5]}), not a flowfn checkpoint; use another file"
+            )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        if application_id != _APPLICATION_ID:
+            db.executescript(_SCHEMA)  # idempotent: a concurrent creator does the same
+            with _transaction(db):
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(FORMAT),))
+            db.execute(f"PRAGMA application_id={_APPLICATION_ID}")
+        found = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        if found is None or found[0] != str(FORMAT):
+            db.close()
+            raise FlowError(
+                f"checkpoint {where!r} was written in checkpoint format {found and found[0]}, "
+                f"and this flowfn reads format {FORMAT}; finish its runs with the flowfn "
+                f"that wrote it, or start afresh in a new file"
+            )
+        return db
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    def begin(
+        self, run_id: str, *, flow: str, shape: str, initial: bytes, target: str | None
+    ) -> Saved | None:
+        db = self._db()
+        self._claim(run_id)
+        try:
+            row = db.execute(
+                "SELECT status, shape, serializer, initial, detail FROM runs WHERE run_id=?",
+                (run_id,),
+            ).fetchone()
+            now = time.time()
+            if row is None:
+                with _transaction(db):
+                    db.execute(
+                        "INSERT INTO runs (run_id, flow, shape, serializer, status, created, "
+                        "updated, initial, target) VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                        (run_id, flow, shape, self.serializer.name, now, now, initial, target),
+                    )
+                return None
+            status, saved_shape, serializer, saved_initial, detail = row
+            saved = Saved(run_id, status, saved_shape, serializer, FORMAT, saved_initial)
+            saved.detail = detail
+            last = db.execute(
+                "SELECT seq, position, nodes, node, action, done, shared FROM steps "
+                "WHERE run_id=? ORDER BY seq DESC LIMIT 1",
+                (run_id,),
+            ).fetchone()
+            if last is not None:
+                seq, position, nodes, node, action, done, shared = last
+                saved.last = Record(
+                    "step" if done else "progress",
+                    seq,
+                    tuple(json.loads(position)),
+                    tuple(json.loads(nodes)),
+                    action,
+                    shared,
+                    bool(done),
+                    node=node,
+                )
+            for batch, item, result in db.execute(
+                "SELECT batch, item, result FROM items WHERE run_id=?", (run_id,)
+            ):
+                saved.items.setdefault(tuple(json.loads(batch)), {})[item] = result
+            return saved
+        except BaseException:
+            self.release(run_id)
+            raise
+
+    def save(self, run_id: str, records: Sequence[Record]) -> None:
+        db = self._db()
+        steps: list[tuple[Any, ...]] = []
+        items: list[tuple[Any, ...]] = []
+        latest = -1
+        for record in records:
+            if record.kind in ("step", "progress"):
+                steps.append(
+                    (
+                        run_id,
+                        record.seq,
+                        json.dumps(record.position),
+                        json.dumps(record.nodes),
+                        record.node,
+                        record.action,
+                        int(record.done),
+                        record.shared,
+                    )
+                )
+                latest = max(latest, record.seq)
+            if record.items:
+                batch = json.dumps(record.position)
+                items.extend((run_id, batch, index, blob) for index, blob in record.items)
+        with _transaction(db):
+            if items:
+                db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)", items)
+            if steps:
+                db.executemany(
+                    "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", steps
+                )
+                # Only the latest shared store is needed to resume; older ones are history.
+                db.execute(
+                    "UPDATE steps SET shared=NULL WHERE run_id=? AND seq<? AND shared IS NOT NULL",
+                    (run_id, latest),
+                )
+            db.execute("UPDATE runs SET updated=? WHERE run_id=?", (time.time(), run_id))
+
+    def finish(self, run_id: str, status: str, error: str | None, detail: bytes | None) -> None:
+        db = self._db()
+        with _transaction(db):
+            db.execute(
+                "UPDATE runs SET status=?, error=?, detail=?, updated=? WHERE run_id=?",
+                (status, error, detail, time.time(), run_id),
+            )
+
+    def release(self, run_id: str) -> None:
+        lock = self._locks.pop(run_id, None)
+        if lock is not None:
+            _unlock(lock)
+        with _claimed_lock:
+            _claimed.discard((str(self.path.resolve()), run_id))
+
+    def runs(self) -> list[RunInfo]:
+        db = self._db()
+        rows = db.execute(
+            "SELECT r.run_id, r.flow, r.status, r.created, r.updated, r.error, r.target, "
+            "(SELECT COUNT(*) FROM steps s WHERE s.run_id=r.run_id AND s.done=1), "
+            "(SELECT COUNT(*) FROM items i WHERE i.run_id=r.run_id) "
+            "FROM runs r ORDER BY r.created"
+        ).fetchall()
+        return [
+            RunInfo(run_id, flow, status, created, updated, steps, items, error, target)
+            for run_id, flow, status, created, updated, error, target, steps, items in rows
+        ]
+
+    def steps(self, run_id: str) -> list[tuple[int, tuple[int, ...], str, str | None, bool]]:
+        """(seq, position, node, action, done) of every recorded step of ``run_id``."""
+        rows = self._db().execute(
+            "SELECT seq, position, node, action, done FROM steps WHERE run_id=? ORDER BY seq",
+            (run_id,),
+        )
+        return [(seq, tuple(json.loads(p)), n, a, bool(d)) for seq, p, n, a, d in rows]
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # -- claiming a run --------------------------------------------------------------------
+
+    def _claim(self, run_id: str) -> None:
+        key = (str(self.path.resolve()), run_id)
+        with _claimed_lock:
+            if key in _claimed:
+                raise FlowError(
+                    f"run {run_id!r} in {str(self.path)!r} is already running in this "
+                    f"process; wait for it to end, or use another run_id"
+                )
+            lock = _lock(self.path, run_id)
+            if lock is None:
+                raise FlowError(
+                    f"run {run_id!r} in {str(self.path)!r} is running in another process; "
+                    f"wait for it to end (or stop it) before resuming it"
+                )
+            _claimed.add(key)
+            self._locks[run_id] = lock
+
+
+def _transaction(db: sqlite3.Connection) -> Any:
+    class Transaction:
+        def __enter__(self) -> None:
+            db.execute("BEGIN IMMEDIATE")
+
+        def __exit__(self, kind: object, exc: object, tb: object) -> None:
+            db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+    return Transaction()
+
+
+# One open lock file per path for the life of the process: closing any descriptor of a
+# file drops all of this process's POSIX locks on it, so descriptors are never closed.
+_lock_files: dict[str, int] = {}
+
+
+def _lock(path: Path, run_id: str) -> Any:
+    """An exclusive lock on one byte of ``<path>-flowfn.lock`` chosen by ``run_id``, or
+    None if another process holds it. The system drops it when this process dies."""
+    import zlib
+
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: claims hold within this process only
+        return True
+    name = f"{path.resolve()}-flowfn.lock"
+    fd = _lock_files.get(name)
+    if fd is None:
+        fd = _lock_files[name] = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
+    offset = zlib.crc32(run_id.encode())
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+    except OSError:
+        return None
+    return (fd, offset)
+
+
+def _unlock(lock: Any) -> None:
+    if isinstance(lock, tuple):
+        import fcntl
+
+        fd, offset = lock
+        fcntl.lockf(fd, fcntl.LOCK_UN, 1, offset)

@@ -1,0 +1,371 @@
+"""Durable runs: checkpoints in a real SQLite file, resumed after SIGKILL, exceptions and in
+other processes, on asyncio and trio."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowfn import (
+    AsyncFlow,
+    Event,
+    Flow,
+    FlowError,
+    JSONSerializer,
+    SQLiteStore,
+    batch,
+    node,
+    parallel_batch,
+)
+
+CHILD = Path(__file__).with_name("durable_child.py")
+CALLS = 27  # start, 12 squares, 12 cubes, add, double
+EXPECTED = {
+    "n": 12,
+    "squares": [i * i for i in range(12)],
+    "cubes": {str(i): i**3 for i in range(12)},
+    "sum": sum(i * i for i in range(12)) + sum(i**3 for i in range(12)),
+}
+EXPECTED["double"] = EXPECTED["sum"] * 2
+backends = pytest.mark.parametrize("backend", ["asyncio", "trio"])
+
+
+def child(tmp: Path, backend: str, *extra: str, run_id: str = "run-1", wait: bool = True) -> Any:
+    command = [
+        sys.executable, str(CHILD), str(tmp / "runs.db"), run_id, str(tmp / "calls.log"),
+        backend, *extra,
+    ]  # fmt: skip
+    if not wait:
+        return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def calls(tmp: Path) -> list[str]:
+    path = tmp / "calls.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def recorded(tmp: Path) -> set[str]:
+    """What the checkpoint holds as finished: step node names and batch items."""
+    with sqlite3.connect(tmp / "runs.db") as db:
+        steps = {row[0] for row in db.execute("SELECT node FROM steps WHERE done=1")}
+        items = db.execute("SELECT batch, item FROM items").fetchall()
+    done = {name for name in ("start", "add", "double") if name in steps}
+    for place, item in items:  # the batch's place: step 1 is square, step 2 cubes
+        done.add(f"{'square' if json.loads(place) == [1] else 'cube'} {item}")
+    return done
+
+
+# -- killed, then resumed in a new process ---------------------------------------------
+
+
+def killed_then_resumed(tmp: Path, backend: str, kill_at: int) -> None:
+    first = child(tmp, backend, "--kill-at", str(kill_at))
+    assert first.returncode == -9, first.stdout + first.stderr
+    before = calls(tmp)
+    assert len(before) == kill_at
+    done_at_kill = recorded(tmp)
+
+    second = child(tmp, backend)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert json.loads(second.stdout) == EXPECTED  # what an uninterrupted run gives
+    counts = Counter(calls(tmp))
+    # Every call happened, none more than twice, and nothing recorded ran again.
+    assert set(counts) == {"start", "add", "double"} | {
+        f"{kind} {i}" for kind in ("square", "cube") for i in range(12)
+    }
+    assert max(counts.values()) <= 2
+    for name in done_at_kill:
+        assert counts[name] == 1, f"{name} was recorded, yet ran again"
+
+
+@backends
+@pytest.mark.parametrize(
+    "kill_at",
+    [6, 20, 26],  # in the parallel batch; in the batch flow's runs; in the last step
+)
+def test_a_run_killed_with_sigkill_resumes_without_redoing_recorded_work(
+    tmp_path: Path, backend: str, kill_at: int
+) -> None:
+    killed_then_resumed(tmp_path, backend, kill_at)
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    kill_at=st.integers(min_value=1, max_value=CALLS), backend=st.sampled_from(["asyncio", "trio"])
+)
+def test_any_kill_point_resumes_to_the_uninterrupted_result(
+    tmp_path_factory: pytest.TempPathFactory, kill_at: int, backend: str
+) -> None:
+    killed_then_resumed(tmp_path_factory.mktemp("kill"), backend, kill_at)
+
+
+@backends
+def test_an_exception_stops_the_run_and_running_again_resumes_it(
+    tmp_path: Path, backend: str
+) -> None:
+    failed = child(tmp_path, backend, "--fail-at", "22")  # in the batch flow's runs
+    assert failed.returncode == 1
+    assert "RuntimeError: failed at call 22" in failed.stdout
+    done = recorded(tmp_path)
+    assert {"start"} | {f"square {i}" for i in range(12)} <= done
+
+    resumed = child(tmp_path, backend)
+    assert json.loads(resumed.stdout) == EXPECTED
+    counts = Counter(calls(tmp_path))
+    assert counts["start"] == 1
+    assert all(counts[f"square {i}"] == 1 for i in range(12))
+
+    again = child(tmp_path, backend)  # a finished run: nothing runs, same result
+    assert json.loads(again.stdout) == EXPECTED
+    assert Counter(calls(tmp_path)) == counts
+
+
+def test_two_processes_resuming_one_run_one_proceeds_the_other_is_refused(
+    tmp_path: Path,
+) -> None:
+    slow = child(tmp_path, "asyncio", "--slow", wait=False)
+    deadline = time.monotonic() + 60
+    while not any(c.startswith("square") for c in calls(tmp_path)):
+        assert time.monotonic() < deadline, "the first process never started its items"
+        time.sleep(0.05)
+    second = child(tmp_path, "trio")
+    assert second.returncode == 1
+    assert "FlowError: run 'run-1'" in second.stdout
+    assert "is running in another process" in second.stdout
+    out, _ = slow.communicate(timeout=120)
+    assert slow.returncode == 0
+    assert json.loads(out) == EXPECTED
+    other = child(tmp_path, "trio", run_id="run-2")  # another run of the same file: free
+    assert json.loads(other.stdout) == EXPECTED
+
+
+# -- in this process ----------------------------------------------------------------------
+
+
+def build(log: list[str], fail: set[str]) -> Flow:
+    @node
+    def load(shared: dict[str, Any]) -> None:
+        log.append("load")
+        shared["docs"] = ["a", "bb", "ccc", "dddd"]
+
+    @batch(items="docs", into="lengths")
+    def length(doc: str) -> int:
+        log.append(f"length {doc}")
+        if doc in fail:
+            raise ValueError(f"cannot measure {doc}")
+        return len(doc)
+
+    @node
+    async def report(shared: dict[str, Any]) -> str:
+        log.append("report")
+        shared["report"] = f"{sum(shared['lengths'])} letters"
+        return "done"
+
+    load >> length >> report
+    return Flow(load)
+
+
+@pytest.mark.anyio
+async def test_a_sequential_batch_resumes_at_its_first_unfinished_item(tmp_path: Path) -> None:
+    log: list[str] = []
+    fail = {"ccc"}
+    flow = build(log, fail)
+    with pytest.raises(ValueError, match="cannot measure ccc") as caught:
+        await flow.run_async({}, checkpoint=tmp_path / "runs.db", run_id="a")
+    assert "run again with run_id='a' to resume it" in caught.value.__notes__[-1]
+    assert log == ["load", "length a", "length bb", "length ccc"]
+
+    fail.clear()
+    seen: list[Event] = []
+    shared: dict[str, Any] = {}
+    action = await flow.run_async(
+        shared, checkpoint=tmp_path / "runs.db", run_id="a", on_event=seen.append
+    )
+    assert action == "done"
+    assert log[4:] == ["length ccc", "length dddd", "report"]
+    assert shared == {"docs": ["a", "bb", "ccc", "dddd"], "lengths": [1, 2, 3, 4],
+                      "report": "10 letters"}  # fmt: skip
+    # Resumed items still count, so progress bars reach the end.
+    assert sorted(e.item for e in seen if e.kind == "item_end") == [0, 1, 2, 3]
+
+
+@pytest.mark.anyio
+async def test_nested_flows_resume_inside_the_inner_flow(tmp_path: Path) -> None:
+    log: list[str] = []
+    broken = {"yes"}
+
+    @node
+    def one(shared: dict[str, Any]) -> None:
+        log.append("one")
+
+    @node
+    def two(shared: dict[str, Any]) -> None:
+        log.append("two")
+        if broken:
+            raise OSError("disk full")
+        shared["two"] = True
+
+    @node
+    def three(shared: dict[str, Any]) -> None:
+        log.append("three")
+
+    @node
+    def first(shared: dict[str, Any]) -> None:
+        log.append("first")
+
+    one >> two >> three
+    inner = Flow(one)
+    first >> inner
+    outer = AsyncFlow(first)
+    with pytest.raises(OSError, match="disk full"):
+        await outer.run_async({}, checkpoint=tmp_path / "runs.db", run_id="n")
+    broken.clear()
+    shared: dict[str, Any] = {}
+    await outer.run_async(shared, checkpoint=tmp_path / "runs.db", run_id="n")
+    assert log == ["first", "one", "two", "two", "three"]
+    assert shared == {"two": True}
+    steps = SQLiteStore(tmp_path / "runs.db").steps("n")
+    assert [(position, name) for _, position, name, _, _ in steps] == [
+        ((0,), "first"), ((1, 0), "one"), ((1, 1), "two"), ((1, 2), "three"), ((1,), "Flow"),
+    ]  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_a_new_run_id_starts_afresh_and_runs_are_listed(tmp_path: Path) -> None:
+    log: list[str] = []
+    flow = build(log, set())
+    db = tmp_path / "runs.db"
+    await flow.run_async({}, checkpoint=db, run_id="first")
+    await flow.run_async({}, checkpoint=db, run_id="second")
+    assert log.count("load") == 2
+    runs = SQLiteStore(db).runs()
+    assert [(r.run_id, r.status, r.steps, r.items) for r in runs] == [
+        ("first", "done", 3, 4),
+        ("second", "done", 3, 4),
+    ]
+
+
+def test_a_checkpoint_of_another_flow_shape_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    build([], set()).run({}, checkpoint=db, run_id="x")
+
+    @node
+    def other(shared: dict[str, Any]) -> None:
+        shared["touched"] = True
+
+    shared: dict[str, Any] = {}
+    with pytest.raises(FlowError, match="made by a flow of another shape"):
+        Flow(other).run(shared, checkpoint=db, run_id="x")
+    assert shared == {}  # nothing half-applied
+
+
+def test_resuming_with_another_input_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    flow = build([], {"a"})
+    with pytest.raises(ValueError, match="cannot measure a"):
+        flow.run({"user": 1}, checkpoint=db, run_id="x")
+    with pytest.raises(FlowError, match="started from another shared store"):
+        flow.run({"user": 2}, checkpoint=db, run_id="x")
+
+
+def test_corrupt_and_foreign_files_are_refused(tmp_path: Path) -> None:
+    flow = build([], set())
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(FlowError, match="is not a flowfn checkpoint: SQLite cannot read it"):
+        flow.run({}, checkpoint=garbage)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    with pytest.raises(
+        FlowError, match=r"SQLite database of something else \(tables \['invoices'\]"
+    ):
+        flow.run({}, checkpoint=foreign)
+    with sqlite3.connect(foreign) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("invoices",)]
+
+
+def test_a_value_that_cannot_be_saved_names_the_key_and_node(tmp_path: Path) -> None:
+    @node
+    def opens(shared: dict[str, Any]) -> None:
+        shared["fine"] = 1
+        shared["handle"] = (tmp_path / "f").open("w")
+
+    with pytest.raises(
+        FlowError, match=r"node 'opens': shared\['handle'\] \(TextIOWrapper\) cannot be saved"
+    ):
+        Flow(opens).run({}, checkpoint=tmp_path / "runs.db")
+
+
+def test_the_json_serializer_saves_plain_data(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "runs.db", serializer=JSONSerializer())
+    log: list[str] = []
+    fail = {"dddd"}
+    flow = build(log, fail)
+    with pytest.raises(ValueError, match="cannot measure dddd"):
+        flow.run({}, checkpoint=store, run_id="j")
+    fail.clear()
+    shared: dict[str, Any] = {}
+    flow.run(shared, checkpoint=store, run_id="j")
+    assert shared["lengths"] == [1, 2, 3, 4]
+    assert log.count("length a") == 1
+    with pytest.raises(FlowError, match="saved with the 'json' serializer"):
+        flow.run({}, checkpoint=tmp_path / "runs.db", run_id="j")  # pickle by default
+
+
+def test_bad_arguments_are_refused() -> None:
+    flow = build([], set())
+    with pytest.raises(TypeError, match="pass checkpoint= too"):
+        flow.run({}, run_id="x")
+    with pytest.raises(TypeError, match="needs a dict-like shared store"):
+        flow.run([], checkpoint="unused.db")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="checkpoint= must be a file path"):
+        flow.run({}, checkpoint=42)
+
+
+@pytest.mark.anyio
+async def test_a_parallel_batch_flow_keeps_each_finished_run(tmp_path: Path) -> None:
+    ran: list[int] = []
+    broken = {5}
+
+    @node
+    async def work(shared: dict[str, Any], i: int) -> None:
+        ran.append(i)
+        if i in broken:
+            raise KeyError("five")
+        await anyio.sleep(0.001 * (i % 3))
+        shared["out"][str(i)] = i * 10
+
+    @parallel_batch(flow=Flow(work), limit=2)
+    def fan(shared: dict[str, Any]) -> list[dict[str, int]]:
+        shared.setdefault("out", {})
+        return [{"i": i} for i in range(8)]
+
+    db = tmp_path / "runs.db"
+    with pytest.raises(KeyError):
+        await Flow(fan).run_async({}, checkpoint=db, run_id="p")
+    first = list(ran)
+    broken.clear()
+    shared: dict[str, Any] = {}
+    await Flow(fan).run_async(shared, checkpoint=db, run_id="p")
+    assert shared["out"] == {str(i): i * 10 for i in range(8)}
+    again = Counter(ran[len(first) :])
+    assert 5 in again
+    # A run recorded as finished did not run again (runs 0 and 1 finished before 5 failed).
+    assert again[0] == 0
