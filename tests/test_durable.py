@@ -4,6 +4,7 @@ other processes, on asyncio and trio."""
 from __future__ import annotations
 
 import json
+import pickle
 import sqlite3
 import subprocess
 import sys
@@ -60,10 +61,14 @@ def recorded(tmp: Path) -> set[str]:
     """What the checkpoint holds as finished: step node names and batch items."""
     with sqlite3.connect(tmp / "runs.db") as db:
         steps = {row[0] for row in db.execute("SELECT node FROM steps WHERE done=1")}
-        items = db.execute("SELECT batch, item FROM items").fetchall()
+        chunks = db.execute("SELECT batch, results FROM items").fetchall()
     done = {name for name in ("start", "add", "double") if name in steps}
-    for place, item in items:  # the batch's place: step 1 is square, step 2 cubes
-        done.add(f"{'square' if json.loads(place) == [1] else 'cube'} {item}")
+    for name, kind in (("square", "square"), ("cubes", "cube")):
+        if name in steps:  # a finished batch step: every item of it is done
+            done |= {f"{kind} {i}" for i in range(12)}
+    for place, results in chunks:  # the batch's place: step 1 is square, step 2 cubes
+        for item in pickle.loads(results)[0]:
+            done.add(f"{'square' if json.loads(place) == [1] else 'cube'} {item}")
     return done
 
 
@@ -255,9 +260,9 @@ async def test_a_new_run_id_starts_afresh_and_runs_are_listed(tmp_path: Path) ->
     await flow.run_async({}, checkpoint=db, run_id="second")
     assert log.count("load") == 2
     runs = SQLiteStore(db).runs()
-    assert [(r.run_id, r.status, r.steps, r.items) for r in runs] == [
-        ("first", "done", 3, 4),
-        ("second", "done", 3, 4),
+    assert [(r.run_id, r.status, r.steps, r.flow) for r in runs] == [
+        ("first", "done", 3, "Flow"),
+        ("second", "done", 3, "Flow"),
     ]
 
 

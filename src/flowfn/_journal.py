@@ -27,6 +27,7 @@ A flow's own prep and post run again when the walk re-enters it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import queue
@@ -65,6 +66,19 @@ _journal: ContextVar[Journal | None] = ContextVar("flowfn_journal", default=None
 _where: ContextVar[tuple[tuple[int, ...], tuple[int, ...]]] = ContextVar(
     "flowfn_where", default=((), ())
 )
+
+
+@contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """The code inside is not part of the durable run around it (a run started in a step)."""
+    if not _active:
+        yield
+        return
+    token = _journal.set(None)
+    try:
+        yield
+    finally:
+        _journal.reset(token)
 
 
 def current() -> Journal | None:
@@ -119,7 +133,8 @@ def shape_of(flow: Any) -> str:
 
 class _Writer:
     """The run's writer thread: saves what the loop hands it, in one transaction per batch
-    of records."""
+    of records, and every ``PROGRESS_EVERY`` seconds collects the items that the batches
+    it watches finished meanwhile."""
 
     _STOP = object()
 
@@ -127,6 +142,8 @@ class _Writer:
         self.store, self.run_id = store, run_id
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.error: BaseException | None = None
+        self.watched: set[_Batch] = set()
+        self.lock = threading.Lock()
         self.thread = threading.Thread(
             target=self._loop, name=f"flowfn-checkpoint-{run_id}", daemon=True
         )
@@ -139,15 +156,29 @@ class _Writer:
             ) from self.error
         self.queue.put(record)
 
+    def watch(self, batch: _Batch) -> None:
+        with self.lock:
+            self.watched.add(batch)
+
+    def unwatch(self, batch: _Batch) -> None:
+        with self.lock:
+            self.watched.discard(batch)
+
     def _loop(self) -> None:
         while True:
-            records = [self.queue.get()]
+            records = []
             with contextlib.suppress(queue.Empty):
+                records.append(self.queue.get(timeout=PROGRESS_EVERY))
                 while len(records) < 4096:
                     records.append(self.queue.get_nowait())
-            stop = records[-1] is self._STOP
+            stop = bool(records) and records[-1] is self._STOP
             if stop:
                 records.pop()
+            with self.lock:
+                for batch in self.watched:
+                    record = batch.drain()
+                    if record is not None:
+                        records.append(record)
             if records and self.error is None:
                 try:
                     self.store.save(self.run_id, records)
@@ -179,6 +210,9 @@ class Journal:
         self.resume: Record | None = last
         self.finished_items = saved.items if saved is not None else {}
         self.skipped_items = 0
+        # Items of batches that ended, not serialised yet: the step around each batch is
+        # about to be recorded, which makes them moot; they are saved only if it fails.
+        self.unsaved: dict[tuple[int, ...], _Batch] = {}
         self._graphs: dict[int, _Graph] = {}
 
     # -- the walk --------------------------------------------------------------------------
@@ -211,6 +245,7 @@ class Journal:
         shared: Any,
     ) -> None:
         blob = self.snapshot(shared, node)
+        self.unsaved.pop(position, None)  # the finished step makes its items moot
         self.writer.put(
             Record(
                 "step",
@@ -229,6 +264,15 @@ class Journal:
         except Exception as exc:
             raise _unsaveable(self, shared, node, exc) from exc
 
+    def save_unsaved(self) -> None:
+        """The run stops: save the items of batches whose step did not finish."""
+        for batch in self.unsaved.values():
+            with contextlib.suppress(Exception):
+                record = batch.drain(last=True)
+                if record is not None:
+                    self.writer.put(record)
+        self.unsaved.clear()
+
     def _next(self) -> int:
         self.seq += 1
         return self.seq - 1
@@ -241,44 +285,91 @@ class Journal:
 
 
 class _Batch:
-    """The items of one batch of a durable run: which are finished, and recording more."""
+    """The items of one batch of a durable run: which are finished, and recording more.
 
-    __slots__ = ("done", "flows", "journal", "last_flush", "node", "nodes", "pending", "position")
+    A batch of functions queues each finished item; the writer thread collects the queue
+    every ``PROGRESS_EVERY`` seconds, and the batch's end collects the rest (on the loop's
+    thread, before post sees the results). A batch flow's finished runs are recorded with a
+    copy of the shared store, taken on the loop's thread.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "done",
+        "error",
+        "flows",
+        "journal",
+        "last_flush",
+        "node",
+        "nodes",
+        "pending",
+        "position",
+        "queue",
+    )  # fmt: skip
 
     def __init__(
         self, journal: Journal, node: Any, position: tuple[int, ...], nodes: tuple[int, ...]
     ) -> None:
         self.journal, self.node, self.position, self.nodes = journal, node, position, nodes
-        self.done = journal.finished_items.get(position, {})
+        self.done: dict[int, Any] = {}
+        for chunk in journal.finished_items.get(position, ()):
+            indices, results = journal.loads(chunk)
+            self.done.update(zip(indices, results, strict=True))
         self.flows = hasattr(node, "start_node")  # a batch flow's runs write to shared
-        self.pending: list[tuple[int, bytes]] = []
+        self.pending: list[tuple[int, Any]] = []  # a batch flow's finished runs
+        self.queue: collections.deque[tuple[int, Any]] = collections.deque()
         self.last_flush = time.monotonic()
+        self.error: Exception | None = None  # raised when the batch ends
+        if not self.flows:
+            journal.writer.watch(self)
 
     def finished(self, index: int, result: Any) -> None:
+        """Item ``index`` succeeded with ``result`` (never raises: errors wait for the end)."""
+        if not self.flows:
+            self.queue.append((index, result))
+            return
+        self.pending.append((index, result))
+        if time.monotonic() - self.last_flush >= PROGRESS_EVERY:
+            try:
+                self.flush()
+            except Exception as exc:
+                if self.error is None:
+                    self.error = exc
+
+    def drain(self, last: bool = False) -> Record | None:
+        """The items finished since the last drain, as a record: by the writer thread while
+        the batch runs, by the loop's thread (``last``) once nothing else drains it."""
+        queue = self.queue
+        if last:
+            pairs = list(queue)
+            queue.clear()
+        else:  # the loop may append meanwhile: take only what is there now
+            take = queue.popleft
+            pairs = [take() for _ in range(len(queue))]
+        if not pairs:
+            return None
         try:
-            blob = self.journal.dumps(result)
+            blob = self.journal.dumps(_columns(pairs))
         except Exception as exc:
-            raise FlowError(
-                f"item {index} of {node_name(self.node)!r}: its result cannot be saved in the "
-                f"checkpoint ({type(exc).__name__}: {exc}); return a value the checkpoint's "
-                f"serializer can save"
-            ) from exc
-        self.pending.append((index, blob))
-        if len(self.pending) >= ITEMS_AT_ONCE or (
-            time.monotonic() - self.last_flush >= PROGRESS_EVERY
-        ):
-            self.flush()
+            if self.error is None:
+                self.error = self._unsaveable(pairs, exc)
+            return None
+        return Record("items", 0, self.position, items=blob, count=len(pairs))
 
     def flush(self) -> None:
-        """Send the finished items to the writer (with the shared store, for a batch flow)."""
+        """Send a batch flow's finished runs to the writer, with the shared store."""
         if not self.pending:
             return
-        items, self.pending = tuple(self.pending), []
+        pending, self.pending = self.pending, []
         self.last_flush = time.monotonic()
         journal = self.journal
-        if self.flows:
-            blob = journal.snapshot(journal.shared, self.node)
-            record = Record(
+        try:
+            items = journal.dumps(_columns(pending))
+        except Exception as exc:
+            raise self._unsaveable(pending, exc) from exc
+        blob = journal.snapshot(journal.shared, self.node)
+        journal.writer.put(
+            Record(
                 "progress",
                 journal._next(),
                 self.position,
@@ -287,43 +378,91 @@ class _Batch:
                 blob,
                 done=False,
                 items=items,
+                count=len(pending),
                 node=node_name(self.node),
             )
-        else:
-            record = Record("items", 0, self.position, items=items)
-        journal.writer.put(record)
+        )
+
+    def end(self, failed: bool) -> None:
+        """Record what finished (on the loop's thread, before post sees the results); after
+        a failure, without hiding that failure."""
+        try:
+            if self.flows:
+                self.flush()
+            else:
+                self.journal.writer.unwatch(self)
+                if failed:
+                    record = self.drain(last=True)
+                    if record is not None:
+                        self.journal.writer.put(record)
+                else:  # left for the step's record, which makes them moot
+                    self.journal.unsaved[self.position] = self
+        except Exception:
+            if not failed:
+                raise
+        if not failed and self.error is not None:
+            raise self.error
+
+    def _unsaveable(self, pending: list[tuple[int, Any]], exc: Exception) -> FlowError:
+        index = next((i for i, result in pending if not _saveable(self.journal, result)), None)
+        which = "a result" if index is None else f"the result of item {index}"
+        return FlowError(
+            f"{node_name(self.node)!r}: {which} cannot be saved in the checkpoint "
+            f"({type(exc).__name__}: {exc}); return values the checkpoint's serializer can "
+            f"save"
+        )
 
     def recorded(self, index: int) -> tuple[bool, Any]:
-        blob = self.done.get(index)
-        if blob is None:
+        if index not in self.done:
             return False, None
         self.journal.skipped_items += 1
-        return True, self.journal.loads(blob)
+        return True, self.done[index]
+
+
+def _columns(pairs: list[tuple[int, Any]]) -> list[list[Any]]:
+    """``[[indices], [results]]``: half the size and time of a list of pairs."""
+    return [[index for index, _ in pairs], [result for _, result in pairs]]
+
+
+def _saveable(journal: Journal, value: Any) -> bool:
+    try:
+        journal.dumps(value)
+    except Exception:
+        return False
+    return True
 
 
 def wrap_batch(
-    journal: Journal,
-    node: Any,
-    fn: Callable[[Any], Awaitable[Any]],
-    items: Iterable[Any] | AsyncIterable[Any],
-) -> tuple[Callable[[tuple[int, Any]], Awaitable[Any]], Any, _Batch]:
+    batch: _Batch, fn: Callable[[Any], Awaitable[Any]], items: Iterable[Any] | AsyncIterable[Any]
+) -> tuple[Callable[[tuple[int, Any]], Awaitable[Any]], Any]:
     """``fn`` and ``items`` for a durable batch: items numbered, finished ones skipped."""
-    batch = journal.batch(node)
+    done, finished = batch.done, batch.finished
 
-    async def run(pair: tuple[int, Any]) -> Any:
-        index, item = pair
-        known, result = batch.recorded(index)
-        if known:
+    if not batch.flows:  # the items are functions: nothing inside them walks a flow
+
+        async def run_function(pair: tuple[int, Any]) -> Any:
+            index, item = pair
+            if done and index in done:
+                return batch.recorded(index)[1]
+            result = await fn(item)
+            finished(index, result)
             return result
-        token = _journal.set(None)  # an item is redone whole: nothing inside is recorded
+
+        return run_function, _numbered(items)
+
+    async def run_flow(pair: tuple[int, Any]) -> Any:
+        index, item = pair
+        if done and index in done:
+            return batch.recorded(index)[1]
+        token = _journal.set(None)  # a run is redone whole: nothing inside is recorded
         try:
             result = await fn(item)
         finally:
             _journal.reset(token)
-        batch.finished(index, result)
+        finished(index, result)
         return result
 
-    return run, _numbered(items), batch
+    return run_flow, _numbered(items)
 
 
 def wrap_batch_sync(
@@ -352,13 +491,21 @@ async def durable(
     node: Any,
     fn: Callable[[Any], Awaitable[Any]],
     items: Iterable[Any] | AsyncIterable[Any],
-    runner: Callable[[Any, Any], Awaitable[list[Any]]],
+    runner: Callable[[Any, Any, Any], Awaitable[list[Any]]],
+    *,
+    reports: bool,
 ) -> list[Any]:
-    """``runner(fn, items)`` (the batch), with finished items recorded and, on resume,
-    the recorded ones not run again."""
-    run, numbered, batch = wrap_batch(journal, node, fn, items)
+    """``runner(fn, items, record)`` (the batch), with finished items recorded and, on
+    resume, the recorded ones not run again. A runner that ``reports`` calls
+    ``record(index, result)`` for each item that succeeded (the pool does), so a fresh
+    batch of functions needs no wrapper around each item."""
+    batch = journal.batch(node)
     try:
-        results = await runner(run, numbered)
+        if reports and not batch.done and not batch.flows:
+            results = await runner(fn, items, batch.queue.append)
+        else:
+            run, numbered = wrap_batch(batch, fn, items)
+            results = await runner(run, numbered, None)
     except BaseException:
         end_batch(batch, failed=True)
         raise
@@ -386,11 +533,7 @@ def durable_sync(
 
 def end_batch(batch: _Batch, failed: bool) -> None:
     """Send what finished; after a failure, without hiding that failure."""
-    if not failed:
-        batch.flush()
-        return
-    with contextlib.suppress(Exception):
-        batch.flush()
+    batch.end(failed)
 
 
 def _numbered(items: Iterable[Any] | AsyncIterable[Any]) -> Any:
@@ -504,6 +647,7 @@ async def run_durable(
         return result
     except BaseException as exc:
         if journal is not None:
+            journal.save_unsaved()
             status = "failed" if isinstance(exc, Exception) else "interrupted"
             with anyio.CancelScope(shield=True):
                 await _end(store, run_id, journal, status, f"{type(exc).__name__}: {exc}", None)

@@ -22,6 +22,7 @@ from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from typing_extensions import Unpack
 
 from . import _events as events
+from . import _journal
 from ._backend import start_event_loop
 from ._errors import FlowError, node_name
 from ._local import fresh_local
@@ -137,9 +138,13 @@ class BaseNode:
                     backend=backend,
                     who=node_name(self),
                 )
-            if backend is None and not self._needs_loop():
-                return self._run(shared)
-            return start_event_loop(self._run_async, shared, backend=backend, who=node_name(self))
+            # A run started inside a step of a durable run is not part of that run.
+            with _journal.detached():
+                if backend is None and not self._needs_loop():
+                    return self._run(shared)
+                return start_event_loop(
+                    self._run_async, shared, backend=backend, who=node_name(self)
+                )
 
     async def _run_durable(self, shared: Any, checkpoint: Any, run_id: str | None) -> Any:
         from ._journal import run_durable
@@ -166,7 +171,10 @@ class BaseNode:
         with events.observing(_observers(on_event, progress), self), fresh_local():
             if checkpoint is not None or run_id is not None:
                 return await self._run_durable(shared, checkpoint, run_id)
-            return await self._run_async(shared)
+            if not _journal._active:
+                return await self._run_async(shared)
+            with _journal.detached():
+                return await self._run_async(shared)
 
     def __rshift__(self, other: _Successor) -> _Successor:
         return self.next(other, _stacklevel=3)  # warnings point at the user's `a >> b`

@@ -169,10 +169,10 @@ async def each(
     checkpoint: once the batch is cancelled, no further item starts."""
     if _journal._active and node is not None and (journal := _journal.current()) is not None:
 
-        async def plain(fn: Any, items: Any) -> list[Any]:
+        async def one_by_one(fn: Any, items: Any, record: Any) -> list[Any]:
             return await _each(fn, items, where, node)
 
-        return await _journal.durable(journal, node, fn, items, plain)
+        return await _journal.durable(journal, node, fn, items, one_by_one, reports=False)
     return await _each(fn, items, where, node)
 
 
@@ -253,10 +253,10 @@ async def map_ordered(
     limit, errors = check_limit(limit, where), check_errors(errors, where)
     if _journal._active and node is not None and (journal := _journal.current()) is not None:
 
-        async def plain(fn: Any, items: Any) -> list[Any]:
-            return await _map_ordered(fn, items, limit, where, errors, node)
+        async def pool(fn: Any, items: Any, record: Any) -> list[Any]:
+            return await _map_ordered(fn, items, limit, where, errors, node, record)
 
-        return await _journal.durable(journal, node, fn, items, plain)
+        return await _journal.durable(journal, node, fn, items, pool, reports=True)
     return await _map_ordered(fn, items, limit, where, errors, node)
 
 
@@ -267,11 +267,12 @@ async def _map_ordered(
     where: str,
     errors: Errors,
     node: object | None,
+    record: Callable[[tuple[int, Any]], None] | None = None,
 ) -> list[R]:
     results: list[Any] = []
     started = time.perf_counter()
     seen = _batch_events(node, items)
-    await _run_pool(fn, items, limit, where, errors, results, None, seen)
+    await _run_pool(fn, items, limit, where, errors, results, None, seen, record)
     _batch_done(node, started)
     return BatchResults(results) if errors == "collect" else results
 
@@ -285,10 +286,12 @@ async def _run_pool(
     results: list[Any] | None,
     emit: Callable[[int, Any], Awaitable[None]] | None = None,
     seen: events.ItemEvents | None = None,
+    record: Callable[[tuple[int, Any]], None] | None = None,
 ) -> None:
     """The pool behind :func:`map_ordered` and :func:`stream`. Each result goes to its
     slot in ``results`` (slots are made as items are pulled) or, without ``results``, to
-    ``await emit(index, result)`` (the stream's backpressure).
+    ``await emit(index, result)`` (the stream's backpressure); ``record((index, result))``
+    is told of each item that succeeded (a durable run records it).
 
     Workers start only when they are needed: the task that owns the task group starts
     one, and the rest (up to ``limit``) once every running worker waits inside an item.
@@ -441,6 +444,8 @@ async def _run_pool(
                         busy -= 1
                         if seen is not None:
                             seen.end(index, token)
+                        if record is not None:
+                            record((index, value))
                     if results is not None:
                         results[index] = value
                     elif emit is not None:
@@ -508,6 +513,8 @@ async def _run_pool(
                         busy -= 1
                         if seen is not None:
                             seen.end(index, token)
+                        if record is not None:
+                            record((index, value))
                     if results is not None:
                         results[index] = value
                     elif emit is not None:

@@ -88,7 +88,10 @@ class JSONSerializer:
 class Record(NamedTuple):
     """One thing to save. ``kind`` is ``"step"`` (a completed step: ``action`` set,
     ``done=True``), ``"progress"`` (the shared store during a batch flow, ``done=False``,
-    with the items finished by then) or ``"items"`` (finished items of a batch)."""
+    with the items finished by then) or ``"items"`` (finished items of a batch).
+
+    ``items`` is a serialised list of ``(index, result)`` pairs, ``count`` long: items
+    travel in chunks, serialised once per chunk."""
 
     kind: str
     seq: int
@@ -97,7 +100,8 @@ class Record(NamedTuple):
     action: str | None = None
     shared: bytes | None = None
     done: bool = True
-    items: tuple[tuple[int, bytes], ...] = ()
+    items: bytes | None = None
+    count: int = 0  # type: ignore[assignment]  # a field, shadowing tuple.count
     node: str = ""
 
 
@@ -113,8 +117,8 @@ class Saved:
     initial: bytes | None = None
     #: The latest step or progress record (None if no step finished yet).
     last: Record | None = None
-    #: Finished batch items: {batch position: {item index: result bytes}}.
-    items: dict[tuple[int, ...], dict[int, bytes]] = field(default_factory=dict)
+    #: Finished batch items: {batch position: [serialised chunks of (index, result)]}.
+    items: dict[tuple[int, ...], list[bytes]] = field(default_factory=dict)
     detail: bytes | None = None
 
 
@@ -179,8 +183,8 @@ CREATE TABLE IF NOT EXISTS steps (
     PRIMARY KEY (run_id, seq)
 );
 CREATE TABLE IF NOT EXISTS items (
-    run_id TEXT NOT NULL, batch TEXT NOT NULL, item INTEGER NOT NULL, result BLOB NOT NULL,
-    PRIMARY KEY (run_id, batch, item)
+    run_id TEXT NOT NULL, batch TEXT NOT NULL, chunk INTEGER NOT NULL, count INTEGER NOT NULL,
+    results BLOB NOT NULL, PRIMARY KEY (run_id, batch, chunk)
 );
 CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL NOT NULL, expires REAL
@@ -298,10 +302,10 @@ class SQLiteStore:
                     bool(done),
                     node=node,
                 )
-            for batch, item, result in db.execute(
-                "SELECT batch, item, result FROM items WHERE run_id=?", (run_id,)
+            for batch, results in db.execute(
+                "SELECT batch, results FROM items WHERE run_id=? ORDER BY chunk", (run_id,)
             ):
-                saved.items.setdefault(tuple(json.loads(batch)), {})[item] = result
+                saved.items.setdefault(tuple(json.loads(batch)), []).append(results)
             return saved
         except BaseException:
             self.release(run_id)
@@ -327,12 +331,16 @@ class SQLiteStore:
                     )
                 )
                 latest = max(latest, record.seq)
-            if record.items:
+            if record.items is not None:
                 batch = json.dumps(record.position)
-                items.extend((run_id, batch, index, blob) for index, blob in record.items)
+                items.append((run_id, batch, record.count, record.items))
         with _transaction(db):
             if items:
-                db.executemany("INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)", items)
+                db.executemany(
+                    "INSERT INTO items (run_id, batch, count, results, chunk) VALUES (?, ?, ?, ?, "
+                    "(SELECT COALESCE(MAX(chunk), 0) + 1 FROM items WHERE run_id=?1))",
+                    items,
+                )
             if steps:
                 db.executemany(
                     "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", steps
@@ -364,7 +372,7 @@ class SQLiteStore:
         rows = db.execute(
             "SELECT r.run_id, r.flow, r.status, r.created, r.updated, r.error, r.target, "
             "(SELECT COUNT(*) FROM steps s WHERE s.run_id=r.run_id AND s.done=1), "
-            "(SELECT COUNT(*) FROM items i WHERE i.run_id=r.run_id) "
+            "(SELECT COALESCE(SUM(count), 0) FROM items i WHERE i.run_id=r.run_id) "
             "FROM runs r ORDER BY r.created"
         ).fetchall()
         return [
