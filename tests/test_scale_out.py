@@ -502,3 +502,132 @@ def test_a_sync_flow_runs_remote_items_in_an_event_loop(request: pytest.FixtureR
     shared: dict[str, Any] = {"xs": [4, 5, 6]}
     Flow(step).run(shared, backend="trio")
     assert shared["out"] == [4, 5, 6]
+
+
+# -- what the review found --------------------------------------------------------------
+
+
+class Unlucky(Exception):
+    """An exception class the workers only know by value (as one in a script would be)."""
+
+
+SHARED_ERROR = ValueError("the same object, raised by every item")
+
+
+def raise_unlucky(x: int) -> int:
+    raise Unlucky(f"unlucky {x}")
+
+
+def raise_shared(x: int) -> int:
+    raise SHARED_ERROR
+
+
+def lock_for_two(x: int) -> Any:
+    return threading.Lock() if x == 2 else x
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["dask", "ray"])
+async def test_exception_classes_sent_by_value_come_back_as_themselves(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    step = parallel_batch(items="xs", into="out", errors="collect", **workers(kind, request, 2))(
+        raise_unlucky
+    )
+    shared: dict[str, Any] = {"xs": [1, 2]}
+    await AsyncFlow(step).run_async(shared)
+    assert [type(e).__name__ for e in shared["out"]] == ["Unlucky", "Unlucky"]
+    assert [str(e) for e in shared["out"]] == ["unlucky 1", "unlucky 2"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_items_of_a_chunk_get_their_own_exception_and_notes(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    step = parallel_batch(items="xs", into="out", errors="collect", **workers(kind, request, 3))(
+        raise_shared
+    )
+    shared: dict[str, Any] = {"xs": [0, 1, 2]}
+    await AsyncFlow(step).run_async(shared)
+    errors = shared["out"]
+    assert len({id(e) for e in errors}) == 3
+    for i, error in enumerate(errors):
+        assert error.__notes__ == [f"flowfn: item {i} of parallel batch node 'raise_shared'"]
+
+
+@pytest.mark.anyio
+async def test_a_result_that_cannot_travel_fails_only_its_own_item(
+    request: pytest.FixtureRequest,
+) -> None:
+    step = parallel_batch(
+        items="xs", into="out", errors="collect", **workers("process", request, 4)
+    )(lock_for_two)
+    shared: dict[str, Any] = {"xs": [0, 1, 2, 3]}
+    await AsyncFlow(step).run_async(shared)
+    out = shared["out"]
+    assert [out[0], out[1], out[3]] == [0, 1, 3]
+    assert isinstance(out[2], Exception)
+    assert "pickle" in str(out[2]).lower()
+
+
+@pytest.mark.anyio
+async def test_a_thread_executor_hands_exceptions_over_untouched() -> None:
+    class ApiError(Exception):
+        def __init__(self, message: str) -> None:
+            super().__init__(message)
+            self.lock = threading.Lock()  # cannot be pickled: no need, it stays here
+
+    def call_api(x: int) -> int:
+        try:
+            raise KeyError(x)
+        except KeyError as exc:
+            raise ApiError(f"api failed for {x}") from exc
+
+    with ThreadPoolExecutor(2) as pool:
+        step = parallel_batch(items="xs", into="out", errors="collect", workers=pool)(call_api)
+        shared: dict[str, Any] = {"xs": [7]}
+        await AsyncFlow(step).run_async(shared)
+    error = shared["out"][0]
+    assert type(error) is ApiError
+    assert isinstance(error.__cause__, KeyError)
+
+
+class Flaky(AsyncParallelBatchNode):
+    async def prep_async(self, shared: Any) -> Any:
+        return shared["xs"]
+
+    def exec(self, x: int) -> str:  # runs on the workers, with the node as it is now
+        if self.cur_retry == 0:
+            raise ConnectionError("first attempt fails")
+        return f"{x}{self.params['suffix']}@{self.cur_retry}"
+
+    async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+        shared["out"] = exec_res
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", KINDS)
+async def test_class_nodes_send_their_current_params_and_attempt(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    step = Flaky(max_retries=2, **workers(kind, request, 2))
+    for suffix in ("a", "b"):  # the same node object, run twice, params changed between
+        step.set_params({"suffix": suffix})
+        shared: dict[str, Any] = {"xs": [1, 2, 3]}
+        await step.run_async(shared)
+        assert shared["out"] == [f"1{suffix}@1", f"2{suffix}@1", f"3{suffix}@1"]
+    assert "_batcher" not in vars(step)
+
+
+def test_async_functions_and_timeouts_on_chunks_are_refused_when_decorated() -> None:
+    async def fetch(x: int) -> int:
+        return x
+
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(TypeError, match=r"is async and would run on the event loop"):
+            parallel_batch(items="xs", workers=pool)(fetch)
+        with pytest.raises(ValueError, match=r"with chunksize=4 an item's result only arrives"):
+            parallel_batch(items="xs", workers=pool, chunksize=4, timeout=1.0)(scaled)
+        with pytest.raises(ValueError, match=r"with chunksize=4 an item's result only arrives"):
+            Scale(workers=pool, chunksize=4, timeout=1.0)

@@ -39,7 +39,7 @@ from ._nodes import (
     _batch_items,
 )
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
-from ._remote import Batcher, RemoteWorkers, remote_workers
+from ._remote import Batcher, RemoteWorkers, check_chunk_timeout, remote_workers
 from ._retry import RetryOptions
 
 __all__ = [
@@ -127,6 +127,14 @@ class _Steps(BaseNode):
             )
         if workers == "process" or (self._remote is not None and not self._remote.by_value):
             _check_importable(fn, self.name, workers)
+        if elsewhere and self._work.is_async:
+            raise TypeError(
+                f"{self.name}: workers={_show(workers)} runs sync functions elsewhere, but "
+                f"{self._work.label} is async and would run on the event loop; make it a plain "
+                f"def, or drop workers="
+            )
+        if self._remote is not None:
+            check_chunk_timeout(self._remote, getattr(self, "timeout", None), self.name)
         self._prep: Bound | None = None
         self._post: Bound | None = None
         self._fallback: Bound | None = None

@@ -8,11 +8,12 @@ next node. The async classes do the same with ``*_async`` methods and run on asy
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import functools
 import inspect
 import time
 import warnings
+import weakref
 from collections.abc import AsyncIterable, Iterable, Sequence
 from types import CoroutineType, EllipsisType
 from typing import Any, TypeVar
@@ -27,7 +28,7 @@ from ._backend import start_event_loop
 from ._errors import FlowError, node_name
 from ._local import fresh_local
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, each, each_sync, map_ordered
-from ._remote import Batcher, RemoteWorkers, call_exec, remote_workers
+from ._remote import Batcher, RemoteWorkers, call_exec, check_chunk_timeout, remote_workers
 from ._retry import RateLimit, RetryOptions, check_policy, retry_delay
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
 
 _Successor = TypeVar("_Successor", bound="BaseNode | None")
 _NO_KWARGS: dict[str, Any] = {}
+_batchers: weakref.WeakKeyDictionary[BaseNode, Batcher] = weakref.WeakKeyDictionary()
 _checkpoint = checkpoint  # run_async's own parameter is called checkpoint
 
 
@@ -346,6 +348,7 @@ class Node(BaseNode):
                 f"flowfn.ray.RayWorkers(), got {workers!r} (the strings are for @node)"
             )
         remote = remote_workers(workers, chunksize, owner)
+        assert remote is not None  # not a string, so remote workers (or an error)
         if cls.exec_async is not AsyncNode.exec_async:  # type: ignore[attr-defined]
             raise TypeError(
                 f"{owner}: with workers= the node's sync exec runs on the workers in place "
@@ -354,6 +357,7 @@ class Node(BaseNode):
             )
         if cls.exec is BaseNode.exec:
             raise TypeError(f"{owner}: workers= runs the node's exec there; define exec")
+        check_chunk_timeout(remote, self.timeout, owner)
         self.workers, self._remote = workers, remote
 
     def _retry_delay(self, failed_attempt: int) -> float:
@@ -469,18 +473,21 @@ class AsyncNode(Node):
             return await self._exec_remote(prep_res)
 
     async def _exec_remote(self, prep_res: Any) -> Any:
-        # One batcher per node copy (a flow's step, a batch's run) and event loop, so that
-        # the items of a batch travel together.
-        batcher = self.__dict__.get("_batcher")
+        # The node travels with each call, as it is at that moment (params, attributes,
+        # cur_retry), without what only makes sense here: its successors, its workers.
+        shipped = copy.copy(self)
+        shipped.successors = {}
+        for local_only in ("workers", "_remote", "rate_limit"):
+            shipped.__dict__.pop(local_only, None)
+        # One batcher per node and event loop, so that the items of a batch travel together.
+        batcher = _batchers.get(self)
         if batcher is None or not batcher.is_current():
             assert self._remote is not None
-            shipped = copy.copy(self)
-            shipped.successors = {}  # the node goes alone, not the rest of the flow
-            for local_only in ("_batcher", "workers", "_remote", "rate_limit"):
-                shipped.__dict__.pop(local_only, None)
-            target = functools.partial(call_exec, shipped)
-            batcher = self.__dict__["_batcher"] = Batcher(self._remote, None, self, target=target)
-        return await batcher.call((prep_res,), _NO_KWARGS)
+            self._remote.check_target(shipped, node_name(self))  # a clear error, at once
+            batcher = Batcher(self._remote, None, self, target=call_exec)
+            with contextlib.suppress(TypeError):  # a node class that is not hashable
+                _batchers[self] = batcher
+        return await batcher.call((shipped, prep_res), _NO_KWARGS)
 
     async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
         raise exc

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import copy
 import importlib
 import itertools
 import pickle
@@ -52,6 +51,7 @@ __all__ = [
     "RemoteTraceback",
     "RemoteWorkers",
     "call_exec",
+    "check_chunk_timeout",
     "remote_workers",
     "run_chunk",
 ]
@@ -89,12 +89,15 @@ class _Failure:
         return (_Failure, (self.exc, self.text))
 
 
-def run_chunk(target: Any, kwargs: dict[str, Any], chunk: list[Any], nonce: int) -> list[Any]:
+def run_chunk(
+    target: Any, kwargs: dict[str, Any], chunk: list[Any], nonce: int, pickler: str = "pickle"
+) -> list[Any]:
     """Run on the worker: ``fn(*data, **kwargs)`` for each call of ``chunk``.
 
     Returns one entry per call: ``(True, result)``, ``(False, _Failure)`` or ``None`` for a
     withdrawn call. ``nonce`` makes every attempt a distinct task for executors that cache
-    results by their arguments (Dask's ``pure=True``).
+    results by their arguments (Dask's ``pure=True``). ``pickler`` is how the outcome
+    travels back ("pickle", "cloudpickle", or "" in the same process: nothing to check).
     """
     fn = _resolve(target)
     outcomes: list[Any] = []
@@ -105,7 +108,7 @@ def run_chunk(target: Any, kwargs: dict[str, Any], chunk: list[Any], nonce: int)
         try:
             outcomes.append((True, fn(*data, **kwargs)))
         except Exception as exc:
-            outcomes.append((False, _failure(exc)))
+            outcomes.append((False, _failure(exc, pickler) if pickler else exc))
     return outcomes
 
 
@@ -117,10 +120,11 @@ def _resolve(target: Any) -> Callable[..., Any]:
     return target  # type: ignore[no-any-return]
 
 
-def _failure(exc: Exception) -> _Failure:
+def _failure(exc: Exception, pickler: str) -> _Failure:
     text = "".join(traceback.format_exception(exc))
     try:
-        pickle.loads(pickle.dumps(exc))
+        dumps = importlib.import_module(pickler).dumps
+        pickle.loads(dumps(exc))
     except Exception as why:  # the caller could not rebuild it: send what it said instead
         exc = FlowError(
             f"the function raised {type(exc).__qualname__}: {exc}, which cannot be sent back "
@@ -142,6 +146,8 @@ class RemoteWorkers:
     #: True if the target function is sent by value (cloudpickle), so lambdas and closures
     #: work; False if it must be importable by name on the worker.
     by_value: bool = True
+    #: How results travel back: "pickle", "cloudpickle", or "" (threads: they do not).
+    pickler: str = "cloudpickle"
 
     def submit(
         self, target: Any, kwargs: dict[str, Any], chunk: list[Any]
@@ -160,12 +166,21 @@ class RemoteWorkers:
     def check_function(self, fn: Callable[..., Any], owner: str) -> Any:
         """What to send for ``fn``: the function itself, or a reference to it. Raises a
         ``FlowError`` naming ``owner`` if it cannot be sent."""
+        checked = self.__dict__.setdefault("_checked", {})
+        known = checked.get(id(fn))
+        if known is not None and known[0] is fn:
+            return known[1]
+        target = self._check_function(fn, owner)
+        checked[id(fn)] = (fn, target)  # keeps fn alive: its id stays its own
+        return target
+
+    def _check_function(self, fn: Callable[..., Any], owner: str) -> Any:
         if not self.by_value:
             from ._binding import function_ref
 
             return function_ref(fn)
         try:
-            cloudpickle = importlib.import_module("cloudpickle")
+            cloudpickle = importlib.import_module(self.pickler)
         except ImportError:  # pragma: no cover - Ray and Dask both depend on it
             return fn
         try:
@@ -183,7 +198,7 @@ class RemoteWorkers:
         """``target`` (a picklable callable, such as a class node's ``exec``), checked."""
         try:
             if self.by_value:
-                importlib.import_module("cloudpickle").dumps(target)
+                importlib.import_module(self.pickler).dumps(target)
             else:
                 pickle.dumps(target)
         except Exception as exc:
@@ -216,11 +231,12 @@ class ExecutorWorkers(RemoteWorkers):
             "loky",
             "joblib",
         )
+        self.pickler = "" if self._in_threads else "cloudpickle" if self.by_value else "pickle"
 
-    def check_function(self, fn: Callable[..., Any], owner: str) -> Any:
+    def _check_function(self, fn: Callable[..., Any], owner: str) -> Any:
         if self._in_threads:
             return fn
-        return super().check_function(fn, owner)
+        return super()._check_function(fn, owner)
 
     def check_target(self, target: Any, owner: str) -> Any:
         if self._in_threads:
@@ -230,7 +246,8 @@ class ExecutorWorkers(RemoteWorkers):
     def submit(
         self, target: Any, kwargs: dict[str, Any], chunk: list[Any]
     ) -> tuple[Future[Any], Any]:
-        return self.executor.submit(run_chunk, target, kwargs, chunk, next(_nonces)), None
+        future = self.executor.submit(run_chunk, target, kwargs, chunk, next(_nonces), self.pickler)
+        return future, None
 
     async def stop(self, future: Future[Any], handle: Any, done: anyio.Event) -> None:
         if self._quick_cancel:
@@ -242,6 +259,16 @@ class ExecutorWorkers(RemoteWorkers):
 
     def __repr__(self) -> str:
         return f"{type(self.executor).__name__}(...)"
+
+
+def check_chunk_timeout(remote: RemoteWorkers, timeout: float | None, owner: str) -> None:
+    """Refuse ``timeout=`` with chunks: an item's result arrives when its whole chunk ends."""
+    if timeout is not None and remote.chunksize > 1:
+        raise ValueError(
+            f"{owner}: timeout= bounds each attempt of an item, but with chunksize="
+            f"{remote.chunksize} an item's result only arrives when its whole chunk has run; "
+            f"use chunksize=1 with timeout=, or drop timeout="
+        )
 
 
 def remote_workers(workers: object, chunksize: object, name: str) -> RemoteWorkers | None:
@@ -273,6 +300,16 @@ def remote_workers(workers: object, chunksize: object, name: str) -> RemoteWorke
     )
 
 
+def _is_pickling(failure: BaseException | None, future: Future[Any] | None) -> bool:
+    """True if a whole chunk failed because something in it could not be pickled."""
+    if failure is None and future is not None and future.done() and not future.cancelled():
+        failure = future.exception()
+    if failure is None:
+        return False
+    text = f"{type(failure).__name__} {failure}".lower()
+    return isinstance(failure, pickle.PicklingError) or "pickl" in text or "serializ" in text
+
+
 def _current_loop() -> object:
     if "trio" in sys.modules:
         import trio
@@ -288,11 +325,15 @@ def call_exec(node: Any, prep_res: Any) -> Any:
 
 
 def _fresh(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` with notes of its own (``copy.copy`` may share them: tblib,
+    which Dask installs, makes exceptions copy their ``__dict__`` by reference)."""
     try:
-        new = copy.copy(exc)
+        new = type(exc).__new__(type(exc), *exc.args)
+        new.args = exc.args
+        new.__dict__.update(exc.__dict__)
     except Exception:
         return exc
-    notes = getattr(exc, "__notes__", None)
+    notes = exc.__dict__.get("__notes__")
     if isinstance(notes, list):
         new.__notes__ = list(notes)  # type: ignore[attr-defined]
     new.__cause__, new.__traceback__ = exc.__cause__, exc.__traceback__
@@ -369,6 +410,11 @@ class Batcher:
                 if chunk.future is None and chunk.failure is None and len(chunk.calls) == size:
                     self._send(chunk)
             await chunk.done.wait()
+            if len(chunk.calls) > 1 and _is_pickling(chunk.failure, chunk.future):
+                # One call's data or result could not travel: each goes alone, so that only
+                # that one fails.
+                chunk.waiting -= 1
+                return await self._alone(data, kwargs)
         except BaseException:
             chunk.waiting -= 1
             if chunk.future is None and chunk.failure is None:
@@ -381,6 +427,22 @@ class Batcher:
             raise
         chunk.waiting -= 1
         return self._outcome(chunk, position)
+
+    async def _alone(self, data: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        chunk = _Chunk(kwargs)
+        chunk.calls.append(data)
+        chunk.waiting = 1
+        self._send(chunk)
+        try:
+            await chunk.done.wait()
+        except BaseException:
+            chunk.waiting = 0
+            if chunk.future is not None and not chunk.done.is_set():
+                with anyio.CancelScope(shield=True):
+                    await self.workers.stop(chunk.future, chunk.handle, chunk.done)
+            raise
+        chunk.waiting = 0
+        return self._outcome(chunk, 0)
 
     def _send(self, chunk: _Chunk) -> None:
         if chunk is self.forming:
@@ -409,6 +471,10 @@ class Batcher:
         ok, value = chunk.outcomes[position]
         if ok:
             return value
-        error: BaseException = value.exc
+        if not isinstance(value, _Failure):  # a thread's exception, as it was raised
+            raise value
+        # Pickling shares one object between the items that raised the same one: a copy
+        # each, so that each carries its own notes.
+        error = _fresh(value.exc) if len(chunk.calls) > 1 else value.exc
         error.__cause__ = RemoteTraceback(value.text)
         raise error

@@ -56,6 +56,7 @@ class RayWorkers(RemoteWorkers):
                 "RayWorkers needs Ray: pip install 'flowfn[ray]' (or pip install ray)"
             ) from exc
         self.chunksize, self.grace, self.options = chunksize, float(grace), options
+        self.pickler = "ray.cloudpickle"  # what Ray sends things with
         self._task = ray.remote(**options)(run_chunk) if options else ray.remote(run_chunk)
 
     def submit(
@@ -69,7 +70,7 @@ class RayWorkers(RemoteWorkers):
                 "RayWorkers: Ray is not connected. Call ray.init() first: ray.init() starts "
                 "a local cluster, ray.init(address='ray://<head>:10001') joins a real one."
             )
-        ref = self._task.remote(target, kwargs, chunk, 0)
+        ref = self._task.remote(target, kwargs, chunk, 0, self.pickler)
         return ref.future(), ref
 
     async def stop(self, future: Future[Any], handle: Any, done: anyio.Event) -> None:
