@@ -374,3 +374,78 @@ async def test_a_parallel_batch_flow_keeps_each_finished_run(tmp_path: Path) -> 
     assert 5 in again
     # A run recorded as finished did not run again (runs 0 and 1 finished before 5 failed).
     assert again[0] == 0
+
+
+# -- the command line ---------------------------------------------------------------------
+
+FLAKY = """
+from pathlib import Path
+
+from flowfn import Flow, batch, node
+
+HERE = Path(__file__).parent
+
+
+@node
+def start(shared):
+    shared["n"] = 3
+
+
+@batch(items=lambda shared: range(shared["n"]), into="out")
+def work(i):
+    with (HERE / "calls.log").open("a") as log:
+        log.write(f"{i}\\n")
+    if i == 2 and (HERE / "broken").exists():
+        raise RuntimeError("broken at 2")
+    return i * 10
+
+
+start >> work
+flow = Flow(start)
+"""
+
+
+def flowfn(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flowfn", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_runs_list_show_and_resume_on_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    (tmp_path / "broken").touch()
+    failed = flowfn(tmp_path, "run", "flaky.py:flow", "--checkpoint", "runs.db", "--run-id", "r1")
+    assert failed.returncode == 1
+    assert "RuntimeError: broken at 2" in failed.stderr
+    assert "run again with run_id='r1' to resume it" in failed.stderr
+
+    listed = flowfn(tmp_path, "runs", "list", "runs.db")
+    assert listed.returncode == 0
+    assert listed.stdout.startswith("r1  failed ")
+    assert listed.stdout.rstrip().endswith("RuntimeError: broken at 2")
+
+    shown = flowfn(tmp_path, "runs", "show", "runs.db", "r1")
+    assert shown.stdout.splitlines() == [
+        shown.stdout.splitlines()[0],
+        "target: flaky.py:flow",
+        "error: RuntimeError: broken at 2",
+        "  step 0        start -> default",
+        "resume with: flowfn runs resume runs.db r1",
+    ]
+    assert shown.stdout.startswith("run r1: failed, flow Flow, started ")
+
+    (tmp_path / "broken").unlink()
+    resumed = flowfn(tmp_path, "runs", "resume", "runs.db", "r1", "--backend", "trio")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout) == {"action": None, "shared": {"n": 3, "out": [0, 10, 20]}}
+    assert (tmp_path / "calls.log").read_text().split() == ["0", "1", "2", "2"]
+
+    missing = flowfn(tmp_path, "runs", "show", "runs.db", "nope")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == "flowfn: error: no run 'nope' in 'runs.db' (its runs: r1)"
+    absent = flowfn(tmp_path, "runs", "list", "other.db")
+    assert absent.stderr.startswith("flowfn: error: no checkpoint file 'other.db'")

@@ -41,6 +41,7 @@ def test_every_example_is_tested_and_short() -> None:
         "cpu_bound",  # run by test_process.py
         "image_filters",
         "parallel_squares",
+        "resume_batch",
         "scale_out",
         "summarize_files",
         "translate",
@@ -209,3 +210,16 @@ def test_scale_out_runs_the_same_batch_on_processes_dask_and_ray(engine: str) ->
     assert "pi ~ 3.1426 from 16 simulations" in out  # the same seeds give the same estimate
     assert out[-1].startswith("took ")
     assert out[-1].endswith(" s on trio")
+
+
+@backends
+def test_resume_batch_resumes_a_killed_run_without_redoing_recorded_summaries(
+    backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = example("resume_batch").main(backend, checkpoint=str(tmp_path / "runs.db"))
+    out = lines(capsys)
+    assert shared["report"] == "60 summaries"
+    assert shared["summaries"] == [f"summary of document {i}" for i in range(60)]
+    resumed = int(re.search(r"resumed: (\d+) LLM calls now", out[1]).group(1))  # type: ignore[union-attr]
+    assert resumed <= 60 - 16  # at least the 16 recorded summaries were not asked again
+    assert shared["calls"] >= 60

@@ -2,6 +2,10 @@
 
     flowfn run examples/translate.py:flow --shared '{"text": "Hi", ...}' --backend trio
     flowfn graph examples/cake_factory.py:flow -o cake_factory.png
+    flowfn run examples/resume_batch.py:flow --checkpoint runs.db --run-id nightly
+    flowfn runs list runs.db
+    flowfn runs show runs.db nightly
+    flowfn runs resume runs.db nightly
 
 TARGET names a flow (or a node) at the top level of a module or a file:
 ``package.module:name`` or ``path/to/file.py:name``. A mistake in the command (a missing
@@ -21,15 +25,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ._backend import BACKENDS
+from ._errors import FlowError
 from ._flows import Flow
 from ._nodes import BaseNode
 from ._observers import RunSummary
+from ._store import RunInfo, SQLiteStore
 
 __all__ = ["UsageError", "load_target", "main"]
 
@@ -82,7 +89,34 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--summary", action="store_true", help="print a per-node run summary (on stderr)"
     )
+    run.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="record the run in this SQLite file, so that it can be resumed (docs/durable.md)",
+    )
+    run.add_argument(
+        "--run-id", metavar="ID", help="the run's name in the checkpoint (resumes it if there)"
+    )
     run.set_defaults(handler=_run_command)
+
+    runs = commands.add_parser("runs", help="list, show or resume the runs in a checkpoint file")
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    listing = runs_commands.add_parser("list", help="one line per run")
+    listing.add_argument("checkpoint", metavar="FILE")
+    listing.set_defaults(handler=_runs_list)
+    show = runs_commands.add_parser("show", help="a run's status, error and steps")
+    show.add_argument("checkpoint", metavar="FILE")
+    show.add_argument("run_id", metavar="ID")
+    show.set_defaults(handler=_runs_show)
+    resume = runs_commands.add_parser("resume", help="run a run again from where it stopped")
+    resume.add_argument("checkpoint", metavar="FILE")
+    resume.add_argument("run_id", metavar="ID")
+    resume.add_argument(
+        "--target", metavar="TARGET", help=f"{target_help} (default: the one it started with)"
+    )
+    resume.add_argument("--backend", choices=BACKENDS, help="the event loop (default: asyncio)")
+    resume.add_argument("--progress", action="store_true", help="show a progress bar per batch")
+    resume.set_defaults(handler=_runs_resume)
 
     graph = commands.add_parser("graph", help="draw a flow as Mermaid, DOT or PNG")
     graph.add_argument("target", metavar="TARGET", help=target_help)
@@ -111,11 +145,106 @@ def _run_command(args: argparse.Namespace) -> int:
     if params is not None:
         flow.set_params(params)
     summary = RunSummary() if args.summary else None
-    action = flow.run(shared, backend=args.backend, progress=args.progress, on_event=summary)
+    checkpoint = None
+    if args.checkpoint is not None:
+        checkpoint = SQLiteStore(args.checkpoint, target=args.target)
+    elif args.run_id is not None:
+        raise UsageError("--run-id names a run in a checkpoint: add --checkpoint FILE")
+    action = flow.run(
+        shared,
+        backend=args.backend,
+        progress=args.progress,
+        on_event=summary,
+        checkpoint=checkpoint,
+        run_id=args.run_id,
+    )
     if summary is not None:
         print(summary, file=sys.stderr)
+    _print_result(action, shared)
+    return 0
+
+
+def _print_result(action: Any, shared: Any) -> None:
     result = {"action": action, "shared": shared}
     print(json.dumps(_jsonable(result), indent=2, default=repr, ensure_ascii=False))
+
+
+# -- runs -------------------------------------------------------------------------------
+
+
+def _store(path: str) -> SQLiteStore:
+    if not Path(path).is_file():
+        raise UsageError(f"no checkpoint file {path!r} (looked in {os.getcwd()})")
+    try:
+        store = SQLiteStore(path)
+        store.runs()
+    except FlowError as exc:
+        raise UsageError(str(exc)) from None
+    return store
+
+
+def _runs_list(args: argparse.Namespace) -> int:
+    """``flowfn runs list FILE``: one line per run, oldest first."""
+    runs = _store(args.checkpoint).runs()
+    if not runs:
+        print(f"no runs in {args.checkpoint}")
+        return 0
+    width = max(len(run.run_id) for run in runs)
+    for run in runs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.updated))
+        line = f"{run.run_id:<{width}}  {run.status:<11}  {when}  {run.flow}  {run.steps} steps"
+        print(line + (f"  {run.error}" if run.error else ""))
+    return 0
+
+
+def _run_info(store: SQLiteStore, run_id: str) -> RunInfo:
+    for run in store.runs():
+        if run.run_id == run_id:
+            return run
+    known = ", ".join(run.run_id for run in store.runs()) or "none"
+    raise UsageError(f"no run {run_id!r} in {str(store.path)!r} (its runs: {known})")
+
+
+def _runs_show(args: argparse.Namespace) -> int:
+    """``flowfn runs show FILE ID``: the run's status, error and recorded steps."""
+    store = _store(args.checkpoint)
+    run = _run_info(store, args.run_id)
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created))
+    print(f"run {run.run_id}: {run.status}, flow {run.flow}, started {started}")
+    if run.target:
+        print(f"target: {run.target}")
+    if run.error:
+        print(f"error: {run.error}")
+    for _, position, node, action, done in store.steps(run.run_id):
+        place = ".".join(str(step) for step in position) or "-"
+        what = f"-> {action or 'default'}" if done else "(in progress)"
+        print(f"  step {place:<8} {node} {what}")
+    if run.status in ("failed", "interrupted", "running"):
+        print(f"resume with: flowfn runs resume {args.checkpoint} {run.run_id}")
+    return 0
+
+
+def _runs_resume(args: argparse.Namespace) -> int:
+    """``flowfn runs resume FILE ID``: run it again; it goes on where it stopped."""
+    store = _store(args.checkpoint)
+    run = _run_info(store, args.run_id)
+    target = args.target or run.target
+    if target is None:
+        raise UsageError(
+            f"run {run.run_id!r} was not started by `flowfn run`, so its flow is unknown: "
+            f"name it with --target module:name or path/to/file.py:name"
+        )
+    node = load_target(target)
+    flow = node if isinstance(node, Flow) else Flow(node)
+    shared: dict[str, Any] = {}
+    action = flow.run(
+        shared,
+        backend=args.backend,
+        progress=args.progress,
+        checkpoint=SQLiteStore(args.checkpoint, target=target),
+        run_id=run.run_id,
+    )
+    _print_result(action, shared)
     return 0
 
 

@@ -617,6 +617,7 @@ async def run_durable(
             f"{node_name(root)}: the shared store you passed cannot be saved in the checkpoint "
             f"({type(exc).__name__}: {exc})"
         ) from exc
+    target = target or getattr(store, "target", None)
     saved = await anyio.to_thread.run_sync(
         lambda: store.begin(
             run_id, flow=node_name(root), shape=shape, initial=initial, target=target

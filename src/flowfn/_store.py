@@ -204,8 +204,17 @@ class SQLiteStore:
     on ``<file>-flowfn.lock`` that the system releases if the process dies).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, serializer: Serializer | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        serializer: Serializer | None = None,
+        target: str | None = None,
+    ) -> None:
         self.path = Path(path)
+        #: Where the flow is (``module:name``), recorded with new runs for ``flowfn runs
+        #: resume``; ``flowfn run --checkpoint`` sets it.
+        self.target = target
         self.serializer: Serializer = serializer or PickleSerializer()
         if not isinstance(self.serializer, Serializer):
             raise TypeError(
