@@ -449,3 +449,88 @@ def test_runs_list_show_and_resume_on_the_command_line(tmp_path: Path) -> None:
     assert missing.stderr.strip() == "flowfn: error: no run 'nope' in 'runs.db' (its runs: r1)"
     absent = flowfn(tmp_path, "runs", "list", "other.db")
     assert absent.stderr.startswith("flowfn: error: no checkpoint file 'other.db'")
+
+
+# -- caching --------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cached_results_are_reused_by_later_runs_per_item(tmp_path: Path) -> None:
+    from flowfn import Cache
+
+    asked: list[str] = []
+
+    @parallel_batch(items="words", into="upper", cache=Cache(ttl=3600))
+    async def shout(word: str) -> str:
+        asked.append(word)
+        await anyio.sleep(0)
+        return word.upper()
+
+    db = tmp_path / "runs.db"
+    first: dict[str, Any] = {"words": ["a", "b", "a"]}
+    await Flow(shout).run_async(first, checkpoint=db, run_id="one")
+    assert first["upper"] == ["A", "B", "A"]
+    assert sorted(asked) in (["a", "a", "b"], ["a", "b"])  # a may be asked twice at once
+    asked.clear()
+    second: dict[str, Any] = {"words": ["b", "c", "a"]}
+    await Flow(shout).run_async(second, checkpoint=db, run_id="two")
+    assert second["upper"] == ["B", "C", "A"]
+    assert asked == ["c"]  # only the new word was asked for
+
+    asked.clear()
+    third: dict[str, Any] = {"words": ["b"]}
+    await Flow(shout).run_async(third)  # no checkpoint: no store to cache in
+    assert asked == ["b"]
+
+
+def test_a_cache_key_function_and_time_to_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flowfn._cache
+    from flowfn import Cache
+
+    now = [1000.0]
+    monkeypatch.setattr(flowfn._cache.time, "time", lambda: now[0])
+    fetched: list[str] = []
+    failing = {"boom"}
+
+    @batch(
+        items="urls",
+        into="pages",
+        cache=Cache(key=lambda url: None if url == "skip" else url.lower(), ttl=60),
+    )
+    def fetch(url: str) -> str:
+        fetched.append(url)
+        if url in failing:
+            raise ConnectionError(url)
+        return f"<{url.lower()}>"
+
+    @fetch.fallback
+    def offline(url: str, exc: Exception) -> str:
+        return "offline"
+
+    db = tmp_path / "runs.db"
+
+    def run(urls: list[str], run_id: str) -> list[str]:
+        shared: dict[str, Any] = {"urls": urls}
+        Flow(fetch).run(shared, checkpoint=db, run_id=run_id)
+        return list(shared["pages"])
+
+    assert run(["A", "skip", "boom"], "1") == ["<a>", "<skip>", "offline"]
+    failing.clear()
+    assert run(["a", "skip", "boom"], "2") == ["<a>", "<skip>", "<boom>"]
+    assert fetched == ["A", "skip", "boom", "skip", "boom"]  # 'a' came from the cache
+    now[0] += 61  # past the time to live
+    assert run(["a"], "3") == ["<a>"]
+    assert fetched[-1] == "a"
+
+
+def test_bad_cache_options_are_refused() -> None:
+    from flowfn import Cache
+
+    with pytest.raises(TypeError, match=r"cache= takes True or flowfn\.Cache"):
+        node(cache="yes")(lambda shared: None)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match=r"Cache\(ttl=...\) must be a number of seconds > 0"):
+        Cache(ttl=0)
+    with pytest.raises(AttributeError, match="Cache is immutable"):
+        Cache().ttl = 5  # type: ignore[misc]

@@ -1,5 +1,6 @@
 """flowfn: functional workflows on anyio, with PocketFlow's semantics, on asyncio or trio."""
 
+from ._cache import Cache
 from ._decorators import (
     FunctionBatchFlow,
     FunctionBatchNode,
@@ -43,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "Cache",
     "CheckpointStore",
     "JSONSerializer",
     "PickleSerializer",

@@ -27,6 +27,7 @@ from typing_extensions import ParamSpec, Unpack
 
 from . import _events as events
 from ._binding import _RESERVED, Bound
+from ._cache import Cache, as_cache, cached_call, is_missing, keep
 from ._errors import FlowError, node_name
 from ._flows import BatchFlow
 from ._nodes import (
@@ -72,6 +73,7 @@ class NodeOptions(RetryOptions, total=False):
     workers: Workers  # where sync functions run in event loops: "thread", "process", "inline",
     # a concurrent.futures.Executor or flowfn.ray.RayWorkers(...)
     chunksize: int | None  # calls per remote task, for an Executor (RayWorkers takes its own)
+    cache: Cache | bool | None  # keep results in the checkpoint store, per call (or item)
 
 
 # What a step's retry loop hands to exec: the shared store, the function's data, the
@@ -185,7 +187,8 @@ class _Steps(BaseNode):
         # skip the retry machinery when nobody observes it; with no prep or post either,
         # a single-function node is just a call.
         self._plain = (
-            getattr(self, "max_retries", 1) == 1
+            getattr(self, "_cache", None) is None
+            and getattr(self, "max_retries", 1) == 1
             and getattr(self, "timeout", None) is None
             and getattr(self, "rate_limit", None) is None
             and self._fallback is None
@@ -230,6 +233,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
             raise TypeError(f"{self.name}: retries must be an int >= 0, got {retries!r}")
         if retries < 0:
             raise ValueError(f"{self.name}: retries must be an int >= 0, got {retries!r}")
+        self._cache = as_cache(options.pop("cache", None), self.name)
         AsyncNode.__init__(
             self,
             max_retries=retries + 1,
@@ -268,7 +272,14 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
     # handed to the fallback.
     def exec(self, job: _Job) -> Any:
         shared, data, _, kwargs = job
-        return self._work.call(self, shared, data, kwargs)
+        if self._cache is None:
+            return self._work.call(self, shared, data, kwargs)
+        key, kept = cached_call(self._cache, self, self.fn, data, kwargs)
+        if not is_missing(kept):
+            return kept
+        result = self._work.call(self, shared, data, kwargs)
+        keep(self._cache, key, result)
+        return result
 
     def exec_fallback(self, job: _Job, exc: Exception) -> Any:
         if self._fallback is None:
@@ -278,9 +289,18 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
 
     async def exec_async(self, job: _Job) -> Any:
         shared, data, limiter, kwargs = job
-        return await self._work.acall(
+        if self._cache is None:
+            return await self._work.acall(
+                self, shared, data, workers=self._where, limiter=limiter, kwargs=kwargs
+            )
+        key, kept = cached_call(self._cache, self, self.fn, data, kwargs)
+        if not is_missing(kept):
+            return kept
+        result = await self._work.acall(
             self, shared, data, workers=self._where, limiter=limiter, kwargs=kwargs
         )
+        keep(self._cache, key, result)
+        return result
 
     def _single_plain_attempt(self) -> bool:
         return self._plain and events.current() is None

@@ -48,6 +48,7 @@ from typing import Any
 
 import anyio
 
+from ._cache import caching
 from ._errors import FlowError, add_note, node_name
 from ._store import CheckpointStore, Record, Saved, SQLiteStore
 
@@ -213,6 +214,7 @@ class Journal:
         # Items of batches that ended, not serialised yet: the step around each batch is
         # about to be recorded, which makes them moot; they are saved only if it fails.
         self.unsaved: dict[tuple[int, ...], _Batch] = {}
+        self._cached: dict[str, tuple[float | None, Any]] = {}  # kept during this run
         self._graphs: dict[int, _Graph] = {}
 
     # -- the walk --------------------------------------------------------------------------
@@ -263,6 +265,24 @@ class Journal:
             return self.dumps(shared)
         except Exception as exc:
             raise _unsaveable(self, shared, node, exc) from exc
+
+    def cache_get(self, key: str, now: float) -> Any:
+        """The result kept under ``key`` (this run's first, then the store's), or missing."""
+        from ._cache import _MISSING
+
+        kept = self._cached.get(key)
+        if kept is not None and (kept[0] is None or kept[0] > now):
+            return kept[1]
+        blob = self.store.cache_get(key, now)
+        return _MISSING if blob is None else self.loads(blob)
+
+    def cache_put(self, key: str, value: Any, expires: float | None) -> None:
+        try:
+            blob = self.dumps(value)
+        except Exception:
+            return  # a result that cannot be saved is simply not cached
+        self._cached[key] = (expires, value)
+        self.writer.put(Record("cache", 0, (), shared=blob, node=key, expires=expires))
 
     def save_unsaved(self) -> None:
         """The run stops: save the items of batches whose step did not finish."""
@@ -632,13 +652,14 @@ async def run_durable(
             if saved.status == "done":  # nothing left to do: the result it gave
                 return None if saved.detail is None else store.serializer.loads(saved.detail)
         journal = Journal(store, run_id, saved, shared)
-        token = _journal.set(journal)
+        token, cache_token = _journal.set(journal), caching.set(journal)
         _active += 1
         try:
             result = await flow._run_async(shared)
         finally:
             _active -= 1
             _journal.reset(token)
+            caching.reset(cache_token)
         try:
             detail: bytes | None = store.serializer.dumps(result)
         except Exception:

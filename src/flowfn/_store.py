@@ -103,6 +103,7 @@ class Record(NamedTuple):
     items: bytes | None = None
     count: int = 0  # type: ignore[assignment]  # a field, shadowing tuple.count
     node: str = ""
+    expires: float | None = None  # a "cache" record: its key is in node, its value in shared
 
 
 @dataclass
@@ -167,6 +168,10 @@ class CheckpointStore(Protocol):
 
     def runs(self) -> list[RunInfo]:
         """Every run in the store, oldest first."""
+        ...
+
+    def cache_get(self, key: str, now: float) -> bytes | None:
+        """The value cached under ``key`` that has not expired by ``now``, or None."""
         ...
 
 
@@ -324,6 +329,7 @@ class SQLiteStore:
         db = self._db()
         steps: list[tuple[Any, ...]] = []
         items: list[tuple[Any, ...]] = []
+        cached: list[tuple[Any, ...]] = []
         latest = -1
         for record in records:
             if record.kind in ("step", "progress"):
@@ -340,10 +346,14 @@ class SQLiteStore:
                     )
                 )
                 latest = max(latest, record.seq)
+            if record.kind == "cache":
+                cached.append((record.node, record.shared, time.time(), record.expires))
             if record.items is not None:
                 batch = json.dumps(record.position)
                 items.append((run_id, batch, record.count, record.items))
         with _transaction(db):
+            if cached:
+                db.executemany("INSERT OR REPLACE INTO cache VALUES (?, ?, ?, ?)", cached)
             if items:
                 db.executemany(
                     "INSERT INTO items (run_id, batch, count, results, chunk) VALUES (?, ?, ?, ?, "
@@ -388,6 +398,17 @@ class SQLiteStore:
             RunInfo(run_id, flow, status, created, updated, steps, items, error, target)
             for run_id, flow, status, created, updated, error, target, steps, items in rows
         ]
+
+    def cache_get(self, key: str, now: float) -> bytes | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT value FROM cache WHERE key=? AND (expires IS NULL OR expires > ?)",
+                (key, now),
+            )
+            .fetchone()
+        )
+        return None if row is None else bytes(row[0])
 
     def steps(self, run_id: str) -> list[tuple[int, tuple[int, ...], str, str | None, bool]]:
         """(seq, position, node, action, done) of every recorded step of ``run_id``."""
