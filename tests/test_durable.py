@@ -534,3 +534,101 @@ def test_bad_cache_options_are_refused() -> None:
         Cache(ttl=0)
     with pytest.raises(AttributeError, match="Cache is immutable"):
         Cache().ttl = 5  # type: ignore[misc]
+
+
+# -- pausing for input ----------------------------------------------------------------------
+
+APPROVAL = """
+import json, sys
+from flowfn import Flow, Paused, ask, node
+
+@node
+def draft(shared):
+    shared["draft"] = "Dear team, ..."
+
+@node(retries=2)
+def approve(shared):
+    verdict = ask({"question": "send this?", "draft": shared["draft"]})
+    shared["sent"] = verdict == "yes"
+
+@approve.fallback
+def not_sent(shared, exc):
+    raise AssertionError("a pause is not a failure")
+
+draft >> approve
+flow = Flow(draft)
+
+if __name__ == "__main__":
+    answers = json.loads(sys.argv[2]) if len(sys.argv) > 2 else None
+    shared = {}
+    result = flow.run(shared, checkpoint=sys.argv[1], run_id="mail", answers=answers)
+    if isinstance(result, Paused):
+        q = result.questions[0]
+        out = {"paused": result.run_id, "id": q.id, "payload": q.payload, "node": q.node}
+        print(json.dumps(out))
+    else:
+        print(json.dumps(shared))
+"""
+
+
+def test_a_step_pauses_and_another_process_resumes_it_with_the_answer(tmp_path: Path) -> None:
+    script = tmp_path / "approval.py"
+    script.write_text(APPROVAL)
+    db = str(tmp_path / "runs.db")
+
+    def run(*args: str) -> Any:
+        done = subprocess.run(
+            [sys.executable, str(script), db, *args], capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    paused = run()
+    assert paused["paused"] == "mail"
+    assert paused["payload"] == {"question": "send this?", "draft": "Dear team, ..."}
+    assert paused["node"] == "approve"
+    assert run() == paused  # no answer yet: it asks again
+    assert SQLiteStore(db).runs()[0].status == "paused"
+    done = run(json.dumps({paused["id"]: "yes"}))
+    assert done == {"draft": "Dear team, ...", "sent": True}
+
+
+@pytest.mark.anyio
+async def test_items_of_a_batch_pause_independently(tmp_path: Path) -> None:
+    from flowfn import Paused, ask
+
+    ran: list[int] = []
+
+    @parallel_batch(items="xs", into="out", limit=4)
+    async def check(x: int) -> str:
+        ran.append(x)
+        await anyio.sleep(0)
+        if x % 3 == 1:
+            return f"{x}:{ask(f'is {x} fine?')}"
+        return f"{x}:auto"
+
+    db = tmp_path / "runs.db"
+    result = await Flow(check).run_async({"xs": list(range(6))}, checkpoint=db, run_id="b")
+    assert isinstance(result, Paused)
+    assert sorted((q.item, q.payload, q.node) for q in result.questions) == [
+        (1, "is 1 fine?", "check"),
+        (4, "is 4 fine?", "check"),
+    ]
+    assert sorted(ran) == [0, 1, 2, 3, 4, 5]
+    answers = {q.id: "ok" if q.item == 1 else "no" for q in result.questions}
+    ran.clear()
+    shared: dict[str, Any] = {}
+    await Flow(check).run_async(shared, checkpoint=db, run_id="b", answers=answers)
+    assert shared["out"] == ["0:auto", "1:ok", "2:auto", "3:auto", "4:no", "5:auto"]
+    assert sorted(ran) == [1, 4]  # the others were recorded before the pause
+
+
+def test_ask_outside_a_durable_run_says_what_to_do() -> None:
+    from flowfn import ask
+
+    @node
+    def needs_input(shared: dict[str, Any]) -> None:
+        ask("continue?")
+
+    with pytest.raises(FlowError, match=r"run the flow with checkpoint="):
+        Flow(needs_input).run({})

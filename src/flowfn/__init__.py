@@ -14,6 +14,7 @@ from ._errors import FlowError, other_errors
 from ._events import Event, EventKind, Observer
 from ._local import local
 from ._observers import LogObserver, NodeStats, Progress, RunSummary
+from ._pause import Paused, Question, ask
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from ._remote import RemoteTraceback
 from ._store import (
@@ -56,6 +57,7 @@ __all__ = [
     "LogObserver",
     "NodeStats",
     "Observer",
+    "Paused",
     "Progress",
     "RemoteTraceback",
     "RunSummary",
@@ -78,6 +80,8 @@ __all__ = [
     "Node",
     "ParallelBatchFlow",
     "ParallelBatchNode",
+    "Question",
+    "ask",
     "batch",
     "local",
     "map_ordered",

@@ -162,6 +162,7 @@ class Flow(BaseNode):
             curr = node._step_copy()
             curr._step_params(p)
             position, nodes = (*base, steps), (*base_nodes, graph.index[id(node)])
+            journal.names[position] = node_name(curr)
             token = _journal._where.set((position, nodes))
             watch = events.current()
             try:

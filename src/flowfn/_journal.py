@@ -41,6 +41,7 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
+    Mapping,
     MutableMapping,
 )
 from contextvars import ContextVar
@@ -50,6 +51,7 @@ import anyio
 
 from ._cache import caching
 from ._errors import FlowError, add_note, node_name
+from ._pause import Paused, PauseRequest, PauseRun, Question
 from ._store import CheckpointStore, Record, Saved, SQLiteStore
 
 __all__ = ["Journal", "current", "run_durable"]
@@ -215,6 +217,8 @@ class Journal:
         # about to be recorded, which makes them moot; they are saved only if it fails.
         self.unsaved: dict[tuple[int, ...], _Batch] = {}
         self._cached: dict[str, tuple[float | None, Any]] = {}  # kept during this run
+        self.answers: dict[str, Any] = {}  # to the questions of flowfn.ask(), by id
+        self.names: dict[tuple[int, ...], str] = {}  # the node of each step, by place
         self._graphs: dict[int, _Graph] = {}
 
     # -- the walk --------------------------------------------------------------------------
@@ -266,6 +270,9 @@ class Journal:
         except Exception as exc:
             raise _unsaveable(self, shared, node, exc) from exc
 
+    def step_name(self, position: tuple[int, ...]) -> str:
+        return self.names.get(position, "?")
+
     def cache_get(self, key: str, now: float) -> Any:
         """The result kept under ``key`` (this run's first, then the store's), or missing."""
         from ._cache import _MISSING
@@ -315,6 +322,7 @@ class _Batch:
 
     __slots__ = (
         "__weakref__",
+        "asked",
         "done",
         "error",
         "flows",
@@ -340,6 +348,7 @@ class _Batch:
         self.queue: collections.deque[tuple[int, Any]] = collections.deque()
         self.last_flush = time.monotonic()
         self.error: Exception | None = None  # raised when the batch ends
+        self.asked: list[Question] = []  # questions of items that paused
         if not self.flows:
             journal.writer.watch(self)
 
@@ -355,6 +364,11 @@ class _Batch:
             except Exception as exc:
                 if self.error is None:
                     self.error = exc
+
+    def paused(self, index: int, request: PauseRequest) -> None:
+        """Item ``index`` asked for input: the batch goes on, the run pauses at its end."""
+        q = request.question
+        self.asked.append(Question(q.id, q.payload, node_name(self.node), index))
 
     def drain(self, last: bool = False) -> Record | None:
         """The items finished since the last drain, as a record: by the writer thread while
@@ -405,7 +419,10 @@ class _Batch:
 
     def end(self, failed: bool) -> None:
         """Record what finished (on the loop's thread, before post sees the results); after
-        a failure, without hiding that failure."""
+        a failure, without hiding that failure. Items that asked for input pause the run."""
+        if self.asked and not failed:
+            self.end(failed=True)  # record what finished, as when the batch stops
+            raise PauseRun(self.asked)
         try:
             if self.flows:
                 self.flush()
@@ -464,7 +481,11 @@ def wrap_batch(
             index, item = pair
             if done and index in done:
                 return batch.recorded(index)[1]
-            result = await fn(item)
+            try:
+                result = await fn(item)
+            except PauseRequest as request:
+                batch.paused(index, request)
+                return None
             finished(index, result)
             return result
 
@@ -477,6 +498,9 @@ def wrap_batch(
         token = _journal.set(None)  # a run is redone whole: nothing inside is recorded
         try:
             result = await fn(item)
+        except PauseRequest as request:
+            batch.paused(index, request)
+            return None
         finally:
             _journal.reset(token)
         finished(index, result)
@@ -498,6 +522,9 @@ def wrap_batch_sync(
         token = _journal.set(None)
         try:
             result = fn(item)
+        except PauseRequest as request:
+            batch.paused(index, request)
+            return None
         finally:
             _journal.reset(token)
         batch.finished(index, result)
@@ -511,7 +538,7 @@ async def durable(
     node: Any,
     fn: Callable[[Any], Awaitable[Any]],
     items: Iterable[Any] | AsyncIterable[Any],
-    runner: Callable[[Any, Any, Any], Awaitable[list[Any]]],
+    runner: Callable[[Any, Any, Any, Any], Awaitable[list[Any]]],
     *,
     reports: bool,
 ) -> list[Any]:
@@ -522,10 +549,10 @@ async def durable(
     batch = journal.batch(node)
     try:
         if reports and not batch.done and not batch.flows:
-            results = await runner(fn, items, batch.queue.append)
+            results = await runner(fn, items, batch.queue.append, batch.paused)
         else:
             run, numbered = wrap_batch(batch, fn, items)
-            results = await runner(run, numbered, None)
+            results = await runner(run, numbered, None, None)
     except BaseException:
         end_batch(batch, failed=True)
         raise
@@ -613,8 +640,11 @@ async def run_durable(
     run_id: str | None,
     *,
     target: str | None = None,
+    answers: Mapping[str, Any] | None = None,
 ) -> Any:
-    """Run ``root`` recording into ``checkpoint``; resume ``run_id`` if it is there."""
+    """Run ``root`` recording into ``checkpoint``; resume ``run_id`` if it is there.
+
+    Returns what the flow returns, or :class:`Paused` if a step asked for input."""
     global _active
     from ._flows import Flow
 
@@ -652,6 +682,9 @@ async def run_durable(
             if saved.status == "done":  # nothing left to do: the result it gave
                 return None if saved.detail is None else store.serializer.loads(saved.detail)
         journal = Journal(store, run_id, saved, shared)
+        if saved is not None and saved.status == "paused" and saved.detail is not None:
+            journal.answers.update(store.serializer.loads(saved.detail)["answers"])
+        journal.answers.update(answers or {})
         token, cache_token = _journal.set(journal), caching.set(journal)
         _active += 1
         try:
@@ -667,6 +700,17 @@ async def run_durable(
         with anyio.CancelScope(shield=True):
             await _end(store, run_id, journal, "done", None, detail)
         return result
+    except (PauseRequest, PauseRun) as pause:
+        assert journal is not None
+        journal.save_unsaved()
+        questions = pause.questions if isinstance(pause, PauseRun) else [pause.question]
+        waiting = {
+            "questions": [[q.id, q.payload, q.node, q.item] for q in questions],
+            "answers": journal.answers,
+        }
+        with anyio.CancelScope(shield=True):
+            await _end(store, run_id, journal, "paused", None, store.serializer.dumps(waiting))
+        return Paused(run_id, questions)
     except BaseException as exc:
         if journal is not None:
             journal.save_unsaved()

@@ -14,7 +14,7 @@ import inspect
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from types import CoroutineType, EllipsisType
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from . import _journal
 from ._backend import start_event_loop
 from ._errors import FlowError, node_name
 from ._local import fresh_local
+from ._pause import PauseRequest
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, each, each_sync, map_ordered
 from ._remote import Batcher, RemoteWorkers, call_exec, check_chunk_timeout, remote_workers
 from ._retry import RateLimit, RetryOptions, check_policy, retry_delay
@@ -115,6 +116,7 @@ class BaseNode:
         progress: bool = False,
         checkpoint: Any = None,
         run_id: str | None = None,
+        answers: Mapping[str, Any] | None = None,
     ) -> Any:
         """Run this node (a flow: the whole flow) and return its action.
 
@@ -126,17 +128,20 @@ class BaseNode:
 
         ``checkpoint`` (an SQLite file path, or a :class:`~flowfn.CheckpointStore`) makes the
         run durable: each finished step and batch item is recorded there, and running again
-        with the same ``run_id`` resumes the run where it stopped (see docs/durable.md).
+        with the same ``run_id`` resumes the run where it stopped (see docs/durable.md). If a
+        step asks for input (``flowfn.ask``), the run pauses and returns
+        :class:`~flowfn.Paused`; ``answers`` ({question id: answer}) resumes it.
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
         with events.observing(_observers(on_event, progress), self), fresh_local():
-            if checkpoint is not None or run_id is not None:
+            if checkpoint is not None or run_id is not None or answers is not None:
                 return start_event_loop(
                     self._run_durable,
                     shared,
                     checkpoint,
                     run_id,
+                    answers,
                     backend=backend,
                     who=node_name(self),
                 )
@@ -148,14 +153,21 @@ class BaseNode:
                     self._run_async, shared, backend=backend, who=node_name(self)
                 )
 
-    async def _run_durable(self, shared: Any, checkpoint: Any, run_id: str | None) -> Any:
+    async def _run_durable(
+        self,
+        shared: Any,
+        checkpoint: Any,
+        run_id: str | None,
+        answers: Mapping[str, Any] | None = None,
+    ) -> Any:
         from ._journal import run_durable
 
         if checkpoint is None:
             raise TypeError(
-                f"{node_name(self)}: run_id= names a run in a checkpoint; pass checkpoint= too"
+                f"{node_name(self)}: run_id= and answers= name a run in a checkpoint; pass "
+                f"checkpoint= too"
             )
-        return await run_durable(self, shared, checkpoint, run_id)
+        return await run_durable(self, shared, checkpoint, run_id, answers=answers)
 
     async def run_async(
         self,
@@ -165,14 +177,15 @@ class BaseNode:
         progress: bool = False,
         checkpoint: Any = None,
         run_id: str | None = None,
+        answers: Mapping[str, Any] | None = None,
     ) -> Any:
         """Run this node (a flow: the whole flow) in the current event loop; see :meth:`run`."""
         await _checkpoint()  # as every async call of trio and anyio is: cancelled, nothing runs
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
         with events.observing(_observers(on_event, progress), self), fresh_local():
-            if checkpoint is not None or run_id is not None:
-                return await self._run_durable(shared, checkpoint, run_id)
+            if checkpoint is not None or run_id is not None or answers is not None:
+                return await self._run_durable(shared, checkpoint, run_id, answers)
             if not _journal._active:
                 return await self._run_async(shared)
             with _journal.detached():
@@ -379,6 +392,8 @@ class Node(BaseNode):
                     result = self.exec(prep_res)
                     if time.monotonic() - started > self.timeout:
                         raise _late(self)
+            except PauseRequest:
+                raise  # a step asking for input: not a failure to retry or fall back from
             except Exception as e:
                 _observe_failure(self, i, e)
                 if i == self.max_retries - 1:
@@ -512,6 +527,8 @@ class AsyncNode(Node):
                     await checkpoint_if_cancelled()
                     raise _late(self)
                 return result
+            except PauseRequest:
+                raise  # a step asking for input: not a failure to retry or fall back from
             except Exception as e:
                 _observe_failure(self, i, e)
                 if i == self.max_retries - 1:

@@ -31,6 +31,7 @@ from . import _events as events
 from . import _journal
 from ._checkpoints import YIELD_EVERY, cancelled_flag, pacer, stray_cancellation
 from ._errors import FlowError, add_note, keep_others
+from ._pause import PauseRequest
 
 if sys.version_info >= (3, 11):
     _GROUP: type[BaseException] = BaseExceptionGroup  # noqa: F821 - a builtin since 3.11
@@ -169,7 +170,7 @@ async def each(
     checkpoint: once the batch is cancelled, no further item starts."""
     if _journal._active and node is not None and (journal := _journal.current()) is not None:
 
-        async def one_by_one(fn: Any, items: Any, record: Any) -> list[Any]:
+        async def one_by_one(fn: Any, items: Any, record: Any, paused: Any) -> list[Any]:
             return await _each(fn, items, where, node)
 
         return await _journal.durable(journal, node, fn, items, one_by_one, reports=False)
@@ -253,8 +254,8 @@ async def map_ordered(
     limit, errors = check_limit(limit, where), check_errors(errors, where)
     if _journal._active and node is not None and (journal := _journal.current()) is not None:
 
-        async def pool(fn: Any, items: Any, record: Any) -> list[Any]:
-            return await _map_ordered(fn, items, limit, where, errors, node, record)
+        async def pool(fn: Any, items: Any, record: Any, paused: Any) -> list[Any]:
+            return await _map_ordered(fn, items, limit, where, errors, node, record, paused)
 
         return await _journal.durable(journal, node, fn, items, pool, reports=True)
     return await _map_ordered(fn, items, limit, where, errors, node)
@@ -268,11 +269,12 @@ async def _map_ordered(
     errors: Errors,
     node: object | None,
     record: Callable[[tuple[int, Any]], None] | None = None,
+    paused: Callable[[int, Any], None] | None = None,
 ) -> list[R]:
     results: list[Any] = []
     started = time.perf_counter()
     seen = _batch_events(node, items)
-    await _run_pool(fn, items, limit, where, errors, results, None, seen, record)
+    await _run_pool(fn, items, limit, where, errors, results, None, seen, record, paused)
     _batch_done(node, started)
     return BatchResults(results) if errors == "collect" else results
 
@@ -287,11 +289,13 @@ async def _run_pool(
     emit: Callable[[int, Any], Awaitable[None]] | None = None,
     seen: events.ItemEvents | None = None,
     record: Callable[[tuple[int, Any]], None] | None = None,
+    paused: Callable[[int, Any], None] | None = None,
 ) -> None:
     """The pool behind :func:`map_ordered` and :func:`stream`. Each result goes to its
     slot in ``results`` (slots are made as items are pulled) or, without ``results``, to
     ``await emit(index, result)`` (the stream's backpressure); ``record((index, result))``
-    is told of each item that succeeded (a durable run records it).
+    is told of each item that succeeded (a durable run records it), and ``paused(index,
+    request)`` of each item that asked for input (the batch goes on without it).
 
     Workers start only when they are needed: the task that owns the task group starts
     one, and the rest (up to ``limit``) once every running worker waits inside an item.
@@ -333,6 +337,11 @@ async def _run_pool(
         """An item raised: (go on?, the value to keep). Fails the pool unless collecting.
         The failure is recorded before observers hear of it: an observer's own error
         comes second."""
+        if paused is not None and exc.__class__ is PauseRequest:
+            paused(index, exc)  # the item asked for input: the others go on
+            if seen is not None:
+                seen.end(index, token)
+            return True, None
         if not collect:
             fail(exc, f"item {index}")
             if seen is not None:
