@@ -632,3 +632,65 @@ def test_ask_outside_a_durable_run_says_what_to_do() -> None:
 
     with pytest.raises(FlowError, match=r"run the flow with checkpoint="):
         Flow(needs_input).run({})
+
+
+def test_a_paused_run_is_answered_from_the_command_line(tmp_path: Path) -> None:
+    (tmp_path / "approval.py").write_text(APPROVAL)
+    first = flowfn(tmp_path, "run", "approval.py:flow", "--checkpoint", "runs.db", "--run-id", "m")
+    paused = json.loads(first.stdout)
+    assert paused["paused"] == "m"
+    (question,) = paused["questions"]
+    assert question["node"] == "approve"
+    assert question["question"] == {"question": "send this?", "draft": "Dear team, ..."}
+    shown = flowfn(tmp_path, "runs", "show", "runs.db", "m")
+    assert "run m: paused" in shown.stdout
+    assert "waiting for answers: flowfn runs resume runs.db m --answers" in shown.stdout
+    answer = json.dumps({question["id"]: "yes"})
+    done = flowfn(tmp_path, "runs", "resume", "runs.db", "m", "--answers", answer)
+    assert json.loads(done.stdout)["shared"] == {"draft": "Dear team, ...", "sent": True}
+
+
+@pytest.mark.anyio
+async def test_runs_of_a_batch_flow_pause_independently(tmp_path: Path) -> None:
+    from flowfn import Paused, ask
+
+    ran: list[str] = []
+
+    @node
+    async def review(shared: dict[str, Any], name: str) -> None:
+        ran.append(name)
+        verdict = ask(f"publish {name}?") if name.startswith("draft") else "auto"
+        shared["verdicts"][name] = verdict
+
+    @parallel_batch(flow=Flow(review), limit=2)
+    def each_page(shared: dict[str, Any]) -> list[dict[str, str]]:
+        shared.setdefault("verdicts", {})
+        return [{"name": n} for n in ("home", "draft-a", "about", "draft-b")]
+
+    db = tmp_path / "runs.db"
+    paused = await Flow(each_page).run_async({}, checkpoint=db, run_id="pages")
+    assert isinstance(paused, Paused)
+    assert sorted((q.item, q.payload) for q in paused.questions) == [
+        (1, "publish draft-a?"),
+        (3, "publish draft-b?"),
+    ]
+    ran.clear()
+    shared: dict[str, Any] = {}
+    answers = {q.id: q.payload.endswith("a?") for q in paused.questions}
+    await Flow(each_page).run_async(shared, checkpoint=db, run_id="pages", answers=answers)
+    assert shared["verdicts"] == {
+        "home": "auto",
+        "about": "auto",
+        "draft-a": True,
+        "draft-b": False,
+    }
+    assert sorted(ran) == ["draft-a", "draft-b"]
+
+
+def test_a_checkpoint_of_another_format_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    build([], set()).run({}, checkpoint=db, run_id="x")
+    with sqlite3.connect(db) as connection:
+        connection.execute("UPDATE meta SET value='999' WHERE key='format'")
+    with pytest.raises(FlowError, match="written in checkpoint format 999, and this flowfn reads"):
+        build([], set()).run({}, checkpoint=db, run_id="x")

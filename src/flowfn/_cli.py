@@ -36,6 +36,7 @@ from ._errors import FlowError
 from ._flows import Flow
 from ._nodes import BaseNode
 from ._observers import RunSummary
+from ._pause import Paused
 from ._store import RunInfo, SQLiteStore
 
 __all__ = ["UsageError", "load_target", "main"]
@@ -116,6 +117,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("--backend", choices=BACKENDS, help="the event loop (default: asyncio)")
     resume.add_argument("--progress", action="store_true", help="show a progress bar per batch")
+    resume.add_argument(
+        "--answers",
+        metavar="JSON",
+        help='answers to a paused run\'s questions, a JSON object: \'{"q-1a2b...": "yes"}\'',
+    )
     resume.set_defaults(handler=_runs_resume)
 
     graph = commands.add_parser("graph", help="draw a flow as Mermaid, DOT or PNG")
@@ -165,7 +171,14 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def _print_result(action: Any, shared: Any) -> None:
-    result = {"action": action, "shared": shared}
+    if isinstance(action, Paused):  # waiting for answers: what to answer, and how
+        questions = [
+            {"id": q.id, "question": q.payload, "node": q.node, "item": q.item}
+            for q in action.questions
+        ]
+        result: dict[str, Any] = {"paused": action.run_id, "questions": questions}
+    else:
+        result = {"action": action, "shared": shared}
     print(json.dumps(_jsonable(result), indent=2, default=repr, ensure_ascii=False))
 
 
@@ -221,6 +234,11 @@ def _runs_show(args: argparse.Namespace) -> int:
         print(f"  step {place:<8} {node} {what}")
     if run.status in ("failed", "interrupted", "running"):
         print(f"resume with: flowfn runs resume {args.checkpoint} {run.run_id}")
+    if run.status == "paused":
+        print(
+            f"waiting for answers: flowfn runs resume {args.checkpoint} {run.run_id} "
+            f"--answers '{{\"<question id>\": ...}}'"
+        )
     return 0
 
 
@@ -236,6 +254,7 @@ def _runs_resume(args: argparse.Namespace) -> int:
         )
     node = load_target(target)
     flow = node if isinstance(node, Flow) else Flow(node)
+    answers = None if args.answers is None else _json_object(args.answers, "--answers")
     shared: dict[str, Any] = {}
     action = flow.run(
         shared,
@@ -243,6 +262,7 @@ def _runs_resume(args: argparse.Namespace) -> int:
         progress=args.progress,
         checkpoint=SQLiteStore(args.checkpoint, target=target),
         run_id=run.run_id,
+        answers=answers,
     )
     _print_result(action, shared)
     return 0
