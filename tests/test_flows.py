@@ -358,3 +358,62 @@ def test_the_walk_calls_a_mixins_set_params_and_copy() -> None:
     flow.run(shared)
     assert calls == ["copy", "set_params"]
     assert shared["params"] == {"a": 1, "seen": True}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("observed", [False, True])
+async def test_nested_plain_flows_walk_as_if_nested(observed: bool) -> None:
+    # A plain nested Flow is walked by the flow around it (no walk of its own): actions,
+    # params, successors and notes must be exactly those of a nested walk.
+    from flowfn import AsyncFlow, Flow, node
+
+    trail: list[str] = []
+
+    @node
+    def a(shared: dict[str, Any], tag: str = "?") -> str:
+        trail.append(f"a:{tag}")
+        return "left" if shared["go"] == "left" else "right"
+
+    @node
+    def b(shared: dict[str, Any]) -> str:
+        trail.append("b")
+        if shared.get("fail"):
+            raise KeyError("b failed")
+        return "out"
+
+    @node
+    def c(shared: dict[str, Any]) -> None:
+        trail.append("c")
+
+    @node
+    def after_out(shared: dict[str, Any]) -> None:
+        trail.append("after_out")
+
+    @node
+    def after_default(shared: dict[str, Any]) -> None:
+        trail.append("after_default")
+
+    a - "left" >> b
+    a - "right" >> c
+    inner = Flow(a)
+    deeper = AsyncFlow(inner)
+    deeper - "out" >> after_out
+    deeper >> after_default
+    outer = Flow(deeper)
+    outer.set_params({"tag": "T"})
+    seen: list[object] = []
+    on_event = seen.append if observed else None
+
+    assert await outer.run_async({"go": "left"}, on_event=on_event) is None
+    assert trail == ["a:T", "b", "after_out"]
+    trail.clear()
+    assert await outer.run_async({"go": "right"}, on_event=on_event) is None
+    assert trail == ["a:T", "c", "after_default"]
+    with pytest.raises(KeyError) as caught:
+        await outer.run_async({"go": "left", "fail": True}, on_event=on_event)
+    assert caught.value.__notes__ == [
+        "flowfn: in node 'b' of flow 'Flow'",
+        "flowfn: in node 'Flow' of flow 'AsyncFlow'",
+        "flowfn: in node 'AsyncFlow' of flow 'Flow'",
+    ]
+    assert bool(seen) is observed

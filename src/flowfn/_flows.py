@@ -106,10 +106,25 @@ class Flow(BaseNode):
             return await self._orch_durable(shared, params, journal)
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
         watch = events.current()
+        flow: Flow = self
         own_next = type(self).get_next_node is not Flow.get_next_node
         cancelled: Callable[[], bool] | None = None
         steps = 0
-        while curr:  # PocketFlow's test: a falsy node ends the flow too
+        # A plain nested Flow is walked here, in this loop, instead of by a walk of its own:
+        # the flows entered, innermost last, with what to go back to.
+        outer: list[tuple[Flow, BaseNode, dict[str, Any], bool]] | None = None
+        while True:
+            if not curr:  # PocketFlow's test: a falsy node ends the flow too
+                if not outer:
+                    break
+                # The nested flow ended with last_action, which its post returns as it is.
+                nested = flow
+                flow, _, p, own_next = outer.pop()
+                nxt = None if own_next else nested.successors.get(last_action or "default")
+                if not nxt:
+                    nxt = flow.get_next_node(nested, last_action)
+                curr = None if nxt is None else nxt._step_copy()
+                continue
             # No step starts once the flow is cancelled, and a walk that never awaits lets
             # the event loop run now and then. The first step was checked by whoever
             # started the walk (run_async, the walk around it, a batch), so the flag, which
@@ -121,22 +136,29 @@ class Flow(BaseNode):
                     await checkpoint()
             steps += 1
             curr._step_params(p)
+            if curr.__class__ in _PLAIN_FLOWS and watch is None and curr.start_node is not None:
+                if outer is None:
+                    outer = []
+                outer.append((flow, curr, p, own_next))
+                flow, p, own_next = curr, {**curr.params}, False
+                curr = curr.start_node._step_copy()
+                continue
             try:
                 last_action = await (
                     curr._run_async(shared) if watch is None else watch.run_step_async(curr, shared)
                 )
             except Exception as exc:
-                self._step_failed(exc, curr)
+                _failed_in(exc, flow, curr, outer)
                 raise
             except BaseException as exc:
                 stray = stray_cancellation(exc, f"node {node_name(curr)!r}")
                 if stray is None:
                     raise
-                self._step_failed(stray, curr)
+                _failed_in(stray, flow, curr, outer)
                 raise stray from exc
             nxt = None if own_next else curr.successors.get(last_action or "default")
             if not nxt:
-                nxt = self.get_next_node(curr, last_action)
+                nxt = flow.get_next_node(curr, last_action)
             curr = None if nxt is None else nxt._step_copy()
         return last_action
 
@@ -241,6 +263,18 @@ class Flow(BaseNode):
         from ._graph import to_dot
 
         return to_dot(self)
+
+
+def _failed_in(
+    exc: BaseException,
+    flow: Flow,
+    node: BaseNode,
+    outer: list[tuple[Flow, BaseNode, dict[str, Any], bool]] | None,
+) -> None:
+    """Notes on a step's exception: its node and flow, then each flow around that one."""
+    flow._step_failed(exc, node)
+    for around, nested, _, _ in reversed(outer or ()):
+        around._step_failed(exc, nested)
 
 
 class BatchFlow(Flow):
@@ -383,3 +417,7 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
         results = await self._orch_parallel(shared, pr, self.limit, self.errors)
         # PocketFlow's post gets None; with errors="collect", what each run did.
         return await self.post_async(shared, pr, results if self.errors == "collect" else None)
+
+
+# Nested flows whose walk the flow around them takes over (their prep and post do nothing).
+_PLAIN_FLOWS = frozenset({Flow, AsyncFlow})
