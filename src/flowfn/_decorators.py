@@ -30,6 +30,7 @@ from ._binding import _RESERVED, Bound
 from ._cache import Cache, as_cache, cached_call, is_missing, keep
 from ._errors import FlowError, node_name
 from ._flows import BatchFlow
+from ._local import note_written, written_by
 from ._nodes import (
     AsyncBatchNode,
     AsyncNode,
@@ -153,7 +154,7 @@ class _Steps(BaseNode):
                 f"node {self.name!r}: into={self.into!r} needs a dict-like shared store, "
                 f"got {type(shared).__name__}"
             )
-        if self.into in shared and not self.overwrite:
+        if self.into in shared and not self.overwrite and written_by(self.into) is not self._work:
             raise FlowError(
                 f"node {self.name!r}: shared[{self.into!r}] already exists and into= would "
                 f"overwrite it. Pass overwrite=True to replace it, or choose another key."
@@ -161,11 +162,15 @@ class _Steps(BaseNode):
 
     def _finish(self, shared: Any, p: Any, e: Any) -> Any:
         if self._post is not None:
+            if self.into is not None:  # stored first: post sees it there too
+                self._store(shared, e)
             return _check_action(self, self._post.call(self, shared, (shared, p, e)), "post")
         return self._store(shared, e)
 
     async def _finish_async(self, shared: Any, p: Any, e: Any) -> Any:
         if self._post is not None:
+            if self.into is not None:
+                self._store(shared, e)
             action = await self._post.acall(self, shared, (shared, p, e))
             return _check_action(self, action, "post")
         return self._store(shared, e)
@@ -175,6 +180,7 @@ class _Steps(BaseNode):
             # Checked again here: a concurrent run may have written the key meanwhile.
             self._check_into(shared)
             shared[self.into] = e
+            note_written(self.into, self._work)  # a loop back here may replace it
             return None
         if self.kind != "node":
             return None
@@ -199,12 +205,8 @@ class _Steps(BaseNode):
         self._as_is = self._simple and all(n in ("shared", "local") for n, _ in self._work.inject)
 
     def post(self, fn: F) -> F:  # type: ignore[override]
-        """Attach ``post(shared, prep_res, exec_res)``; its return value is the action."""
-        if self.into is not None:
-            raise TypeError(
-                f"{self.name}: into={self.into!r} and @{self.name}.post both decide where the "
-                f"result goes; drop into= and write shared in post, or drop the post"
-            )
+        """Attach ``post(shared, prep_res, exec_res)``; its return value is the action.
+        With ``into=``, the result is stored first, and post may branch on it."""
         self._post = Bound(fn, 3, role="post", owner=node_name(self))
         self._refresh()
         return fn

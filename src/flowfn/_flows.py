@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from types import EllipsisType
 from typing import Any
 
@@ -291,9 +291,17 @@ class BatchFlow(Flow):
             )
         return {**self.params, **item}
 
-    def _batches(self, pr: Any) -> Iterable[Any]:
+    def _batches(self, pr: Any, *, pull_async: bool = False) -> Iterable[Any]:
         if pr is None or isinstance(pr, (list, tuple)):
             return pr or ()
+        if isinstance(pr, AsyncIterable):
+            if pull_async:  # pulled lazily, as a parallel batch pulls its items
+                return pr  # type: ignore[return-value]
+            raise TypeError(
+                f"{node_name(self)}: prep returned an async iterable of param dicts, which a "
+                f"sync batch flow cannot pull; use AsyncBatchFlow or AsyncParallelBatchFlow "
+                f"(or @batch(flow=...) in a flow run with run_async)"
+            )
         try:
             iter(pr)
         except TypeError:
@@ -341,7 +349,7 @@ class BatchFlow(Flow):
     async def _orch_each(self, shared: Any, pr: Any) -> list[Any]:
         run_one = functools.partial(self._run_one_async, shared)
         where = f"batch flow {node_name(self)!r}"
-        return await each(run_one, self._batches(pr), where=where, node=self)
+        return await each(run_one, self._batches(pr, pull_async=True), where=where, node=self)
 
     async def _orch_parallel(
         self, shared: Any, pr: Any, limit: int | None, errors: Errors = "fail_fast"
@@ -354,7 +362,7 @@ class BatchFlow(Flow):
         run_one = functools.partial(self._run_one_async, shared)
         return await map_ordered(
             run_one,
-            self._batches(pr),
+            self._batches(pr, pull_async=True),
             limit=limit,
             where=f"parallel batch flow {name!r}",
             errors=errors,

@@ -17,7 +17,20 @@ from typing import Any
 
 from ._errors import FlowError
 
-__all__ = ["enter_local", "fresh_local", "leave_local", "local"]
+__all__ = ["Scratch", "enter_local", "fresh_local", "leave_local", "local", "written_by"]
+
+
+class Scratch(dict[str, Any]):
+    """A run's scratch dict: a plain dict to the steps, which also remembers (in
+    ``written``) the shared-store keys that this run's ``into=`` nodes wrote, so that a node
+    re-visited by a loop may replace its own value and nothing else."""
+
+    __slots__ = ("written",)
+    written: dict[str, object]
+
+    def __reduce__(self) -> Any:
+        return (Scratch, (dict(self),))
+
 
 _scratch: ContextVar[dict[str, Any] | None] = ContextVar("flowfn_local", default=None)
 
@@ -36,9 +49,25 @@ def local() -> dict[str, Any]:
     return scratch
 
 
+def written_by(key: str) -> object:
+    """The ``into=`` node (its function binding) that wrote ``shared[key]`` in this run."""
+    scratch = _scratch.get()
+    written = getattr(scratch, "written", None)
+    return None if written is None else written.get(key)
+
+
+def note_written(key: str, writer: object) -> None:
+    scratch = _scratch.get()
+    if isinstance(scratch, Scratch):
+        try:
+            scratch.written[key] = writer
+        except AttributeError:
+            scratch.written = {key: writer}
+
+
 def enter_local() -> tuple[Token[dict[str, Any] | None], dict[str, Any]]:
     """Start a fresh scratch dict (the fast form of :func:`fresh_local`, for the engine)."""
-    scratch: dict[str, Any] = {}
+    scratch = Scratch()
     return _scratch.set(scratch), scratch
 
 
@@ -49,7 +78,7 @@ def leave_local(token: Token[dict[str, Any] | None]) -> None:
 @contextmanager
 def fresh_local() -> Iterator[dict[str, Any]]:
     """Give the code inside this block its own empty scratch dict, and yield it."""
-    scratch: dict[str, Any] = {}
+    scratch = Scratch()
     token = _scratch.set(scratch)
     try:
         yield scratch
