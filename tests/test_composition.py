@@ -132,3 +132,134 @@ async def test_into_and_post_together_post_branches_on_the_stored_value() -> Non
     shared = {"text": "hello world"}
     await Flow(score).run_async(shared)
     assert shared == {"text": "hello world", "score": 11, "kind": "long"}
+
+
+# -- one limit shared across nodes and flows ------------------------------------------------
+
+
+class InFlight:
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
+    async def hold(self, seconds: float) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await anyio.sleep(seconds)
+        finally:
+            self.now -= 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["flowfn", "anyio"])
+async def test_one_limiter_bounds_every_node_it_is_given_to(kind: str) -> None:
+    from flowfn import AsyncParallelBatchNode, Limiter
+
+    api = Limiter(3, name="api") if kind == "flowfn" else anyio.CapacityLimiter(3)
+    seen = InFlight()
+
+    @parallel_batch(items="xs", into="a", limit=10, limiter=api)
+    async def translate(x: int) -> int:
+        await seen.hold(0.01)
+        return x
+
+    class Summarise(AsyncParallelBatchNode):
+        async def prep_async(self, shared: Any) -> Any:
+            return shared["xs"]
+
+        async def exec_async(self, x: int) -> int:
+            await seen.hold(0.01)
+            return -x
+
+    summarise = Summarise(limit=10, limiter=api)
+    results: dict[str, Any] = {}
+
+    async def run(flow: AsyncFlow, key: str) -> None:
+        shared: dict[str, Any] = {"xs": list(range(12))}
+        await flow.run_async(shared)
+        results[key] = shared
+
+    async with anyio.create_task_group() as tg:  # two flows at once, one quota
+        tg.start_soon(run, AsyncFlow(translate), "t")
+        tg.start_soon(run, AsyncFlow(summarise), "s")
+    assert seen.most == 3
+    assert results["t"]["a"] == list(range(12))
+
+
+@pytest.mark.anyio
+async def test_limiter_slots_come_back_after_cancellation_and_failure() -> None:
+    from flowfn import Limiter
+
+    api = Limiter(2)
+
+    @parallel_batch(items="xs", limit=5, limiter=api)
+    async def hang(x: int) -> None:
+        if x == 4:
+            raise ValueError("item 4 fails")
+        await anyio.sleep(60)
+
+    with anyio.move_on_after(0.05):
+        await AsyncFlow(hang).run_async({"xs": [0, 1, 2]})
+    with pytest.raises(ValueError, match="item 4 fails"):
+        await AsyncFlow(hang).run_async({"xs": [4, 0, 1]})
+    capacity = api._limiter()
+    assert capacity is not None
+    assert capacity.borrowed_tokens == 0
+
+    seen = InFlight()
+
+    @parallel_batch(items="xs", into="out", limit=5, limiter=api)
+    async def work(x: int) -> int:
+        await seen.hold(0.01)
+        return x
+
+    shared: dict[str, Any] = {"xs": list(range(6))}
+    await AsyncFlow(work).run_async(shared)
+    assert shared["out"] == list(range(6))
+    assert seen.most == 2  # both slots are free again, and the bound holds
+
+
+@pytest.mark.anyio
+async def test_a_shared_rate_spaces_the_starts_of_every_node() -> None:
+    from flowfn import Limiter
+
+    api = Limiter(per_second=50)
+    starts: list[float] = []
+
+    @parallel_batch(items="xs", limit=10, limiter=api)
+    async def one(x: int) -> None:
+        starts.append(anyio.current_time())
+
+    @parallel_batch(items="xs", limit=10, limiter=api)
+    async def two(x: int) -> None:
+        starts.append(anyio.current_time())
+
+    one >> two
+    await AsyncFlow(one).run_async({"xs": list(range(5))})
+    assert len(starts) == 10
+    assert max(starts) - min(starts) >= 9 / 50 * 0.9  # 10 starts, 1/50 s apart at least
+
+
+def test_limiters_that_would_be_ignored_are_refused() -> None:
+    from flowfn import Limiter, Node
+
+    with pytest.raises(TypeError, match=r"limiter= holds a slot .* needs an async node"):
+        Node(limiter=Limiter(2))
+    with pytest.raises(TypeError, match=r"limiter= takes a flowfn\.Limiter"):
+        node(limiter=3)(lambda shared: None)  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match="give concurrency=, per_second=, or both"):
+        Limiter()
+    with pytest.raises(TypeError, match=r"runs a sub-flow per param dict and takes only"):
+        parallel_batch(flow=Flow(node(lambda shared: None)), limiter=Limiter(1))  # type: ignore[call-overload]
+
+
+def test_a_sync_flow_with_a_limiter_runs_in_an_event_loop() -> None:
+    from flowfn import Limiter
+
+    @node(limiter=Limiter(1), into="out")
+    def plain(shared: dict[str, Any]) -> int:
+        return 42
+
+    shared: dict[str, Any] = {}
+    Flow(plain).run(shared)
+    assert shared["out"] == 42

@@ -12,6 +12,7 @@ from ._decorators import (
 )
 from ._errors import FlowError, other_errors
 from ._events import Event, EventKind, Observer
+from ._limiter import Limiter
 from ._local import local
 from ._observers import LogObserver, NodeStats, Progress, RunSummary
 from ._pause import Paused, Question, ask
@@ -54,6 +55,7 @@ __all__ = [
     "Serializer",
     "Event",
     "EventKind",
+    "Limiter",
     "LogObserver",
     "NodeStats",
     "Observer",

@@ -30,6 +30,7 @@ from ._binding import _RESERVED, Bound
 from ._cache import Cache, as_cache, cached_call, is_missing, keep
 from ._errors import FlowError, node_name
 from ._flows import BatchFlow
+from ._limiter import Limiter
 from ._local import note_written, written_by
 from ._nodes import (
     AsyncBatchNode,
@@ -60,7 +61,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 Workers = Literal["thread", "process", "inline"] | Executor | RemoteWorkers
 Items = str | Callable[[Any], Iterable[Any]]
 
-_RETRY_KEYS = ("backoff", "max_wait", "jitter", "timeout", "per_second")
+_RETRY_KEYS = ("backoff", "max_wait", "jitter", "timeout", "per_second", "limiter")
 
 
 class NodeOptions(RetryOptions, total=False):
@@ -75,6 +76,7 @@ class NodeOptions(RetryOptions, total=False):
     # a concurrent.futures.Executor or flowfn.ray.RayWorkers(...)
     chunksize: int | None  # calls per remote task, for an Executor (RayWorkers takes its own)
     cache: Cache | bool | None  # keep results in the checkpoint store, per call (or item)
+    limiter: Limiter | anyio.CapacityLimiter | None  # a limit shared with other nodes
 
 
 # What a step's retry loop hands to exec: the shared store, the function's data, the
@@ -194,6 +196,7 @@ class _Steps(BaseNode):
         # a single-function node is just a call.
         self._plain = (
             getattr(self, "_cache", None) is None
+            and getattr(self, "limiter", None) is None
             and getattr(self, "max_retries", 1) == 1
             and getattr(self, "timeout", None) is None
             and getattr(self, "rate_limit", None) is None
@@ -324,6 +327,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return (
             self._where == "process"
             or self._remote is not None
+            or self.limiter is not None  # its slots are held in an event loop
             or any(bound.is_async for bound in self._phases())
         )
 

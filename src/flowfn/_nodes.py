@@ -26,6 +26,7 @@ from . import _events as events
 from . import _journal
 from ._backend import start_event_loop
 from ._errors import FlowError, node_name
+from ._limiter import Limiter, check_limiter, limited
 from ._local import fresh_local
 from ._pause import PauseRequest
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, each, each_sync, map_ordered
@@ -299,6 +300,8 @@ class Node(BaseNode):
     #: Async nodes only: an Executor or RayWorkers on which ``exec`` runs (see AsyncNode).
     workers: Any = None
     _remote: RemoteWorkers | None = None
+    #: Async nodes only: a Limiter (or anyio CapacityLimiter) shared with other nodes.
+    limiter: Limiter | anyio.CapacityLimiter | None = None
 
     def __init__(
         self,
@@ -312,6 +315,7 @@ class Node(BaseNode):
         per_second: float | None = None,
         workers: Any = None,
         chunksize: int | None = None,
+        limiter: Limiter | anyio.CapacityLimiter | None = None,
     ) -> None:
         super().__init__()
         owner = node_name(self)
@@ -346,6 +350,14 @@ class Node(BaseNode):
             self.rate_limit = RateLimit(per_second)
         if workers is not None or chunksize is not None:
             self._use_workers(workers, chunksize)
+        if limiter is not None:
+            if not hasattr(self, "prep_async"):  # never silently ignored: refused
+                raise TypeError(
+                    f"{owner}: limiter= holds a slot around each attempt in an event loop, "
+                    f"which needs an async node: derive {type(self).__name__} from AsyncNode "
+                    f"(or use @node)"
+                )
+            self.limiter = check_limiter(limiter, owner)
 
     def _use_workers(self, workers: Any, chunksize: int | None) -> None:
         owner, cls = node_name(self), type(self)
@@ -516,17 +528,12 @@ class AsyncNode(Node):
             try:
                 if self.rate_limit is not None:
                     await self.rate_limit.wait()
+                if self.limiter is not None:  # a limit shared with other nodes: one slot
+                    async with limited(self.limiter):
+                        return await self._attempt(prep_res)
                 if self.timeout is None:
                     return await self.exec_async(prep_res)
-                with anyio.fail_after(self.timeout) as scope:
-                    result = await self.exec_async(prep_res)
-                # A thread job is shielded and a blocking call cannot be interrupted: an
-                # attempt that comes back after its deadline timed out all the same, unless
-                # the flow itself was cancelled meanwhile (then that cancellation goes on).
-                if anyio.current_time() >= scope.deadline:
-                    await checkpoint_if_cancelled()
-                    raise _late(self)
-                return result
+                return await self._attempt(prep_res)
             except PauseRequest:
                 raise  # a step asking for input: not a failure to retry or fall back from
             except Exception as e:
@@ -536,6 +543,20 @@ class AsyncNode(Node):
                 # Between attempts: a checkpoint, so that a cancelled flow retries no more.
                 await (anyio.sleep(self._retry_delay(i)) if self.wait > 0 else checkpoint())
         return None  # unreachable: max_retries >= 1
+
+    async def _attempt(self, prep_res: Any) -> Any:
+        """One attempt of ``exec_async``, within ``timeout``."""
+        if self.timeout is None:
+            return await self.exec_async(prep_res)
+        with anyio.fail_after(self.timeout) as scope:
+            result = await self.exec_async(prep_res)
+        # A thread job is shielded and a blocking call cannot be interrupted: an attempt
+        # that comes back after its deadline timed out all the same, unless the flow
+        # itself was cancelled meanwhile (then that cancellation goes on).
+        if anyio.current_time() >= scope.deadline:
+            await checkpoint_if_cancelled()
+            raise _late(self)
+        return result
 
     async def _run_async(self, shared: Any) -> Any:
         p = await self.prep_async(shared)
@@ -552,6 +573,7 @@ class AsyncNode(Node):
             self.max_retries == 1
             and self.timeout is None
             and self.rate_limit is None
+            and self.limiter is None
             and type(self).exec_fallback_async is AsyncNode.exec_fallback_async
             and events.current() is None
         )

@@ -245,8 +245,10 @@ class SQLiteStore:
         where = str(self.path)
         try:
             db = sqlite3.connect(where, timeout=30, isolation_level=None)
-            application_id = db.execute("PRAGMA application_id").fetchone()[0]
+            # Tables first: a creator commits them with the mark, so the mark read after
+            # them is at least as new (reading it first could miss it, then see tables).
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+            application_id = db.execute("PRAGMA application_id").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise FlowError(
                 f"checkpoint {where!r} is not a flowfn checkpoint: SQLite cannot read it "
@@ -261,10 +263,12 @@ class SQLiteStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         if application_id != _APPLICATION_ID:
-            db.executescript(_SCHEMA)  # idempotent: a concurrent creator does the same
-            with _transaction(db):
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (str(FORMAT),))
-            db.execute(f"PRAGMA application_id={_APPLICATION_ID}")
+            # One transaction: another process sees no tables, or all of them with the
+            # mark; two creators at once take turns, and the second changes nothing.
+            db.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA application_id={_APPLICATION_ID}; "
+                f"INSERT OR IGNORE INTO meta VALUES ('format', '{FORMAT}'); COMMIT;"
+            )
         found = db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         if found is None or found[0] != str(FORMAT):
             db.close()
