@@ -263,3 +263,122 @@ def test_a_sync_flow_with_a_limiter_runs_in_an_event_loop() -> None:
     shared: dict[str, Any] = {}
     Flow(plain).run(shared)
     assert shared["out"] == 42
+
+
+# -- streaming from inside a node -----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_steps_stream_partial_output_with_backpressure() -> None:
+    from flowfn import emit
+
+    trail: list[str] = []
+
+    @node
+    async def reply(shared: dict[str, Any]) -> str:
+        for token in ["Hel", "lo", "!"]:
+            trail.append(f"emit {token}")
+            await emit(token)
+        shared["reply"] = "Hello!"
+        return "done"
+
+    shared: dict[str, Any] = {}
+    async with AsyncFlow(reply).stream(shared) as output:
+        async for token in output:
+            trail.append(f"got {token}")
+    assert output.result == "done"
+    assert shared == {"reply": "Hello!"}
+    assert [t for t in trail if t.startswith("got")] == ["got Hel", "got lo", "got !"]
+    # buffer=0: an emit returns once the consumer has taken the value, so the step is never
+    # more than the token in hand ahead of the consumer
+    lead = [
+        sum(t.startswith("emit") for t in trail[:i]) - sum(t.startswith("got") for t in trail[:i])
+        for i in range(len(trail) + 1)
+    ]
+    assert max(lead) <= 2
+
+
+@pytest.mark.anyio
+async def test_items_of_a_batch_stream_and_sync_steps_emit_from_threads() -> None:
+    from flowfn import emit, emit_sync
+
+    @parallel_batch(items="xs", into="out", limit=4)
+    async def square(x: int) -> int:
+        await emit(("square", x))
+        return x * x
+
+    @node
+    def report(shared: dict[str, Any]) -> None:  # a sync step: runs in a worker thread
+        emit_sync(("total", sum(shared["out"])))
+
+    square >> report
+    got: list[Any] = []
+    async with AsyncFlow(square).stream({"xs": [1, 2, 3]}, buffer=2) as output:
+        async for value in output:
+            got.append(value)
+    assert sorted(got[:3]) == [("square", 1), ("square", 2), ("square", 3)]
+    assert got[3:] == [("total", 14)]
+
+
+@pytest.mark.anyio
+async def test_leaving_the_stream_early_or_with_an_error() -> None:
+    from flowfn import emit
+
+    finished: list[str] = []
+
+    @node
+    async def count(shared: dict[str, Any]) -> None:
+        try:
+            for i in range(5):
+                await emit(i)
+            finished.append("all emitted")
+        finally:
+            finished.append("cleaned up")
+
+    async with AsyncFlow(count).stream({}) as output:
+        async for i in output:
+            if i == 1:
+                break  # a normal exit: the flow finishes, its later output dropped
+    assert finished == ["all emitted", "cleaned up"]
+
+    async def consume_and_fail() -> None:
+        async with AsyncFlow(count).stream({}) as output:
+            async for i in output:
+                if i == 1:
+                    raise LookupError("consumer failed")
+
+    finished.clear()
+    with pytest.raises(LookupError, match="consumer failed"):
+        await consume_and_fail()
+    assert finished == ["cleaned up"]  # cancelled at its next emit, and cleaned up
+
+    @node
+    async def broken(shared: dict[str, Any]) -> None:
+        await emit("partial")
+        raise ValueError("flow failed")
+
+    got: list[str] = []
+
+    async def consume() -> None:
+        async with AsyncFlow(broken).stream({}) as output:
+            async for value in output:
+                got.append(value)
+
+    with pytest.raises(ValueError, match="flow failed") as caught:
+        await consume()
+    assert got == ["partial"]
+    assert type(caught.value) is ValueError  # not an exception group
+
+
+@pytest.mark.anyio
+async def test_emit_without_a_consumer_does_nothing() -> None:
+    from flowfn import emit
+
+    @node(into="out")
+    async def quiet(shared: dict[str, Any]) -> int:
+        await emit("nobody listens")
+        return 1
+
+    shared: dict[str, Any] = {}
+    await AsyncFlow(quiet).run_async(shared)
+    assert shared == {"out": 1}

@@ -43,6 +43,7 @@ def test_every_example_is_tested_and_short() -> None:
         "parallel_squares",
         "resume_batch",
         "scale_out",
+        "stream_tokens",
         "summarize_files",
         "translate",
     }
@@ -223,3 +224,17 @@ def test_resume_batch_resumes_a_killed_run_without_redoing_recorded_summaries(
     resumed = int(re.search(r"resumed: (\d+) LLM calls now", out[1]).group(1))  # type: ignore[union-attr]
     assert resumed <= 60 - 16  # at least the 16 recorded summaries were not asked again
     assert shared["calls"] >= 60
+
+
+@backends
+def test_stream_tokens_streams_every_word_in_order_under_one_quota(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = example("stream_tokens")
+    shared = module.main(backend)
+    assert shared["answers"] == list(module.REPLIES.values())
+    for question, reply in module.REPLIES.items():  # each reply's words arrive in order
+        assert [w for who, w in shared["tokens"] if who == question] == reply.split()
+    titles = [w for who, w in shared["tokens"] if who == "title"]
+    assert titles == " ".join(shared["titles"]).split()
+    assert lines(capsys)[-1].startswith(f"{len(shared['tokens'])} tokens streamed")

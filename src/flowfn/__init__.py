@@ -10,6 +10,7 @@ from ._decorators import (
     node,
     parallel_batch,
 )
+from ._emit import FlowOutput, emit, emit_sync
 from ._errors import FlowError, other_errors
 from ._events import Event, EventKind, Observer
 from ._limiter import Limiter
@@ -75,6 +76,7 @@ __all__ = [
     "BatchNode",
     "Flow",
     "FlowError",
+    "FlowOutput",
     "FunctionBatchFlow",
     "FunctionBatchNode",
     "FunctionNode",
@@ -85,6 +87,8 @@ __all__ = [
     "Question",
     "ask",
     "batch",
+    "emit",
+    "emit_sync",
     "local",
     "map_ordered",
     "node",

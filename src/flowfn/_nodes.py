@@ -15,8 +15,9 @@ import time
 import warnings
 import weakref
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from types import CoroutineType, EllipsisType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
@@ -41,6 +42,9 @@ __all__ = [
     "BatchNode",
     "Node",
 ]
+
+if TYPE_CHECKING:
+    from ._emit import FlowOutput
 
 _Successor = TypeVar("_Successor", bound="BaseNode | None")
 _NO_KWARGS: dict[str, Any] = {}
@@ -191,6 +195,30 @@ class BaseNode:
                 return await self._run_async(shared)
             with _journal.detached():
                 return await self._run_async(shared)
+
+    def stream(
+        self,
+        shared: Any,
+        *,
+        buffer: float = 0,
+        **run_options: Any,
+    ) -> AbstractAsyncContextManager[FlowOutput]:
+        """Run this flow in the background of an ``async with`` block, handing out what its
+        steps ``await flowfn.emit(...)``::
+
+            async with flow.stream(shared) as output:
+                async for token in output:
+                    print(token, end="")
+            action = output.result
+
+        ``buffer`` values may wait for the consumer (0: each emit waits until it is taken).
+        Leaving the block with an exception or a cancellation cancels the flow; leaving it
+        normally waits for the flow to end. ``run_options`` go to :meth:`run_async`
+        (``on_event=``, ``checkpoint=``, ...).
+        """
+        from ._emit import stream_run
+
+        return stream_run(self, shared, buffer, run_options)
 
     def __rshift__(self, other: _Successor) -> _Successor:
         return self.next(other, _stacklevel=3)  # warnings point at the user's `a >> b`
