@@ -41,7 +41,7 @@ async def answer(question: str) -> str:
 
 @parallel_batch(items="answers", into="titles", limit=3, limiter=API)
 async def title(text: str) -> str:
-    return await fake_llm(text, "title")
+    return await fake_llm(text, f"title: {text[:8]}")
 
 
 answer >> title

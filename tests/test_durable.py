@@ -307,13 +307,18 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_value_that_cannot_be_saved_names_the_key_and_node(tmp_path: Path) -> None:
+    handle = (tmp_path / "f").open("w")
+
     @node
     def opens(shared: dict[str, Any]) -> None:
         shared["fine"] = 1
-        shared["handle"] = (tmp_path / "f").open("w")
+        shared["handle"] = handle
 
-    with pytest.raises(
-        FlowError, match=r"node 'opens': shared\['handle'\] \(TextIOWrapper\) cannot be saved"
+    with (
+        handle,
+        pytest.raises(
+            FlowError, match=r"node 'opens': shared\['handle'\] \(TextIOWrapper\) cannot be saved"
+        ),
     ):
         Flow(opens).run({}, checkpoint=tmp_path / "runs.db")
 
@@ -644,6 +649,7 @@ def test_a_paused_run_is_answered_from_the_command_line(tmp_path: Path) -> None:
     assert question["question"] == {"question": "send this?", "draft": "Dear team, ..."}
     shown = flowfn(tmp_path, "runs", "show", "runs.db", "m")
     assert "run m: paused" in shown.stdout
+    assert f"  question {question['id']} (approve): " in shown.stdout
     assert "waiting for answers: flowfn runs resume runs.db m --answers" in shown.stdout
     answer = json.dumps({question["id"]: "yes"})
     done = flowfn(tmp_path, "runs", "resume", "runs.db", "m", "--answers", answer)
@@ -694,3 +700,176 @@ def test_a_checkpoint_of_another_format_is_refused(tmp_path: Path) -> None:
         connection.execute("UPDATE meta SET value='999' WHERE key='format'")
     with pytest.raises(FlowError, match="written in checkpoint format 999, and this flowfn reads"):
         build([], set()).run({}, checkpoint=db, run_id="x")
+
+
+# -- what the review found ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_items_that_write_shared_keep_their_writes_on_resume(tmp_path: Path) -> None:
+    broken = {4}
+
+    @batch(items="xs", into="out")
+    def log(x: int, shared: dict[str, Any]) -> int:
+        if x in broken:
+            raise ValueError(f"item {x}")
+        shared["log"].append(x)
+        return x
+
+    @node
+    def start(shared: dict[str, Any]) -> None:
+        shared["log"] = []
+
+    start >> log
+    db = tmp_path / "runs.db"
+    with pytest.raises(ValueError, match="item 4"):
+        await Flow(start).run_async({"xs": list(range(6))}, checkpoint=db, run_id="w")
+    broken.clear()
+    shared: dict[str, Any] = {}
+    await Flow(start).run_async(shared, checkpoint=db, run_id="w")
+    assert shared["log"] == [0, 1, 2, 3, 4, 5]
+    assert shared["out"] == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_flow_with_its_own_walk_is_recorded_as_a_whole(tmp_path: Path) -> None:
+    from flowfn import BatchNode
+
+    broken = {"yes"}
+
+    class Letters(BatchNode):
+        def __init__(self, tag: str) -> None:
+            super().__init__()
+            self.tag = tag
+
+        def prep(self, shared: dict[str, Any]) -> list[int]:
+            return [1, 2, 3]
+
+        def exec(self, i: int) -> str:
+            if self.tag == "B" and broken:
+                raise RuntimeError("B fails")
+            return f"{self.tag}{i}"
+
+        def post(self, shared: dict[str, Any], p: Any, e: list[str]) -> None:
+            shared[self.tag] = e
+
+    class Custom(Flow):
+        def _orch(self, shared: Any, params: Any = None) -> Any:  # PocketFlow's hook
+            return super()._orch(shared, params)
+
+    a = Letters("A")
+    a >> Letters("B")
+    db = tmp_path / "runs.db"
+    with pytest.raises(RuntimeError, match="B fails"):
+        Custom(a).run({}, checkpoint=db, run_id="c")
+    broken.clear()
+    shared: dict[str, Any] = {}
+    Custom(a).run(shared, checkpoint=db, run_id="c")
+    assert shared == {"A": ["A1", "A2", "A3"], "B": ["B1", "B2", "B3"]}
+
+
+def test_cache_refuses_a_function_that_reads_shared_without_a_key() -> None:
+    from flowfn import Cache
+
+    with pytest.raises(TypeError, match="reads 'shared', which the key cannot see"):
+        node(cache=True)(lambda shared: None)
+
+    @node(cache=Cache(key=lambda: "fixed"))
+    def summary(shared: dict[str, Any]) -> None:  # with a key: its author's choice
+        pass
+
+
+@pytest.mark.anyio
+async def test_a_pause_inside_a_collecting_batch_of_a_batch_flow_is_not_collected(
+    tmp_path: Path,
+) -> None:
+    from flowfn import Paused, ask
+
+    @parallel_batch(items=lambda shared: [1, 2], into="inner", errors="collect")
+    def checks(x: int, name: str) -> str:
+        return f"{name}{x}:{ask(f'ok {name}?')}" if name == "b" else f"{name}{x}"
+
+    @parallel_batch(flow=Flow(checks), limit=2)
+    def each(shared: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"name": "a"}, {"name": "b"}]
+
+    result = await Flow(each).run_async({}, checkpoint=tmp_path / "runs.db", run_id="p")
+    assert isinstance(result, Paused)
+    assert [(q.payload, q.item) for q in result.questions] == [("ok b?", 1)]
+
+
+@pytest.mark.anyio
+async def test_a_stray_cancellation_in_a_durable_step_is_an_error(
+    tmp_path: Path, anyio_backend: str
+) -> None:
+    if anyio_backend != "asyncio" or sys.version_info < (3, 11):
+        pytest.skip("asyncio futures (3.11+ tells who cancelled): trio has no such thing")
+    import asyncio
+
+    @node
+    async def waits(shared: dict[str, Any]) -> None:
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.cancel)
+        await future
+
+    with pytest.raises(FlowError, match="node 'waits'"):
+        await Flow(waits).run_async({}, checkpoint=tmp_path / "runs.db", run_id="s")
+
+
+def test_running_a_finished_run_again_gives_its_final_store_and_result(tmp_path: Path) -> None:
+    class Reporting(Flow):
+        def post(self, shared: dict[str, Any], prep_res: Any, exec_res: Any) -> Any:
+            shared["report"] = "written by post"
+            return 42
+
+    @node
+    def one(shared: dict[str, Any]) -> None:
+        shared["one"] = 1
+
+    db = tmp_path / "runs.db"
+    first: dict[str, Any] = {}
+    assert Reporting(one).run(first, checkpoint=db, run_id="f") == 42
+    again: dict[str, Any] = {}
+    assert Reporting(one).run(again, checkpoint=db, run_id="f") == 42
+    assert again == first == {"one": 1, "report": "written by post"}
+
+    class Unsaveable(Flow):
+        def post(self, shared: dict[str, Any], prep_res: Any, exec_res: Any) -> Any:
+            return lambda: None  # a result pickle cannot save
+
+    Unsaveable(one).run({}, checkpoint=db, run_id="u")
+    with pytest.raises(FlowError, match="could not be saved, so it cannot be given again"):
+        Unsaveable(one).run({}, checkpoint=db, run_id="u")
+
+
+def test_json_refuses_keys_it_would_change_and_a_pause_payload_that_cannot_be_saved(
+    tmp_path: Path,
+) -> None:
+    from flowfn import Paused, ask
+
+    with pytest.raises(TypeError, match="JSON keys must be str, got int 1"):
+        JSONSerializer().dumps({"a": {1: "x"}})
+
+    @node
+    def asks(shared: dict[str, Any]) -> None:
+        shared["answer"] = ask({"lock": object()})  # a payload pickle cannot save
+
+    store = SQLiteStore(tmp_path / "runs.db", serializer=JSONSerializer())
+    paused = Flow(asks).run({}, checkpoint=store, run_id="j")
+    assert isinstance(paused, Paused)
+    assert SQLiteStore(tmp_path / "runs.db").runs()[0].status == "paused"
+    shared: dict[str, Any] = {}
+    answers = {paused.questions[0].id: "yes"}
+    Flow(asks).run(shared, checkpoint=store, run_id="j", answers=answers)
+    assert shared == {"answer": "yes"}
+
+
+@pytest.mark.anyio
+async def test_each_cache_hit_is_a_copy(tmp_path: Path) -> None:
+    @parallel_batch(items="xs", into="out", cache=True, limit=1)
+    def box(x: int) -> dict[str, int]:
+        return {"x": x}
+
+    shared: dict[str, Any] = {"xs": [1, 1]}
+    await Flow(box).run_async(shared, checkpoint=tmp_path / "runs.db", run_id="c")
+    shared["out"][0]["x"] = 99
+    assert shared["out"][1] == {"x": 1}

@@ -37,7 +37,7 @@ from ._flows import Flow
 from ._nodes import BaseNode
 from ._observers import RunSummary
 from ._pause import Paused
-from ._store import RunInfo, SQLiteStore
+from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
 
 __all__ = ["UsageError", "load_target", "main"]
 
@@ -235,11 +235,27 @@ def _runs_show(args: argparse.Namespace) -> int:
     if run.status in ("failed", "interrupted", "running"):
         print(f"resume with: flowfn runs resume {args.checkpoint} {run.run_id}")
     if run.status == "paused":
+        detail = store.detail(run.run_id)
+        waiting = {} if detail is None else _serializer(run).loads(detail)
+        for qid, payload, node, item in waiting.get("questions", ()):
+            where = node if item is None else f"{node}, item {item}"
+            print(f"  question {qid} ({where}): {json.dumps(_jsonable(payload), default=repr)}")
         print(
             f"waiting for answers: flowfn runs resume {args.checkpoint} {run.run_id} "
             f"--answers '{{\"<question id>\": ...}}'"
         )
     return 0
+
+
+def _serializer(run: RunInfo) -> Serializer:
+    if run.serializer == "json":
+        return JSONSerializer()
+    if run.serializer == "pickle":
+        return PickleSerializer()
+    raise UsageError(
+        f"run {run.run_id!r} was saved with the {run.serializer!r} serializer, which the "
+        f"command line does not know; resume it from Python with that serializer"
+    )
 
 
 def _runs_resume(args: argparse.Namespace) -> int:
@@ -260,7 +276,7 @@ def _runs_resume(args: argparse.Namespace) -> int:
         shared,
         backend=args.backend,
         progress=args.progress,
-        checkpoint=SQLiteStore(args.checkpoint, target=target),
+        checkpoint=SQLiteStore(args.checkpoint, target=target, serializer=_serializer(run)),
         run_id=run.run_id,
         answers=answers,
     )

@@ -255,6 +255,14 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         )
         if options:
             raise TypeError(f"{self.name}: unexpected options {sorted(options)}")
+        reads = [n for n, _ in self._work.inject if n in ("shared", "local")]
+        if self._cache is not None and self._cache.key is None and reads:
+            raise TypeError(
+                f"{self.name}: cache= keys each call by the function's arguments, but it also "
+                f"reads {reads[0]!r}, which the key cannot see (a cached result could be "
+                f"wrong for another store); give Cache(key=...) a function of its data, or "
+                f"take the values it needs as parameters"
+            )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the plain function, as if it were not decorated."""

@@ -194,6 +194,12 @@ class Flow(BaseNode):
             except Exception as exc:
                 self._step_failed(exc, curr)
                 raise
+            except BaseException as exc:
+                stray = stray_cancellation(exc, f"node {node_name(curr)!r}")
+                if stray is None:
+                    raise
+                self._step_failed(stray, curr)
+                raise stray from exc
             finally:
                 _journal._where.reset(token)
             journal.step_done(position, nodes, curr, last_action, shared)
@@ -208,7 +214,9 @@ class Flow(BaseNode):
 
     async def _run_async(self, shared: Any) -> Any:
         if self._overrides_sync_hooks(Flow):
-            return self._run(shared)
+            # Its own walk knows nothing of a durable run: it is recorded as one step.
+            with _journal.detached():
+                return self._run(shared)
         p = self.prep(shared)
         o = await self._orch_async(shared)
         return self.post(shared, p, o)
@@ -333,7 +341,8 @@ class BatchFlow(Flow):
 
     async def _run_async(self, shared: Any) -> Any:
         if self._overrides_sync_hooks(BatchFlow):
-            return self._run(shared)
+            with _journal.detached():
+                return self._run(shared)
         pr = self.prep(shared) or []
         await self._orch_each(shared, pr)
         return self.post(shared, pr, None)

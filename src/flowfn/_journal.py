@@ -34,6 +34,7 @@ import queue
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -77,11 +78,12 @@ def detached() -> Iterator[None]:
     if not _active:
         yield
         return
-    token = _journal.set(None)
+    token, cache_token = _journal.set(None), caching.set(None)
     try:
         yield
     finally:
         _journal.reset(token)
+        caching.reset(cache_token)
 
 
 def current() -> Journal | None:
@@ -216,7 +218,7 @@ class Journal:
         # Items of batches that ended, not serialised yet: the step around each batch is
         # about to be recorded, which makes them moot; they are saved only if it fails.
         self.unsaved: dict[tuple[int, ...], _Batch] = {}
-        self._cached: dict[str, tuple[float | None, Any]] = {}  # kept during this run
+        self._cached: dict[str, tuple[float | None, bytes]] = {}  # kept during this run
         self.answers: dict[str, Any] = {}  # to the questions of flowfn.ask(), by id
         self.names: dict[tuple[int, ...], str] = {}  # the node of each step, by place
         self._graphs: dict[int, _Graph] = {}
@@ -265,10 +267,14 @@ class Journal:
         )
 
     def snapshot(self, shared: Any, node: Any) -> bytes:
-        try:
-            return self.dumps(shared)
-        except Exception as exc:
-            raise _unsaveable(self, shared, node, exc) from exc
+        for _ in range(3):
+            try:
+                return self.dumps(shared)
+            except RuntimeError:  # changed while copied (by a step in a worker thread)
+                continue
+            except Exception as exc:
+                raise _unsaveable(self, shared, node, exc) from exc
+        return self.dumps(shared)
 
     def step_name(self, position: tuple[int, ...]) -> str:
         return self.names.get(position, "?")
@@ -279,7 +285,7 @@ class Journal:
 
         kept = self._cached.get(key)
         if kept is not None and (kept[0] is None or kept[0] > now):
-            return kept[1]
+            return self.loads(kept[1])  # a copy per hit, as from the store
         blob = self.store.cache_get(key, now)
         return _MISSING if blob is None else self.loads(blob)
 
@@ -288,7 +294,7 @@ class Journal:
             blob = self.dumps(value)
         except Exception:
             return  # a result that cannot be saved is simply not cached
-        self._cached[key] = (expires, value)
+        self._cached[key] = (expires, blob)
         self.writer.put(Record("cache", 0, (), shared=blob, node=key, expires=expires))
 
     def save_unsaved(self) -> None:
@@ -343,7 +349,9 @@ class _Batch:
         for chunk in journal.finished_items.get(position, ()):
             indices, results = journal.loads(chunk)
             self.done.update(zip(indices, results, strict=True))
-        self.flows = hasattr(node, "start_node")  # a batch flow's runs write to shared
+        # A batch flow's runs, and item functions that take `shared`, write to the shared
+        # store: their items are recorded with a copy of it.
+        self.flows = hasattr(node, "start_node") or _takes_shared(node)
         self.pending: list[tuple[int, Any]] = []  # a batch flow's finished runs
         self.queue: collections.deque[tuple[int, Any]] = collections.deque()
         self.last_flush = time.monotonic()
@@ -382,13 +390,29 @@ class _Batch:
             pairs = [take() for _ in range(len(queue))]
         if not pairs:
             return None
-        try:
-            blob = self.journal.dumps(_columns(pairs))
-        except Exception as exc:
-            if self.error is None:
-                self.error = self._unsaveable(pairs, exc)
+        blob, count = self._serialise(pairs)
+        if not count:
             return None
-        return Record("items", 0, self.position, items=blob, count=len(pairs))
+        return Record("items", 0, self.position, items=blob, count=count)
+
+    def _serialise(self, pairs: list[tuple[int, Any]]) -> tuple[bytes, int]:
+        """The finished items as one blob, and how many it holds: an item whose result
+        cannot be saved is left out (it runs again on resume), with a warning."""
+        try:
+            return self.journal.dumps(_columns(pairs)), len(pairs)
+        except Exception as exc:
+            kept = [(i, result) for i, result in pairs if _saveable(self.journal, result)]
+            left = sorted({i for i, _ in pairs} - {i for i, _ in kept})
+            warnings.warn(
+                f"{node_name(self.node)!r}: the results of items {left[:10]} cannot be saved "
+                f"in the checkpoint ({type(exc).__name__}: {exc}), so a resumed run runs "
+                f"them again",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            if not kept:
+                return b"", 0
+            return self.journal.dumps(_columns(kept)), len(kept)
 
     def flush(self) -> None:
         """Send a batch flow's finished runs to the writer, with the shared store."""
@@ -397,10 +421,7 @@ class _Batch:
         pending, self.pending = self.pending, []
         self.last_flush = time.monotonic()
         journal = self.journal
-        try:
-            items = journal.dumps(_columns(pending))
-        except Exception as exc:
-            raise self._unsaveable(pending, exc) from exc
+        items, count = self._serialise(pending)
         blob = journal.snapshot(journal.shared, self.node)
         journal.writer.put(
             Record(
@@ -411,8 +432,8 @@ class _Batch:
                 None,
                 blob,
                 done=False,
-                items=items,
-                count=len(pending),
+                items=items if count else None,
+                count=count,
                 node=node_name(self.node),
             )
         )
@@ -440,20 +461,16 @@ class _Batch:
         if not failed and self.error is not None:
             raise self.error
 
-    def _unsaveable(self, pending: list[tuple[int, Any]], exc: Exception) -> FlowError:
-        index = next((i for i, result in pending if not _saveable(self.journal, result)), None)
-        which = "a result" if index is None else f"the result of item {index}"
-        return FlowError(
-            f"{node_name(self.node)!r}: {which} cannot be saved in the checkpoint "
-            f"({type(exc).__name__}: {exc}); return values the checkpoint's serializer can "
-            f"save"
-        )
-
     def recorded(self, index: int) -> tuple[bool, Any]:
         if index not in self.done:
             return False, None
         self.journal.skipped_items += 1
         return True, self.done[index]
+
+
+def _takes_shared(node: Any) -> bool:
+    work = getattr(node, "_work", None)
+    return work is not None and any(name == "shared" for name, _ in work.inject)
 
 
 def _columns(pairs: list[tuple[int, Any]]) -> list[list[Any]]:
@@ -679,8 +696,8 @@ async def run_durable(
             restored = _restore(store, saved, shape, shared, initial, root)
             shared.clear()
             shared.update(restored)
-            if saved.status == "done":  # nothing left to do: the result it gave
-                return None if saved.detail is None else store.serializer.loads(saved.detail)
+            if saved.status == "done":  # nothing left to do: the store and result it gave
+                return _finished(store, saved, shared)
         journal = Journal(store, run_id, saved, shared)
         if saved is not None and saved.status == "paused" and saved.detail is not None:
             journal.answers.update(store.serializer.loads(saved.detail)["answers"])
@@ -693,10 +710,7 @@ async def run_durable(
             _active -= 1
             _journal.reset(token)
             caching.reset(cache_token)
-        try:
-            detail: bytes | None = store.serializer.dumps(result)
-        except Exception:
-            detail = None
+        detail = _saveable_end(store, shared, result)
         with anyio.CancelScope(shield=True):
             await _end(store, run_id, journal, "done", None, detail)
         return result
@@ -704,12 +718,9 @@ async def run_durable(
         assert journal is not None
         journal.save_unsaved()
         questions = pause.questions if isinstance(pause, PauseRun) else [pause.question]
-        waiting = {
-            "questions": [[q.id, q.payload, q.node, q.item] for q in questions],
-            "answers": journal.answers,
-        }
         with anyio.CancelScope(shield=True):
-            await _end(store, run_id, journal, "paused", None, store.serializer.dumps(waiting))
+            waiting = _waiting(store, questions, journal.answers)
+            await _end(store, run_id, journal, "paused", None, waiting)
         return Paused(run_id, questions)
     except BaseException as exc:
         if journal is not None:
@@ -760,6 +771,48 @@ def _store(checkpoint: Any, root: Any) -> CheckpointStore:
         f"store (flowfn.SQLiteStore, or an object with begin/save/finish/release/runs and a "
         f"serializer), got {type(checkpoint).__name__}"
     )
+
+
+def _saveable_end(store: CheckpointStore, shared: Any, result: Any) -> bytes | None:
+    """A finished run's shared store and result, for running it again later."""
+    dumps = store.serializer.dumps
+    for end in ({"shared": shared, "result": result, "saved": True},
+                {"shared": shared, "result": None, "saved": False}):  # fmt: skip
+        try:
+            return dumps(end)
+        except Exception:
+            continue
+    return None
+
+
+def _finished(store: CheckpointStore, saved: Saved, shared: Any) -> Any:
+    """What running a finished run again gives: its final shared store and its result."""
+    end = None if saved.detail is None else store.serializer.loads(saved.detail)
+    if not isinstance(end, dict) or not end.get("saved"):
+        raise FlowError(
+            f"run {saved.run_id!r} has finished, but what it returned (or its shared store) "
+            f"could not be saved, so it cannot be given again; start a new run_id"
+        )
+    if end.get("shared") is not None:
+        shared.clear()
+        shared.update(end["shared"])
+    return end["result"]
+
+
+def _waiting(store: CheckpointStore, questions: list[Question], answers: dict[str, Any]) -> bytes:
+    """A paused run's questions and answers so far, as far as they can be saved."""
+    dumps = store.serializer.dumps
+
+    def saveable(value: Any) -> Any:
+        try:
+            dumps(value)
+        except Exception:
+            return repr(value)  # shown by `flowfn runs show`; the step asks it again
+        return value
+
+    kept = {qid: a for qid, a in answers.items() if saveable(a) is a}
+    listed = [[q.id, saveable(q.payload), q.node, q.item] for q in questions]
+    return dumps({"questions": listed, "answers": kept})
 
 
 def _where_saved(store: CheckpointStore) -> str:

@@ -337,12 +337,16 @@ async def _run_pool(
         """An item raised: (go on?, the value to keep). Fails the pool unless collecting.
         The failure is recorded before observers hear of it: an observer's own error
         comes second."""
-        if paused is not None and exc.__class__ is PauseRequest:
-            paused(index, exc)  # the item asked for input: the others go on
-            if seen is not None:
-                seen.end(index, token)
-            return True, None
-        if not collect:
+        if exc.__class__ is PauseRequest:
+            if paused is not None:
+                paused(index, exc)  # the item asked for input: the others go on
+                if seen is not None:
+                    seen.end(index, token)
+                return True, None
+            collected = False  # a pause is no failure to collect: it stops the batch
+        else:
+            collected = collect
+        if not collected:
             fail(exc, f"item {index}")
             if seen is not None:
                 seen.end(index, token, exc)

@@ -76,6 +76,7 @@ class JSONSerializer:
     name = "json"
 
     def dumps(self, value: Any) -> bytes:
+        _check_keys(value)
         return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
 
     def loads(self, data: bytes) -> Any:
@@ -83,6 +84,23 @@ class JSONSerializer:
 
     def __repr__(self) -> str:
         return "JSONSerializer()"
+
+
+def _check_keys(value: Any) -> None:
+    """Refuse dict keys that JSON would turn into strings (1 and "1" would merge)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise TypeError(
+                        f"JSON keys must be str, got {type(key).__name__} {key!r}: it would "
+                        f"come back as a str (use str keys, or the pickle serializer)"
+                    )
+                todo.append(child)
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
 
 
 class Record(NamedTuple):
@@ -135,6 +153,7 @@ class RunInfo(NamedTuple):
     items: int
     error: str | None
     target: str | None
+    serializer: str
 
 
 @runtime_checkable
@@ -260,7 +279,7 @@ class SQLiteStore:
                 f"checkpoint {where!r} is an SQLite database of something else (tables "
                 f"{sorted(tables)[:5]}), not a flowfn checkpoint; use another file"
             )
-        db.execute("PRAGMA journal_mode=WAL")
+        _retry_busy(lambda: db.execute("PRAGMA journal_mode=WAL"))
         db.execute("PRAGMA synchronous=NORMAL")
         if application_id != _APPLICATION_ID:
             # One transaction: another process sees no tables, or all of them with the
@@ -394,13 +413,14 @@ class SQLiteStore:
         db = self._db()
         rows = db.execute(
             "SELECT r.run_id, r.flow, r.status, r.created, r.updated, r.error, r.target, "
+            "r.serializer, "
             "(SELECT COUNT(*) FROM steps s WHERE s.run_id=r.run_id AND s.done=1), "
             "(SELECT COALESCE(SUM(count), 0) FROM items i WHERE i.run_id=r.run_id) "
             "FROM runs r ORDER BY r.created"
         ).fetchall()
         return [
-            RunInfo(run_id, flow, status, created, updated, steps, items, error, target)
-            for run_id, flow, status, created, updated, error, target, steps, items in rows
+            RunInfo(run_id, flow, status, created, updated, steps, items, error, target, kind)
+            for run_id, flow, status, created, updated, error, target, kind, steps, items in rows
         ]
 
     def cache_get(self, key: str, now: float) -> bytes | None:
@@ -413,6 +433,11 @@ class SQLiteStore:
             .fetchone()
         )
         return None if row is None else bytes(row[0])
+
+    def detail(self, run_id: str) -> bytes | None:
+        """How the run ended, serialised: a paused run's questions, a finished run's result."""
+        row = self._db().execute("SELECT detail FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def steps(self, run_id: str) -> list[tuple[int, tuple[int, ...], str, str | None, bool]]:
         """(seq, position, node, action, done) of every recorded step of ``run_id``."""
@@ -447,6 +472,19 @@ class SQLiteStore:
                 )
             _claimed.add(key)
             self._locks[run_id] = lock
+
+
+def _retry_busy(statement: Any, seconds: float = 30.0) -> Any:
+    """Run ``statement()`` again while SQLite says the file is locked (switching to WAL
+    needs a moment alone with the file, and waits for no busy handler)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return statement()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _transaction(db: sqlite3.Connection) -> Any:
