@@ -382,3 +382,92 @@ async def test_emit_without_a_consumer_does_nothing() -> None:
     shared: dict[str, Any] = {}
     await AsyncFlow(quiet).run_async(shared)
     assert shared == {"out": 1}
+
+
+# -- retries and fallback for a whole sub-flow run ------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("parallel", [False, True])
+async def test_a_failed_sub_flow_run_is_run_again_from_its_start(parallel: bool) -> None:
+    from flowfn import Event, batch, local
+
+    calls: list[str] = []
+    flaky = {"b": 2}  # "b" fails its first two runs
+
+    @node
+    def fetch(shared: dict[str, Any], name: str) -> None:
+        calls.append(f"fetch {name}")
+        assert "fetched" not in local()  # a retry starts with a fresh local dict
+        local()["fetched"] = name
+
+    @node
+    def parse(shared: dict[str, Any], name: str) -> None:
+        calls.append(f"parse {name}")
+        if flaky.get(name, 0) > 0:
+            flaky[name] -= 1
+            raise ConnectionError(f"{name} dropped")
+        shared["parsed"][name] = local()["fetched"].upper()
+
+    fetch >> parse
+    decorate = parallel_batch if parallel else batch
+
+    @decorate(flow=Flow(fetch), retries=2, wait=0.001)
+    def pages(shared: dict[str, Any]) -> list[dict[str, str]]:
+        shared["parsed"] = {}
+        return [{"name": "a"}, {"name": "b"}]
+
+    seen: list[Event] = []
+    shared: dict[str, Any] = {}
+    await AsyncFlow(pages).run_async(shared, on_event=seen.append)
+    assert shared["parsed"] == {"a": "A", "b": "B"}
+    assert calls.count("fetch b") == 3  # from the start, each time
+    assert sum(e.kind == "retry" for e in seen) == 2
+
+
+@pytest.mark.anyio
+async def test_a_sub_flow_fallback_stands_for_the_run_and_classes_retry_too() -> None:
+    from flowfn import BatchResults
+
+    @node
+    async def always_fails(shared: dict[str, Any], n: int) -> None:
+        raise TimeoutError(f"run {n}")
+
+    @parallel_batch(flow=Flow(always_fails), retries=1, errors="collect")
+    def runs(shared: dict[str, Any]) -> list[dict[str, int]]:
+        return [{"n": 1}, {"n": 2}]
+
+    @runs.fallback
+    def gave_up(params: dict[str, int], exc: Exception, shared: dict[str, Any]) -> str:
+        shared.setdefault("gave_up", []).append(params["n"])
+        return f"fallback for {params['n']}: {exc}"
+
+    @runs.post
+    def keep(shared: dict[str, Any], prep_res: Any, results: Any) -> None:
+        shared["results"] = list(results)
+
+    shared: dict[str, Any] = {}
+    await AsyncFlow(runs).run_async(shared)
+    assert shared["results"] == ["fallback for 1: run 1", "fallback for 2: run 2"]
+    assert sorted(shared["gave_up"]) == [1, 2]
+
+    tries: list[int] = []
+
+    @node
+    async def second_time_lucky(shared: dict[str, Any], n: int) -> None:
+        tries.append(n)
+        if tries.count(n) < 2:
+            raise OSError("first run fails")
+
+    class Runs(AsyncParallelBatchFlow):
+        async def prep_async(self, shared: dict[str, Any]) -> list[dict[str, int]]:
+            return [{"n": 1}, {"n": 2}]
+
+        def run_fallback(self, params: dict[str, Any], exc: Exception) -> str:
+            return "never needed"
+
+    await Runs(second_time_lucky, max_retries=2, errors="collect").run_async({})
+    assert sorted(tries) == [1, 1, 2, 2]
+    with pytest.raises(ValueError, match="max_retries is the number of runs"):
+        Runs(second_time_lucky, max_retries=0)
+    assert BatchResults  # the collected results type, re-exported

@@ -595,13 +595,17 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         overwrite: bool = False,
         name: str | None = None,
         workers: Workers = "thread",
+        retries: int = 0,
+        wait: float = 0,
     ) -> None:
+        label = name or str(getattr(fn, "__name__", fn))
         if not isinstance(flow, BaseNode):
             raise TypeError(
-                f"{name or getattr(fn, '__name__', fn)}: flow= must be a flow or node to run "
-                f"per item, got {type(flow).__name__}"
+                f"{label}: flow= must be a flow or node to run per item, got {type(flow).__name__}"
             )
-        BatchFlow.__init__(self, start=flow)
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ValueError(f"{label}: retries must be an int >= 0, got {retries!r}")
+        BatchFlow.__init__(self, start=flow, max_retries=retries + 1, wait=wait)
         self.kind = "parallel_batch" if parallel else "batch"
         self._setup(fn, into=into, overwrite=overwrite, name=name, workers=workers)
         self.parallel, self.limit = parallel, check_limit(limit, node_name(self))
@@ -618,10 +622,24 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         )
 
     def fallback(self, fn: F) -> F:
-        raise TypeError(
-            f"{self.name}: a batch flow has no fallback; give the nodes of its sub-flow "
-            f"retries and fallbacks instead"
-        )
+        """Attach ``fallback(params, exc)``: called after the last failed run for one param
+        dict; its return value stands for that run's result (by default ``exc``
+        propagates)."""
+        self._fallback = Bound(fn, 2, role="fallback", owner=node_name(self))
+        return fn
+
+    def _retrying(self) -> bool:
+        return self.max_retries > 1 or self._fallback is not None
+
+    async def _fallback_run(self, shared: Any, bp: Any, exc: Exception) -> Any:
+        if self._fallback is None:
+            raise exc
+        return await self._fallback.acall(self, shared, (bp, exc), workers=self._where)
+
+    def _fallback_run_sync(self, shared: Any, bp: Any, exc: Exception) -> Any:
+        if self._fallback is None:
+            raise exc
+        return self._fallback.call(self, shared, (bp, exc))
 
     def _needs_loop(self) -> bool:
         return self.parallel or any(b.is_async for b in self._phases()) or super()._needs_loop()
@@ -691,6 +709,8 @@ def batch(
     overwrite: bool = False,
     name: str | None = None,
     workers: Workers = "thread",
+    retries: int = 0,
+    wait: float = 0,
 ) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
 @overload
 def batch(
@@ -711,7 +731,9 @@ def batch(
     results goes to ``shared[into]`` or to an attached ``@f.post``. Takes :func:`node`'s options.
 
     With ``flow=sub`` instead, the function returns param dicts and the whole sub-flow runs
-    once per dict (PocketFlow's ``BatchFlow``).
+    once per dict (PocketFlow's ``BatchFlow``); ``retries=``/``wait=`` and an attached
+    ``@f.fallback(params, exc)`` apply to each run, which a retry starts again from the
+    beginning (with a fresh ``local``).
     """
     return _batch_decorator(fn, False, items, flow, options)
 
@@ -728,6 +750,8 @@ def parallel_batch(
     overwrite: bool = False,
     name: str | None = None,
     workers: Workers = "thread",
+    retries: int = 0,
+    wait: float = 0,
 ) -> Callable[[Callable[P, R]], FunctionBatchFlow[P, R]]: ...
 @overload
 def parallel_batch(
@@ -765,7 +789,7 @@ def _batch_decorator(
 ) -> Any:
     kind = "parallel_batch" if parallel else "batch"
     if flow is not None:
-        allowed = {"name", "workers", "into", "overwrite"} | (
+        allowed = {"name", "workers", "into", "overwrite", "retries", "wait"} | (
             {"limit", "errors"} if parallel else set()
         )
         extra = sorted(set(options) - allowed | ({"items"} if items else set()))

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 import warnings
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from types import EllipsisType
 from typing import Any
 
+import anyio
 from anyio.lowlevel import checkpoint
 
 from . import _events as events
@@ -22,7 +24,8 @@ from . import _journal
 from ._checkpoints import YIELD_MASK, cancelled_flag, stray_cancellation
 from ._errors import add_note, node_name
 from ._local import enter_local, leave_local
-from ._nodes import AsyncNode, BaseNode
+from ._nodes import AsyncNode, BaseNode, _observe_failure
+from ._pause import PauseRequest
 from ._pool import (
     DEFAULT_LIMIT,
     Errors,
@@ -32,6 +35,7 @@ from ._pool import (
     each_sync,
     map_ordered,
 )
+from ._retry import check_policy
 
 __all__ = [
     "AsyncBatchFlow",
@@ -289,7 +293,54 @@ class BatchFlow(Flow):
     """Runs the whole flow once per param dict that ``prep`` returns, one after another.
 
     Each run sees the params ``{**flow.params, **item}``; ``post`` gets ``exec_res=None``.
+    A run that raises is run again from its start (with a fresh ``local`` dict) until
+    ``max_retries`` runs in all have failed, ``wait`` seconds apart; then
+    ``run_fallback(params, exc)`` decides (by default the exception propagates).
     """
+
+    #: Runs of the sub-flow per param dict in all: the first and the retries.
+    max_retries: int = 1
+    #: Seconds between a failed run and the next.
+    wait: float = 0
+
+    def __init__(
+        self, start: BaseNode | None = None, *, max_retries: int = 1, wait: float = 0
+    ) -> None:
+        super().__init__(start)
+        if max_retries != 1 or wait != 0:
+            owner = node_name(self)
+            if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 1:
+                raise ValueError(
+                    f"{owner}: max_retries is the number of runs per param dict in all and "
+                    f"must be an int >= 1, got {max_retries!r}"
+                )
+            check_policy(
+                owner, wait=wait, backoff=1.0, max_wait=None, jitter=0.0, timeout=None,
+                per_second=None,
+            )  # fmt: skip
+            self.max_retries, self.wait = max_retries, wait
+
+    def run_fallback(self, params: dict[str, Any], exc: Exception) -> Any:
+        """After the last failed run for ``params``: its return value stands for the run's
+        result (by default ``exc`` propagates)."""
+        raise exc
+
+    async def run_fallback_async(self, params: dict[str, Any], exc: Exception) -> Any:
+        return self.run_fallback(params, exc)
+
+    def _retrying(self) -> bool:
+        cls = type(self)
+        return (
+            self.max_retries > 1
+            or cls.run_fallback is not BatchFlow.run_fallback
+            or cls.run_fallback_async is not BatchFlow.run_fallback_async
+        )
+
+    async def _fallback_run(self, shared: Any, bp: Any, exc: Exception) -> Any:
+        return await self.run_fallback_async(bp, exc)
+
+    def _fallback_run_sync(self, shared: Any, bp: Any, exc: Exception) -> Any:
+        return self.run_fallback(bp, exc)
 
     def _merge(self, item: Any) -> dict[str, Any]:
         if not isinstance(item, Mapping) and not hasattr(item, "keys"):
@@ -329,12 +380,27 @@ class BatchFlow(Flow):
         return action
 
     def _orch_each_sync(self, shared: Any, pr: Any) -> list[Any]:
-        def run_one(bp: Any) -> Any:
+        def run_once(bp: Any) -> Any:
             token, scratch = enter_local()
             try:
                 return self._run_result(self._orch(shared, self._merge(bp)), scratch)
             finally:
                 leave_local(token)
+
+        def run_one(bp: Any) -> Any:
+            if not self._retrying():
+                return run_once(bp)
+            for attempt in range(self.max_retries):
+                try:
+                    return run_once(bp)
+                except PauseRequest:
+                    raise
+                except Exception as exc:
+                    _observe_failure(self, attempt, exc)  # type: ignore[arg-type]
+                    if attempt == self.max_retries - 1:
+                        return self._fallback_run_sync(shared, bp, exc)
+                    time.sleep(self.wait)
+            return None  # unreachable: max_retries >= 1
 
         where = f"batch flow {node_name(self)!r}"
         return each_sync(run_one, self._batches(pr), where=where, node=self)
@@ -348,12 +414,32 @@ class BatchFlow(Flow):
         return self.post(shared, pr, None)
 
     async def _run_one_async(self, shared: Any, bp: Any) -> Any:
-        """One run of the flow for param dict ``bp``, with its own ``local`` scratch dict."""
+        """One run of the flow for param dict ``bp``, with its own ``local`` scratch dict
+        (and again, from its start with a fresh one, after a failure, if it retries)."""
+        if self._retrying():
+            return await self._run_retrying(shared, bp)
         token, scratch = enter_local()
         try:
             return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
         finally:
             leave_local(token)
+
+    async def _run_retrying(self, shared: Any, bp: Any) -> Any:
+        for attempt in range(self.max_retries):
+            token, scratch = enter_local()
+            try:
+                return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
+            except PauseRequest:
+                raise  # waiting for input is no failure to retry
+            except Exception as exc:
+                _observe_failure(self, attempt, exc)  # type: ignore[arg-type]
+                if attempt == self.max_retries - 1:
+                    return await self._fallback_run(shared, bp, exc)
+                # Between runs: a checkpoint, so that a cancelled batch retries no more.
+                await (anyio.sleep(self.wait) if self.wait > 0 else checkpoint())
+            finally:
+                leave_local(token)
+        return None  # unreachable: max_retries >= 1
 
     async def _orch_each(self, shared: Any, pr: Any) -> list[Any]:
         run_one = functools.partial(self._run_one_async, shared)
@@ -422,8 +508,10 @@ class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
         *,
         limit: int | EllipsisType | None = ...,
         errors: Errors | EllipsisType = ...,
+        max_retries: int = 1,
+        wait: float = 0,
     ) -> None:
-        super().__init__(start)
+        super().__init__(start, max_retries=max_retries, wait=wait)
         if not isinstance(limit, EllipsisType):
             self.limit = check_limit(limit, type(self).__name__)
         if not isinstance(errors, EllipsisType):
