@@ -468,7 +468,8 @@ def test_signatures_that_cannot_work_fail_at_decoration() -> None:
             pass
 
     with pytest.raises(
-        TypeError, match=r"takes only into, name, overwrite, workers; not \[.items.\]"
+        TypeError,
+        match=r"takes only into, name, overwrite, retries, wait, workers; not \[.items.\]",
     ):
         batch(flow=Flow(), items="xs")
 
