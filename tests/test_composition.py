@@ -471,3 +471,170 @@ async def test_a_sub_flow_fallback_stands_for_the_run_and_classes_retry_too() ->
     with pytest.raises(ValueError, match="max_retries is the number of runs"):
         Runs(second_time_lucky, max_retries=0)
     assert BatchResults  # the collected results type, re-exported
+
+
+# -- parallel branches, then a join ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_branches_run_at_once_then_the_flow_goes_on_at_the_join() -> None:
+    from flowfn import AsyncNode, Parallel
+
+    running = InFlight()
+
+    @node
+    async def news(shared: dict[str, Any]) -> str:
+        await running.hold(0.02)
+        shared["news"] = "quiet day"
+        return "ignored: a branch's action ends the branch"
+
+    class Weather(AsyncNode):  # a class node as a branch
+        async def exec_async(self, prep_res: Any) -> str:
+            await running.hold(0.02)
+            return "sunny"
+
+        async def post_async(self, shared: Any, prep_res: Any, exec_res: str) -> None:
+            shared["weather"] = exec_res
+
+    @node
+    async def sports_fetch(shared: dict[str, Any]) -> None:
+        await running.hold(0.02)
+        shared["scores"] = [3, 1]
+
+    @node
+    def sports_sum(shared: dict[str, Any]) -> None:
+        shared["sports"] = f"{sum(shared['scores'])} goals"
+
+    sports_fetch >> sports_sum
+
+    @node
+    def summarise(shared: dict[str, Any]) -> None:
+        shared["summary"] = f"{shared['news']}, {shared['weather']}, {shared['sports']}"
+
+    fan = Parallel(news, Weather(), Flow(sports_fetch), name="morning")
+    fan >> summarise
+    shared: dict[str, Any] = {}
+    assert await AsyncFlow(fan).run_async(shared) is None
+    assert shared["summary"] == "quiet day, sunny, 4 goals"
+    assert running.most == 3  # all three at once
+
+
+@pytest.mark.anyio
+async def test_two_branches_writing_one_key_is_an_error_naming_both() -> None:
+    from flowfn import Parallel
+
+    @node
+    async def left(shared: dict[str, Any]) -> None:
+        shared["answer"] = "left"
+        await anyio.sleep(0.05)
+
+    @node
+    async def right(shared: dict[str, Any]) -> None:
+        await anyio.sleep(0.01)
+        shared["answer"] = "right"
+
+    with pytest.raises(
+        FlowError, match=r"branches 'left' and 'right' both write shared\['answer'\]"
+    ):
+        await AsyncFlow(Parallel(left, right)).run_async({})
+
+
+@pytest.mark.anyio
+async def test_branches_on_copies_are_merged_by_the_declared_rule() -> None:
+    from flowfn import Parallel
+
+    @node
+    async def a(shared: dict[str, Any]) -> None:
+        shared["found"].append("a1")
+        shared["score"] = 1
+        shared["seen"]["a"] = True
+
+    @node
+    async def b(shared: dict[str, Any]) -> None:
+        shared["found"].extend(["b1", "b2"])
+        shared["score"] = 2
+        shared["seen"]["b"] = True
+
+    def start() -> dict[str, Any]:
+        return {"found": ["x"], "score": 0, "seen": {}}
+
+    updated = start()
+    await AsyncFlow(Parallel(a, b, merge="update")).run_async(updated)
+    assert updated["score"] == 2  # the last branch in the list wins, as declared
+    assert updated["found"] == ["x", "b1", "b2"]
+
+    appended = start()
+    with pytest.raises(FlowError, match="merge='append' appends what each branch added"):
+        await AsyncFlow(Parallel(a, b, merge="append")).run_async(appended)
+
+    def reduce(key: str, original: Any, values: list[Any]) -> Any:
+        if key == "found":
+            return original + [x for v in values for x in v[len(original) :]]
+        if key == "seen":
+            return {k: v for d in values for k, v in d.items()}
+        return sum(values)
+
+    reduced = start()
+    await AsyncFlow(Parallel(a, b, merge=reduce)).run_async(reduced)
+    assert reduced == {"found": ["x", "a1", "b1", "b2"], "score": 3, "seen": {"a": True, "b": True}}
+
+
+@pytest.mark.anyio
+async def test_a_failing_branch_cancels_the_others_unless_collecting() -> None:
+    from flowfn import Parallel
+
+    finished: list[str] = []
+
+    @node
+    async def slow(shared: dict[str, Any]) -> None:
+        await anyio.sleep(5)
+        finished.append("slow")
+
+    @node
+    async def boom(shared: dict[str, Any]) -> None:
+        raise KeyError("boom")
+
+    with anyio.fail_after(2), pytest.raises(KeyError) as caught:
+        await AsyncFlow(Parallel(slow, boom, name="pair")).run_async({})
+    assert finished == []
+    assert "flowfn: item 1 of parallel branches 'pair'" in caught.value.__notes__
+
+    @node
+    async def quick(shared: dict[str, Any]) -> str:
+        return "fine"
+
+    shared: dict[str, Any] = {}
+    await AsyncFlow(Parallel(quick, boom, errors="collect", into="outcomes")).run_async(shared)
+    fine, error = shared["outcomes"]
+    assert fine == "fine"
+    assert isinstance(error, KeyError)
+
+
+def test_parallel_branches_are_drawn_side_by_side_before_the_join() -> None:
+    from flowfn import Parallel
+
+    @node
+    def a(shared: dict[str, Any]) -> None: ...
+
+    @node
+    def b(shared: dict[str, Any]) -> None: ...
+
+    @node
+    def join(shared: dict[str, Any]) -> None: ...
+
+    fan = Parallel(a, Flow(b), name="fan")
+    fan >> join
+    text = Flow(fan).to_mermaid()
+    assert text.splitlines()[1:] == [
+        '    subgraph n0 ["fan ⫴ branches"]',
+        '        n1["a"]',
+        '        subgraph n2 ["Flow"]',
+        '            n3["b"]',
+        "        end",
+        "    end",
+        '    n4["join"]',
+        "    n0 --> n4",
+    ]
+    assert "subgraph cluster_n0" in Flow(fan).to_dot()
+    with pytest.raises(TypeError, match="two or more branches"):
+        Parallel(a)

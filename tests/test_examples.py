@@ -36,6 +36,7 @@ def lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
 def test_every_example_is_tested_and_short() -> None:
     scripts = {path.stem for path in EXAMPLES.glob("*.py")}
     assert scripts == {
+        "branches",
         "cake_factory",
         "compat_cake_factory",
         "cpu_bound",  # run by test_process.py
@@ -238,3 +239,17 @@ def test_stream_tokens_streams_every_word_in_order_under_one_quota(
     for text, title in zip(shared["answers"], shared["titles"], strict=True):
         assert [w for who, w in shared["tokens"] if who == f"title: {text[:8]}"] == title.split()
     assert lines(capsys)[-1].startswith(f"{len(shared['tokens'])} tokens streamed")
+
+
+@backends
+def test_branches_fetches_three_things_at_once_then_summarises(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = example("branches").main(backend)
+    assert shared["briefing"] == (
+        "Markets calm, rain expected | 14 degrees, showers | Home wins 2-1"
+    )
+    out = lines(capsys)
+    assert out[0] == shared["briefing"]
+    assert re.fullmatch(rf"three 0.2 s calls at once took [0-9.]+ s on {backend}", out[1])
+    assert 'subgraph n0 ["fetch ⫴ branches"]' in out

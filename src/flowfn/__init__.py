@@ -1,5 +1,6 @@
 """flowfn: functional workflows on anyio, with PocketFlow's semantics, on asyncio or trio."""
 
+from ._branches import Parallel
 from ._cache import Cache
 from ._decorators import (
     FunctionBatchFlow,
@@ -83,6 +84,7 @@ __all__ = [
     "FunctionParallelBatchNode",
     "Node",
     "ParallelBatchFlow",
+    "Parallel",
     "ParallelBatchNode",
     "Question",
     "ask",

@@ -17,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._branches import Parallel
 from ._errors import node_name
 from ._flows import AsyncParallelBatchFlow, BatchFlow, Flow
 from ._nodes import AsyncParallelBatchNode, BaseNode, BatchNode
@@ -142,9 +143,14 @@ class _Walk:
         return scope
 
     def box(self, node: BaseNode, open_flows: tuple[int, ...]) -> Box:
-        """``node``'s box; a flow's box holds its own graph (an empty flow's holds none)."""
+        """``node``'s box; a flow's box holds its own graph (an empty flow's holds none),
+        parallel branches' box holds each branch, side by side."""
         kind, limit = kind_of(node)
         label = node_name(node) + mark(kind, limit)
+        if isinstance(node, Parallel):
+            box = Box(self.new_id(), f"{node_name(node)} ⫴ branches", "parallel")
+            box.inside = Scope([self.box(branch, open_flows) for branch in node.branches])
+            return box
         if not isinstance(node, Flow):
             return Box(self.new_id(), label, kind)
         if id(node) in open_flows:  # a flow that runs itself again: no endless picture

@@ -469,6 +469,8 @@ class _Batch:
 
 
 def _takes_shared(node: Any) -> bool:
+    if getattr(node, "_writes_shared", False):  # parallel branches, for one
+        return True
     work = getattr(node, "_work", None)
     return work is not None and any(name == "shared" for name, _ in work.inject)
 
