@@ -4,6 +4,7 @@ async iterables, and into= nodes re-visited by a loop."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -638,3 +639,54 @@ def test_parallel_branches_are_drawn_side_by_side_before_the_join() -> None:
     assert "subgraph cluster_n0" in Flow(fan).to_dot()
     with pytest.raises(TypeError, match="two or more branches"):
         Parallel(a)
+
+
+# -- a typed shared store -------------------------------------------------------------------
+
+TYPED_BAD = """
+from typing import TypedDict
+
+from flowfn import AsyncParallelBatchNode, Flow, node
+
+
+class Store(TypedDict):
+    text: str
+    words: int
+
+
+@node
+def count(shared: Store) -> None:
+    shared["wrods"] = len(shared["text"].split())
+    shared["words"] = "many"
+
+
+class Typed(AsyncParallelBatchNode[Store]):
+    pass
+
+
+flow: Flow[Store] = Flow(count)
+flow.run({"txt": "a b c", "words": 0})
+Typed().run({"text": "x", "words": "one"})
+untyped = Flow(count)
+untyped.run({"anything": 1})  # a plain flow keeps taking any store
+"""
+
+
+def test_mypy_flags_typos_and_wrong_types_in_a_typed_store(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.py").write_text(TYPED_BAD)
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "c"), "bad.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    errors = [line for line in done.stdout.splitlines() if ": error:" in line]
+    assert [e.split(":")[1] for e in errors] == ["14", "15", "23", "23", "24"], done.stdout
+    assert 'TypedDict "Store" has no key "wrods"' in errors[0]
+    assert 'Value of "words" has incompatible type "str"; expected "int"' in errors[1]
+    assert 'Extra key "txt" for TypedDict "Store"' in "\n".join(errors[2:4])
+    assert 'TypedDict item "words" has type "int"' in errors[4]

@@ -45,6 +45,7 @@ def test_every_example_is_tested_and_short() -> None:
         "resume_batch",
         "scale_out",
         "stream_tokens",
+        "typed_store",
         "summarize_files",
         "translate",
     }
@@ -253,3 +254,11 @@ def test_branches_fetches_three_things_at_once_then_summarises(
     assert out[0] == shared["briefing"]
     assert re.fullmatch(rf"three 0.2 s calls at once took [0-9.]+ s on {backend}", out[1])
     assert 'subgraph n0 ["fetch ⫴ branches"]' in out
+
+
+@backends
+def test_typed_store_runs_and_type_checks(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    shared = example("typed_store").main(backend)
+    assert shared["longest"] == "stores"
+    assert shared["lengths"] == [5, 6, 5, 5, 5]
+    assert lines(capsys) == ["longest word: stores (6 letters)"]

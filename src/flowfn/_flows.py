@@ -24,7 +24,7 @@ from . import _journal
 from ._checkpoints import YIELD_MASK, cancelled_flag, stray_cancellation
 from ._errors import add_note, node_name
 from ._local import enter_local, leave_local
-from ._nodes import AsyncNode, BaseNode, _observe_failure
+from ._nodes import AsyncNode, BaseNode, S, _observe_failure
 from ._pause import PauseRequest
 from ._pool import (
     DEFAULT_LIMIT,
@@ -53,7 +53,7 @@ def _copy(node: BaseNode | None) -> BaseNode | None:
     return None if node is None else node._step_copy()
 
 
-class Flow(BaseNode):
+class Flow(BaseNode[S]):
     """Runs ``start_node``, then the successor for each action returned, until there is none.
 
     The flow's own ``prep`` runs first and its ``post(shared, prep_res, last_action)`` last;
@@ -289,7 +289,7 @@ def _failed_in(
         around._step_failed(exc, nested)
 
 
-class BatchFlow(Flow):
+class BatchFlow(Flow[S]):
     """Runs the whole flow once per param dict that ``prep`` returns, one after another.
 
     Each run sees the params ``{**flow.params, **item}``; ``post`` gets ``exec_res=None``.
@@ -465,7 +465,7 @@ class BatchFlow(Flow):
         )
 
 
-class AsyncFlow(Flow, AsyncNode):
+class AsyncFlow(Flow[S], AsyncNode[S]):
     """A flow with async ``prep_async``/``post_async``; by default it returns the last action."""
 
     async def _run_async(self, shared: Any) -> Any:
@@ -480,7 +480,7 @@ class AsyncFlow(Flow, AsyncNode):
         return True
 
 
-class AsyncBatchFlow(AsyncFlow, BatchFlow):
+class AsyncBatchFlow(AsyncFlow[S], BatchFlow[S]):
     """Runs the flow once per param dict from ``prep_async``, one after another."""
 
     async def _run_async(self, shared: Any) -> Any:
@@ -489,7 +489,7 @@ class AsyncBatchFlow(AsyncFlow, BatchFlow):
         return await self.post_async(shared, pr, None)
 
 
-class AsyncParallelBatchFlow(AsyncFlow, BatchFlow):
+class AsyncParallelBatchFlow(AsyncFlow[S], BatchFlow[S]):
     """Runs the flow once per param dict from ``prep_async``, at most ``limit`` at once.
 
     All runs share the one ``shared`` store (as in PocketFlow): write to keys that are unique

@@ -17,11 +17,11 @@ import weakref
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import CoroutineType, EllipsisType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic
 
 import anyio
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
-from typing_extensions import Unpack
+from typing_extensions import TypeVar, Unpack
 
 from . import _events as events
 from . import _journal
@@ -47,13 +47,19 @@ if TYPE_CHECKING:
     from ._emit import FlowOutput
 
 _Successor = TypeVar("_Successor", bound="BaseNode | None")
+#: The type of the shared store a node or flow runs on (Any unless given: Flow[MyStore]).
+S = TypeVar("S", default=Any)
 _NO_KWARGS: dict[str, Any] = {}
 _batchers: weakref.WeakKeyDictionary[BaseNode, Batcher] = weakref.WeakKeyDictionary()
 _checkpoint = checkpoint  # run_async's own parameter is called checkpoint
 
 
-class BaseNode:
+class BaseNode(Generic[S]):
     """A step of a flow, with ``params`` and the ``successors`` that actions lead to.
+
+    Generic over the type of the shared store (``Flow[MyStore]``, a TypedDict or a
+    dataclass), so that a type checker checks what ``run`` is given; unparameterized, the
+    store is ``Any``.
 
     ``a >> b`` makes ``b`` follow ``a`` on the ``"default"`` action, ``a - "x" >> b`` on
     action ``"x"``; both return ``b`` so chains read left to right.
@@ -114,7 +120,7 @@ class BaseNode:
 
     def run(
         self,
-        shared: Any,
+        shared: S,
         *,
         backend: str | None = None,
         on_event: events.Observer | Sequence[events.Observer] | None = None,
@@ -176,7 +182,7 @@ class BaseNode:
 
     async def run_async(
         self,
-        shared: Any,
+        shared: S,
         *,
         on_event: events.Observer | Sequence[events.Observer] | None = None,
         progress: bool = False,
@@ -198,7 +204,7 @@ class BaseNode:
 
     def stream(
         self,
-        shared: Any,
+        shared: S,
         *,
         buffer: float = 0,
         **run_options: Any,
@@ -307,7 +313,7 @@ class _ConditionalTransition:
         return f"<transition {node_name(self.src)} - {self.action!r} >> ?>"
 
 
-class Node(BaseNode):
+class Node(BaseNode[S]):
     """A node whose ``exec`` is tried ``max_retries`` times in all, ``wait`` seconds apart.
 
     ``cur_retry`` holds the 0-based attempt during ``exec``. When the last attempt raises,
@@ -503,7 +509,7 @@ def _batch_items(node: BaseNode, items: Any, *, allow_async: bool = False) -> It
     return items  # type: ignore[no-any-return]
 
 
-class BatchNode(Node):
+class BatchNode(Node[S]):
     """A node whose ``exec`` runs once per item of what ``prep`` returns, one after another.
 
     ``post`` receives the list of results in item order.
@@ -514,7 +520,7 @@ class BatchNode(Node):
         return each_sync(super()._exec, _batch_items(self, items), where=where, node=self)
 
 
-class AsyncNode(Node):
+class AsyncNode(Node[S]):
     """A node with async phases: ``prep_async``, ``exec_async``, ``post_async``.
 
     Retries wait with ``anyio.sleep``, so they can be cancelled. Runs under asyncio or trio.
@@ -610,7 +616,7 @@ class AsyncNode(Node):
         return True
 
 
-class AsyncBatchNode(AsyncNode, BatchNode):
+class AsyncBatchNode(AsyncNode[S], BatchNode[S]):
     """An async batch node: ``exec_async`` runs once per item, one after another."""
 
     async def _exec(self, items: Any) -> Any:
@@ -619,7 +625,7 @@ class AsyncBatchNode(AsyncNode, BatchNode):
         return await each(super()._exec, items, where=where, node=self)
 
 
-class AsyncParallelBatchNode(AsyncNode, BatchNode):
+class AsyncParallelBatchNode(AsyncNode[S], BatchNode[S]):
     """An async batch node whose items run concurrently, at most ``limit`` at once.
 
     Items are pulled lazily from what ``prep_async`` returns by a pool of ``limit`` workers
