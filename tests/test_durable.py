@@ -873,3 +873,19 @@ async def test_each_cache_hit_is_a_copy(tmp_path: Path) -> None:
     await Flow(box).run_async(shared, checkpoint=tmp_path / "runs.db", run_id="c")
     shared["out"][0]["x"] = 99
     assert shared["out"][1] == {"x": 1}
+
+
+@pytest.mark.anyio
+async def test_a_resumed_run_reports_what_it_skips(tmp_path: Path) -> None:
+    log: list[str] = []
+    fail = {"ccc"}
+    flow = build(log, fail)
+    db = tmp_path / "runs.db"
+    with pytest.raises(ValueError, match="cannot measure ccc"):
+        await flow.run_async({}, checkpoint=db, run_id="e")
+    fail.clear()
+    seen: list[Event] = []
+    await flow.run_async({}, checkpoint=db, run_id="e", on_event=seen.append)
+    kinds = [(e.kind, e.node) for e in seen]
+    assert kinds[:3] == [("run_start", "Flow"), ("resume", "Flow"), ("step_skipped", "load")]
+    assert [e.action for e in seen if e.kind == "step_skipped"] == [None]

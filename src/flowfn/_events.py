@@ -32,6 +32,8 @@ EventKind = Literal[
     "item_start",
     "item_end",
     "item_error",
+    "resume",
+    "step_skipped",
 ]
 
 

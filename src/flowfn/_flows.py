@@ -179,6 +179,9 @@ class Flow(BaseNode[S]):
         if resume is not None:
             steps, index, finished, last_action = resume
             node = graph.nodes[index]
+            watch = events.current()
+            if watch is not None:  # the steps before this place are done: said once
+                watch.emit("step_skipped", node, action=last_action if finished else None)
             if finished:  # that step is done: go on from its successor
                 steps += 1
                 node = self.get_next_node(node, last_action)

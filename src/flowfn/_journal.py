@@ -50,6 +50,7 @@ from typing import Any
 
 import anyio
 
+from . import _events as events
 from ._cache import caching
 from ._errors import FlowError, add_note, node_name
 from ._pause import Paused, PauseRequest, PauseRun, Question
@@ -701,6 +702,9 @@ async def run_durable(
             if saved.status == "done":  # nothing left to do: the store and result it gave
                 return _finished(store, saved, shared)
         journal = Journal(store, run_id, saved, shared)
+        watch = events.current()
+        if saved is not None and watch is not None:
+            watch.emit("resume", root)  # this run goes on from a saved one
         if saved is not None and saved.status == "paused" and saved.detail is not None:
             journal.answers.update(store.serializer.loads(saved.detail)["answers"])
         journal.answers.update(answers or {})
