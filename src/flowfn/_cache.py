@@ -12,8 +12,6 @@ value, is not.
 
 from __future__ import annotations
 
-import hashlib
-import pickle
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -84,6 +82,9 @@ def cache_key(
     else:
         named = {k: v for k, v in kwargs.items() if k not in ("shared", "local", "params")}
         value = (data, sorted(named.items()))
+    import hashlib
+    import pickle
+
     try:
         digest = hashlib.sha256(pickle.dumps(value, protocol=4)).hexdigest()
     except Exception as exc:

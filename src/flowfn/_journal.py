@@ -33,7 +33,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import (
     AsyncIterable,
@@ -54,7 +53,7 @@ from . import _events as events
 from ._cache import caching
 from ._errors import FlowError, add_note, node_name
 from ._pause import Paused, PauseRequest, PauseRun, Question
-from ._store import CheckpointStore, Record, Saved, SQLiteStore
+from ._store import CheckpointStore, Record, Saved
 
 __all__ = ["Journal", "current", "run_durable"]
 
@@ -675,6 +674,8 @@ async def run_durable(
             f"saved and restored by key), got {type(shared).__name__}"
         )
     if run_id is None:
+        import uuid
+
         run_id = uuid.uuid4().hex[:12]
     elif not isinstance(run_id, str) or not run_id:
         raise TypeError(f"{node_name(root)}: run_id must be a non-empty str, got {run_id!r}")
@@ -768,6 +769,8 @@ async def _end(
 
 
 def _store(checkpoint: Any, root: Any) -> CheckpointStore:
+    from ._store import SQLiteStore
+
     if isinstance(checkpoint, (str, os.PathLike)):
         return SQLiteStore(checkpoint)
     if isinstance(checkpoint, CheckpointStore):

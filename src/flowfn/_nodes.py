@@ -17,7 +17,7 @@ import weakref
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import CoroutineType, EllipsisType
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
@@ -54,7 +54,21 @@ _batchers: weakref.WeakKeyDictionary[BaseNode, Batcher] = weakref.WeakKeyDiction
 _checkpoint = checkpoint  # run_async's own parameter is called checkpoint
 
 
-class BaseNode(Generic[S]):
+if TYPE_CHECKING:
+    from typing import Generic as _Generic
+else:
+
+    class _Generic:
+        """``Flow[Store]`` is ``Flow`` at run time: the store's type is for type checkers
+        (a real ``typing.Generic`` base would cost every step a few percent)."""
+
+        __slots__ = ()
+
+        def __class_getitem__(cls, item: Any) -> Any:
+            return cls
+
+
+class BaseNode(_Generic[S]):
     """A step of a flow, with ``params`` and the ``successors`` that actions lead to.
 
     Generic over the type of the shared store (``Flow[MyStore]``, a TypedDict or a
@@ -557,6 +571,20 @@ class AsyncNode(Node[S]):
         pass
 
     async def _exec(self, prep_res: Any) -> Any:
+        if (
+            self.max_retries == 1
+            and self.timeout is None
+            and self.rate_limit is None
+            and self.limiter is None
+        ):  # one plain attempt, the common case: no loop to set up
+            self.cur_retry = 0
+            try:
+                return await self.exec_async(prep_res)
+            except PauseRequest:
+                raise
+            except Exception as e:
+                _observe_failure(self, 0, e)
+                return await self.exec_fallback_async(prep_res, e)
         for i in range(self.max_retries):
             self.cur_retry = i
             try:

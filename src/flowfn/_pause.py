@@ -13,8 +13,6 @@ question share its answer.
 
 from __future__ import annotations
 
-import hashlib
-import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +79,9 @@ class PauseRun(BaseException):
 
 
 def question_id(position: tuple[int, ...], payload: Any) -> str:
+    import hashlib
+    import pickle
+
     try:
         text = pickle.dumps(payload, protocol=4)
     except Exception:

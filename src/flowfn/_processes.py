@@ -16,10 +16,8 @@ so the cancellation waits for it (shielded) and then goes on: no job outlives it
 from __future__ import annotations
 
 import atexit
-import contextlib
 import multiprocessing
 import os
-import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -28,6 +26,8 @@ from typing import Any
 
 import anyio
 from anyio.lowlevel import RunVar
+
+from ._remote import _waker
 
 __all__ = ["run_in_process"]
 
@@ -50,30 +50,6 @@ def _shut_down() -> None:
     with _pool_lock:
         if _pool is not None:
             _pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _waker() -> Callable[[Callable[[], object]], None]:
-    """A function that any thread may call to run a callback on this event loop's thread."""
-    if "trio" in sys.modules:
-        import trio
-
-        if trio.lowlevel.in_trio_run():
-            token = trio.lowlevel.current_trio_token()
-
-            def run_soon(callback: Callable[[], object]) -> None:
-                with contextlib.suppress(trio.RunFinishedError):  # nobody waits any more
-                    token.run_sync_soon(callback)
-
-            return run_soon
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-
-    def call_soon(callback: Callable[[], object]) -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(callback)
-
-    return call_soon
 
 
 # The executor queues jobs to its workers ahead of time and then cannot withdraw them: at

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import importlib
 import itertools
-import pickle
 import sys
 import traceback
 from collections.abc import Callable
@@ -43,7 +43,6 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from ._errors import FlowError, node_name
-from ._processes import _waker
 
 __all__ = [
     "Batcher",
@@ -59,6 +58,30 @@ __all__ = [
 # A call withdrawn from its chunk before the chunk left: the worker skips it.
 _WITHDRAWN = None
 _nonces = itertools.count()
+
+
+def _waker() -> Callable[[Callable[[], object]], None]:
+    """A function that any thread may call to run a callback on this event loop's thread."""
+    if "trio" in sys.modules:
+        import trio
+
+        if trio.lowlevel.in_trio_run():
+            token = trio.lowlevel.current_trio_token()
+
+            def run_soon(callback: Callable[[], object]) -> None:
+                with contextlib.suppress(trio.RunFinishedError):  # nobody waits any more
+                    token.run_sync_soon(callback)
+
+            return run_soon
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+
+    def call_soon(callback: Callable[[], object]) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(callback)
+
+    return call_soon
 
 
 class RemoteTraceback(Exception):
@@ -124,6 +147,8 @@ def _failure(exc: Exception, pickler: str) -> _Failure:
     text = "".join(traceback.format_exception(exc))
     try:
         dumps = importlib.import_module(pickler).dumps
+        import pickle
+
         pickle.loads(dumps(exc))
     except Exception as why:  # the caller could not rebuild it: send what it said instead
         exc = FlowError(
@@ -200,7 +225,7 @@ class RemoteWorkers:
             if self.by_value:
                 importlib.import_module(self.pickler).dumps(target)
             else:
-                pickle.dumps(target)
+                importlib.import_module("pickle").dumps(target)
         except Exception as exc:
             raise FlowError(
                 f"node {owner!r}: workers={self!r} sends the node (its exec, params and "
@@ -307,7 +332,7 @@ def _is_pickling(failure: BaseException | None, future: Future[Any] | None) -> b
     if failure is None:
         return False
     text = f"{type(failure).__name__} {failure}".lower()
-    return isinstance(failure, pickle.PicklingError) or "pickl" in text or "serializ" in text
+    return "pickl" in text or "serializ" in text  # PicklingError included
 
 
 def _current_loop() -> object:

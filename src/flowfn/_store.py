@@ -13,18 +13,18 @@ JSON for plain data.
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from ._errors import FlowError
+
+if TYPE_CHECKING:
+    import sqlite3
+    from pathlib import Path
 
 __all__ = [
     "FORMAT",
@@ -60,9 +60,13 @@ class PickleSerializer:
     name = "pickle"
 
     def dumps(self, value: Any) -> bytes:
+        import pickle
+
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
     def loads(self, data: bytes) -> Any:
+        import pickle
+
         return pickle.loads(data)
 
     def __repr__(self) -> str:
@@ -76,10 +80,14 @@ class JSONSerializer:
     name = "json"
 
     def dumps(self, value: Any) -> bytes:
+        import json
+
         _check_keys(value)
         return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
 
     def loads(self, data: bytes) -> Any:
+        import json
+
         return json.loads(data)
 
     def __repr__(self) -> str:
@@ -235,6 +243,8 @@ class SQLiteStore:
         serializer: Serializer | None = None,
         target: str | None = None,
     ) -> None:
+        from pathlib import Path
+
         self.path = Path(path)
         #: Where the flow is (``module:name``), recorded with new runs for ``flowfn runs
         #: resume``; ``flowfn run --checkpoint`` sets it.
@@ -261,6 +271,8 @@ class SQLiteStore:
         return db
 
     def _connect(self) -> sqlite3.Connection:
+        import sqlite3
+
         where = str(self.path)
         try:
             db = sqlite3.connect(where, timeout=30, isolation_level=None)
@@ -303,6 +315,8 @@ class SQLiteStore:
     def begin(
         self, run_id: str, *, flow: str, shape: str, initial: bytes, target: str | None
     ) -> Saved | None:
+        import json
+
         db = self._db()
         self._claim(run_id)
         try:
@@ -349,6 +363,8 @@ class SQLiteStore:
             raise
 
     def save(self, run_id: str, records: Sequence[Record]) -> None:
+        import json
+
         db = self._db()
         steps: list[tuple[Any, ...]] = []
         items: list[tuple[Any, ...]] = []
@@ -441,6 +457,8 @@ class SQLiteStore:
 
     def steps(self, run_id: str) -> list[tuple[int, tuple[int, ...], str, str | None, bool]]:
         """(seq, position, node, action, done) of every recorded step of ``run_id``."""
+        import json
+
         rows = self._db().execute(
             "SELECT seq, position, node, action, done FROM steps WHERE run_id=? ORDER BY seq",
             (run_id,),
@@ -477,6 +495,8 @@ class SQLiteStore:
 def _retry_busy(statement: Any, seconds: float = 30.0) -> Any:
     """Run ``statement()`` again while SQLite says the file is locked (switching to WAL
     needs a moment alone with the file, and waits for no busy handler)."""
+    import sqlite3
+
     deadline = time.monotonic() + seconds
     while True:
         try:
