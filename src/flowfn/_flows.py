@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from types import EllipsisType
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from anyio.lowlevel import checkpoint
@@ -140,12 +140,12 @@ class Flow(BaseNode[S]):
                     await checkpoint()
             steps += 1
             curr._step_params(p)
-            if curr.__class__ in _PLAIN_FLOWS and watch is None and curr.start_node is not None:
+            if curr._walked_inline and watch is None and curr.start_node is not None:  # type: ignore[attr-defined]
                 if outer is None:
                     outer = []
                 outer.append((flow, curr, p, own_next))
-                flow, p, own_next = curr, {**curr.params}, False
-                curr = curr.start_node._step_copy()
+                flow, p, own_next = cast(Flow, curr), {**curr.params}, False
+                curr = flow.start_node._step_copy()  # type: ignore[union-attr]
                 continue
             try:
                 last_action = await (
@@ -527,5 +527,6 @@ class AsyncParallelBatchFlow(AsyncFlow[S], BatchFlow[S]):
         return await self.post_async(shared, pr, results if self.errors == "collect" else None)
 
 
-# Nested flows whose walk the flow around them takes over (their prep and post do nothing).
-_PLAIN_FLOWS = frozenset({Flow, AsyncFlow})
+# Nested flows whose walk the flow around them takes over (their prep and post do nothing);
+# their subclasses are not (BaseNode.__init_subclass__ sets the flag back to False).
+Flow._walked_inline = AsyncFlow._walked_inline = True

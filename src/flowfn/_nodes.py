@@ -253,9 +253,12 @@ class BaseNode(_Generic[S]):
 
     #: False for subclasses with ``__slots__`` or custom pickling state, which copy.copy honours.
     _plain_copy = True
+    #: True only for Flow and AsyncFlow themselves: a flow walking them walks their steps.
+    _walked_inline = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        cls._walked_inline = False
         if not hasattr(cls, "prep_async"):  # a sync node class (not an AsyncNode's)
             _refuse_async_phases(cls)
         cls._plain_copy = not any(vars(k).get("__slots__") for k in cls.__mro__[:-1]) and all(
