@@ -717,7 +717,9 @@ async def run_durable(
             _active -= 1
             _journal.reset(token)
             caching.reset(cache_token)
-        detail = _saveable_end(store, shared, result)
+        # A plain flow ends with its last step, whose record holds the final store: only a
+        # flow with a prep/post of its own may have changed it since.
+        detail = _saveable_end(store, None if type(flow) in _plain_flows() else shared, result)
         with anyio.CancelScope(shield=True):
             await _end(store, run_id, journal, "done", None, detail)
         return result
@@ -780,6 +782,12 @@ def _store(checkpoint: Any, root: Any) -> CheckpointStore:
         f"store (flowfn.SQLiteStore, or an object with begin/save/finish/release/runs and a "
         f"serializer), got {type(checkpoint).__name__}"
     )
+
+
+def _plain_flows() -> tuple[type, ...]:
+    from ._flows import AsyncFlow, Flow
+
+    return (Flow, AsyncFlow)
 
 
 def _saveable_end(store: CheckpointStore, shared: Any, result: Any) -> bytes | None:
