@@ -242,3 +242,14 @@ def test_a_coroutine_from_a_sync_exec_is_not_retried() -> None:
     with pytest.raises(FlowError, match="exec returned a coroutine"):
         Fetch(max_retries=3).run({})
     assert calls == [1]
+
+
+def test_unknown_decorator_options_say_what_was_meant() -> None:
+    from flowfn import node, parallel_batch
+
+    with pytest.raises(
+        TypeError, match=r"the decorators take retries= .*max_retries=3 is retries=2"
+    ):
+        node(max_retries=3)(lambda shared: None)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match=r"timout=: did you mean timeout=\?"):
+        parallel_batch(items="xs", timout=1.0)(lambda x: x)  # type: ignore[call-overload]

@@ -275,7 +275,7 @@ def test_trio_backend_without_trio_says_what_to_install(
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["run"], ["draw", "x:y"], ["graph", "x:y", "--format", "svg"]]
+    "argv", [[], ["run"], ["draw", "x:y"], ["graph", "x:y", "--format", "jpeg"]]
 )
 def test_usage_mistakes_exit_with_argparse_code_2(
     argv: list[str], capsys: pytest.CaptureFixture[str]
@@ -364,3 +364,29 @@ def test_progress_draws_a_live_bar_in_a_terminal(tmp_path: Path) -> None:
     assert "\rFlow/translate: " in screen  # redrawn in place, not one line per update
     assert "100% 4/4 done, 0 failed" in screen
     assert "Flow/translate      1        0         0      4" in screen  # --summary
+
+
+def test_graph_renders_svg_and_pdf_and_refuses_a_suffix_it_does_not_know(
+    flows: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    need_dot()
+    assert main(["graph", f"{flows}:greeting", "-o", str(tmp_path / "a.svg")]) == 0
+    assert "<svg" in (tmp_path / "a.svg").read_text(encoding="utf-8")
+    assert main(["graph", f"{flows}:greeting", "-o", str(tmp_path / "a.pdf")]) == 0
+    assert (tmp_path / "a.pdf").read_bytes().startswith(b"%PDF")
+    capsys.readouterr()
+    fails(
+        capsys,
+        ["graph", f"{flows}:greeting", "-o", str(tmp_path / "a.jpg")],
+        "flowfn does not know what to write for '.jpg'",
+    )
+    assert not (tmp_path / "a.jpg").exists()
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import flowfn
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"flowfn {flowfn.__version__}\n"

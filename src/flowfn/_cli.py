@@ -41,8 +41,19 @@ from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLit
 
 __all__ = ["UsageError", "load_target", "main"]
 
-FORMATS = ("mermaid", "dot", "png")
-_SUFFIX_FORMATS = {".png": "png", ".dot": "dot", ".gv": "dot"}
+FORMATS = ("mermaid", "dot", "png", "svg", "pdf")
+_RENDERED = ("png", "svg", "pdf")  # drawn by Graphviz's dot into a file
+_SUFFIX_FORMATS = {
+    ".png": "png",
+    ".svg": "svg",
+    ".pdf": "pdf",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".mmd": "mermaid",
+    ".mermaid": "mermaid",
+    ".md": "mermaid",
+    ".txt": "mermaid",
+}
 _EXAMPLE = '\'{"name": "Ada"}\''  # a JSON object, quoted for the shell
 
 
@@ -72,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowfn", description="Run a flowfn flow, or draw it as a picture."
     )
+    parser.add_argument("--version", action="version", version=f"flowfn {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     target_help = "the flow: module:name or path/to/file.py:name"
 
@@ -129,8 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument(
         "--format",
         choices=FORMATS,
-        help="mermaid (default), dot, or png (needs Graphviz and -o); "
-        "by default taken from -o's suffix (.png, .dot, .gv)",
+        help="mermaid (default), dot, or png, svg, pdf (these need Graphviz and -o); by "
+        "default taken from -o's suffix (.png, .svg, .pdf, .dot, .gv, .mmd)",
     )
     graph.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     graph.set_defaults(handler=_graph_command)
@@ -328,12 +340,12 @@ def _graph_command(args: argparse.Namespace) -> int:
     """``flowfn graph``: print or write the flow's picture as Mermaid, DOT or PNG."""
     from ._graph import to_dot, to_mermaid
 
-    fmt = args.format or _SUFFIX_FORMATS.get(Path(args.output or "").suffix.lower(), "mermaid")
-    if fmt == "png" and not args.output:
-        raise UsageError("--format png writes a file: add -o FILE.png")
+    fmt = args.format or _format_of(args.output)
+    if fmt in _RENDERED and not args.output:
+        raise UsageError(f"--format {fmt} writes a file: add -o FILE.{fmt}")
     node = load_target(args.target)
-    if fmt == "png":
-        _write_png(to_dot(node), args.output)
+    if fmt in _RENDERED:
+        _render(to_dot(node), args.output, fmt)
         return 0
     text = to_mermaid(node) if fmt == "mermaid" else to_dot(node)
     if args.output is None:
@@ -346,17 +358,37 @@ def _graph_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_png(dot_text: str, path: str) -> None:
-    """Render ``dot_text`` to the PNG file ``path`` with Graphviz's ``dot`` command."""
+def _format_of(output: str | None) -> str:
+    """The picture format ``-o FILE`` asks for by its suffix (Mermaid text without -o)."""
+    if output is None:
+        return "mermaid"
+    suffix = Path(output).suffix.lower()
+    if suffix in _SUFFIX_FORMATS:
+        return _SUFFIX_FORMATS[suffix]
+    known = ", ".join(sorted(_SUFFIX_FORMATS))
+    raise UsageError(
+        f"-o {output!r}: flowfn does not know what to write for {suffix or 'no suffix'!r}; "
+        f"name the file with one of {known}, or give --format"
+    )
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _render(dot_text: str, path: str, fmt: str) -> None:
+    """Render ``dot_text`` to the ``fmt`` (png, svg, pdf) file ``path`` with Graphviz."""
     dot = shutil.which("dot")
     if dot is None:
         raise UsageError(
-            "--format png needs Graphviz's `dot` command, which is not on PATH: install "
-            "Graphviz (apt-get install graphviz; brew install graphviz on macOS), or write "
-            "DOT text with --format dot and render it elsewhere"
+            f"--format {fmt} needs Graphviz's `dot` command, which is not on PATH: install "
+            f"Graphviz (apt-get install graphviz; brew install graphviz on macOS), or write "
+            f"DOT text with --format dot and render it elsewhere"
         )
     done = subprocess.run(
-        [dot, "-Tpng", "-o", path], input=dot_text.encode(), capture_output=True, check=False
+        [dot, f"-T{fmt}", "-o", path], input=dot_text.encode(), capture_output=True, check=False
     )
     message = done.stderr.decode(errors="replace").strip()
     if done.returncode != 0:

@@ -254,7 +254,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
             chunksize=options.pop("chunksize", None),
         )
         if options:
-            raise TypeError(f"{self.name}: unexpected options {sorted(options)}")
+            raise _unknown_options(self.name, options, _NODE_OPTIONS)
         reads = [n for n, _ in self._work.inject if n in ("shared", "local")]
         if self._cache is not None and self._cache.key is None and reads:
             raise TypeError(
@@ -462,6 +462,31 @@ class _ItemSteps(_Steps):
 
 def _show(workers: object) -> str:
     return repr(workers) if isinstance(workers, str) else type(workers).__name__ + "(...)"
+
+
+# What the decorators take besides items= (and, for @parallel_batch, limit= and errors=).
+_NODE_OPTIONS = (
+    "retries", "wait", "backoff", "max_wait", "jitter", "timeout", "per_second", "limiter",
+    "into", "overwrite", "name", "workers", "chunksize", "cache", "items", "limit", "errors",
+)  # fmt: skip
+
+
+def _unknown_options(name: str, options: Any, known: Any) -> TypeError:
+    """The error for options a decorator does not take, with what was probably meant."""
+    import difflib
+
+    hints = []
+    for option in sorted(options):
+        if option == "max_retries":
+            hints.append(
+                "the decorators take retries= (extra attempts after the first: "
+                "max_retries=3 is retries=2); max_retries= is the node classes' option "
+                "(attempts in all)"
+            )
+            continue
+        close = difflib.get_close_matches(option, known, n=1)
+        hints.append(f"{option}=: did you mean {close[0]}=?" if close else f"{option}=: unknown")
+    return TypeError(f"{name}: unexpected options {sorted(options)}; " + "; ".join(hints))
 
 
 def _check_importable(fn: Callable[..., Any], name: str, workers: object = "process") -> None:
