@@ -153,10 +153,76 @@ def test_run_prints_values_json_cannot_hold_as_their_repr(
     assert result["shared"] == {"a set": "{3}", "by pair": {"('a', 1)": "x"}, "me": "<cycle>"}
 
 
-def test_an_exception_from_the_flow_keeps_its_traceback_and_notes(flows: Path) -> None:
+def test_an_exception_from_the_flow_is_one_line_or_its_whole_traceback(
+    flows: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", f"{flows}:broken"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == ["flowfn: ValueError: boom (flowfn: in node 'boom' of flow 'Flow')"]
     with pytest.raises(ValueError, match="boom") as caught:
-        main(["run", f"{flows}:broken"])
+        main(["run", f"{flows}:broken", "--traceback"])
     assert "flowfn: in node 'boom' of flow 'Flow'" in caught.value.__notes__
+
+
+CHATTY = """
+from flowfn import Flow, FlowError, node
+
+
+@node
+def chatty(shared):
+    print("working on", shared.get("n", 0))
+    shared["items"] = list(range(shared.get("n", 0)))
+
+
+@node
+def fails(shared):
+    raise FlowError("the setup is wrong")
+
+
+flow = Flow(chatty)
+broken = Flow(fails)
+"""
+
+
+def test_stdout_holds_the_result_alone_and_pipes_close_quietly(tmp_path: Path) -> None:
+    (tmp_path / "chatty.py").write_text(CHATTY)
+
+    def flowfn(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flowfn", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    done = flowfn("run", "chatty.py:flow", "--shared", '{"n": 3}', "--log")
+    assert json.loads(done.stdout) == {"action": None, "shared": {"n": 3, "items": [0, 1, 2]}}
+    assert "working on 3" in done.stderr  # the flow's own output, out of the JSON's way
+    assert "flowfn: node_end Flow/chatty" in done.stderr  # --log
+
+    to_file = flowfn("run", "chatty.py:flow", "-o", "result.json")
+    assert to_file.stdout == "working on 0\n"
+    assert json.loads((tmp_path / "result.json").read_text())["action"] is None
+
+    failed = flowfn("run", "chatty.py:broken")
+    assert failed.returncode == 1
+    assert failed.stderr == (
+        "flowfn: flowfn.FlowError: the setup is wrong (flowfn: in node 'fails' of flow 'Flow')\n"
+    )
+
+    piped = subprocess.run(
+        f"{sys.executable} -m flowfn run chatty.py:flow --shared '{{\"n\": 200000}}' | head -c 20",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.stdout == '{\n  "action": null,\n'[:20]
+    assert "Traceback" not in piped.stderr
+    assert "BrokenPipe" not in piped.stderr
 
 
 # -- flowfn graph -----------------------------------------------------------------------
@@ -310,11 +376,9 @@ def test_python_m_flowfn_runs_the_translate_example(tmp_path: Path) -> None:
     shared = {"text": "Hello!", "languages": ["Spanish", "Klingon"], "out_dir": str(tmp_path)}
     command = ["run", "examples/translate.py:flow", "--backend", "trio"]
     done = python_m_flowfn(*command, "--shared", json.dumps(shared))
-    assert (done.returncode, done.stderr) == (0, "")
-    lines = done.stdout.splitlines()
-    start = len(lines) - 1 - lines[::-1].index("{")  # the JSON follows the example's prints
-    assert "  -> asking for Spanish" in lines[:start]
-    result = json.loads("\n".join(lines[start:]))
+    assert done.returncode == 0
+    assert "  -> asking for Spanish" in done.stderr.splitlines()  # the example's own prints
+    result = json.loads(done.stdout)  # stdout: the result JSON alone
     assert result["action"] is None
     assert result["shared"]["translations"] == ["Hola, bienvenido a flowfn!", "[Klingon] Hello!"]
     assert result["shared"]["files"] == [

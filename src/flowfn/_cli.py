@@ -17,16 +17,18 @@ its traceback shows, with flowfn's notes naming the node.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -35,7 +37,7 @@ from ._backend import BACKENDS
 from ._errors import FlowError
 from ._flows import Flow
 from ._nodes import BaseNode
-from ._observers import RunSummary
+from ._observers import LogObserver, RunSummary
 from ._pause import Paused
 from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
 
@@ -77,6 +79,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's exit code for SIGINT
         print("flowfn: interrupted (KeyboardInterrupt)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `flowfn run ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the exit flush does not fail again
+        return 0
+    except Exception as exc:  # raised by the flow: one line, unless --traceback
+        if getattr(args, "traceback", False):
+            raise
+        print(f"flowfn: {one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` in one line: its public type name, message and flowfn's notes."""
+    kind = type(exc)
+    module = kind.__module__
+    if module.startswith("flowfn._"):
+        module = "flowfn"  # the name users import it by
+    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    message = " ".join(str(exc).split())
+    notes = [" ".join(str(n).split()) for n in getattr(exc, "__notes__", ())]
+    return f"{name}: {message}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--summary", action="store_true", help="print a per-node run summary (on stderr)"
     )
+    _add_output_options(run)
     run.add_argument(
         "--checkpoint",
         metavar="FILE",
@@ -129,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     resume.add_argument("--backend", choices=BACKENDS, help="the event loop (default: asyncio)")
     resume.add_argument("--progress", action="store_true", help="show a progress bar per batch")
+    _add_output_options(resume)
     resume.add_argument(
         "--answers",
         metavar="JSON",
@@ -152,6 +177,42 @@ def _parser() -> argparse.ArgumentParser:
 # -- run --------------------------------------------------------------------------------
 
 
+def _add_output_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the result JSON here; the flow's own output then stays on stdout "
+        "(without -o, stdout holds the result JSON alone and the flow prints to stderr)",
+    )
+    command.add_argument(
+        "--traceback", action="store_true", help="on an error, show the whole traceback"
+    )
+    command.add_argument(
+        "--log", action="store_true", help="log every step to stderr (flowfn.LogObserver)"
+    )
+
+
+@contextlib.contextmanager
+def _flow_output(args: argparse.Namespace) -> Iterator[None]:
+    """While the flow runs: its prints go to stderr (stdout is for the result JSON alone),
+    unless the result goes to a file; --log sends its events to stderr."""
+    if args.log:
+        logging.basicConfig(level=logging.INFO, format="flowfn: %(message)s", stream=sys.stderr)
+    if args.output is not None:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+def _observers(args: argparse.Namespace, *more: Any) -> list[Any] | None:
+    observers = [o for o in more if o is not None]
+    if args.log:
+        observers.append(LogObserver())
+    return observers or None
+
+
 def _run_command(args: argparse.Namespace) -> int:
     """``flowfn run``: load, run, print ``{"action": ..., "shared": {...}}`` as JSON."""
     shared = {} if args.shared is None else _json_object(args.shared, "--shared")
@@ -168,21 +229,22 @@ def _run_command(args: argparse.Namespace) -> int:
         checkpoint = SQLiteStore(args.checkpoint, target=args.target)
     elif args.run_id is not None:
         raise UsageError("--run-id names a run in a checkpoint: add --checkpoint FILE")
-    action = flow.run(
-        shared,
-        backend=args.backend,
-        progress=args.progress,
-        on_event=summary,
-        checkpoint=checkpoint,
-        run_id=args.run_id,
-    )
+    with _flow_output(args):
+        action = flow.run(
+            shared,
+            backend=args.backend,
+            progress=args.progress,
+            on_event=_observers(args, summary),
+            checkpoint=checkpoint,
+            run_id=args.run_id,
+        )
     if summary is not None:
         print(summary, file=sys.stderr)
-    _print_result(action, shared)
+    _print_result(action, shared, args.output)
     return 0
 
 
-def _print_result(action: Any, shared: Any) -> None:
+def _print_result(action: Any, shared: Any, output: str | None = None) -> None:
     if isinstance(action, Paused):  # waiting for answers: what to answer, and how
         questions = [
             {"id": q.id, "question": q.payload, "node": q.node, "item": q.item}
@@ -191,7 +253,14 @@ def _print_result(action: Any, shared: Any) -> None:
         result: dict[str, Any] = {"paused": action.run_id, "questions": questions}
     else:
         result = {"action": action, "shared": shared}
-    print(json.dumps(_jsonable(result), indent=2, default=repr, ensure_ascii=False))
+    text = json.dumps(_jsonable(result), indent=2, default=repr, ensure_ascii=False)
+    if output is None:
+        print(text)
+        return
+    try:
+        Path(output).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output!r}: {exc.strerror or exc}") from None
 
 
 # -- runs -------------------------------------------------------------------------------
@@ -284,15 +353,17 @@ def _runs_resume(args: argparse.Namespace) -> int:
     flow = node if isinstance(node, Flow) else Flow(node)
     answers = None if args.answers is None else _json_object(args.answers, "--answers")
     shared: dict[str, Any] = {}
-    action = flow.run(
-        shared,
-        backend=args.backend,
-        progress=args.progress,
-        checkpoint=SQLiteStore(args.checkpoint, target=target, serializer=_serializer(run)),
-        run_id=run.run_id,
-        answers=answers,
-    )
-    _print_result(action, shared)
+    with _flow_output(args):
+        action = flow.run(
+            shared,
+            backend=args.backend,
+            progress=args.progress,
+            on_event=_observers(args),
+            checkpoint=SQLiteStore(args.checkpoint, target=target, serializer=_serializer(run)),
+            run_id=run.run_id,
+            answers=answers,
+        )
+    _print_result(action, shared, args.output)
     return 0
 
 
