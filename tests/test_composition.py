@@ -690,3 +690,125 @@ def test_mypy_flags_typos_and_wrong_types_in_a_typed_store(tmp_path: Path) -> No
     assert 'Value of "words" has incompatible type "str"; expected "int"' in errors[1]
     assert 'Extra key "txt" for TypedDict "Store"' in "\n".join(errors[2:4])
     assert 'TypedDict item "words" has type "int"' in errors[4]
+
+
+# -- what the review found ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_loop_back_to_an_into_node_does_not_overwrite_another_writer() -> None:
+    @node(into="k")
+    def a(shared: dict[str, Any]) -> None:
+        shared["visits"] = shared.get("visits", 0) + 1
+
+    @node
+    def b(shared: dict[str, Any]) -> str:
+        shared["k"] = "USER VALUE"  # someone else writes the key the into= node wrote
+        return "again" if shared["visits"] < 2 else "done"
+
+    a >> b
+    b - "again" >> a
+    b - "done" >> None
+    with pytest.raises(FlowError, match=r"node 'a': shared\['k'\] already exists"):
+        await AsyncFlow(a).run_async({})
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("parallel", [False, True])
+async def test_a_retried_sub_flow_run_may_replace_what_its_failed_attempt_stored(
+    parallel: bool,
+) -> None:
+    from flowfn import batch
+
+    failures = {"x": 1}
+
+    @node(into="res")
+    def w(shared: dict[str, Any], name: str) -> str:
+        return f"result of {name}"
+
+    @node
+    def fail_once(shared: dict[str, Any], name: str) -> None:
+        if failures.get(name):
+            failures[name] -= 1
+            raise ConnectionError("first attempt fails")
+
+    w >> fail_once
+    decorate = parallel_batch if parallel else batch
+
+    @decorate(flow=Flow(w), retries=2)
+    def one(shared: dict[str, Any]) -> list[dict[str, str]]:
+        return [{"name": "x"}]
+
+    shared: dict[str, Any] = {}
+    await AsyncFlow(one).run_async(shared)
+    assert shared == {"res": "result of x"}
+
+
+@pytest.mark.anyio
+async def test_merged_branches_refuse_a_replaced_list_and_skip_failed_branches() -> None:
+    from flowfn import Parallel
+
+    @node
+    async def replaces(shared: dict[str, Any]) -> None:
+        shared["lst"] = [9]
+
+    @node
+    async def appends(shared: dict[str, Any]) -> None:
+        shared["lst"].append(3)
+
+    with pytest.raises(FlowError, match="a branch replaced that list"):
+        await AsyncFlow(Parallel(replaces, appends, merge="append")).run_async({"lst": [1, 2]})
+
+    @node
+    async def half(shared: dict[str, Any]) -> None:
+        shared["half"] = "partial write of a failed branch"
+        raise KeyError("failed")
+
+    shared: dict[str, Any] = {"lst": [1]}
+    await AsyncFlow(Parallel(appends, half, merge="update", errors="collect")).run_async(shared)
+    assert shared == {"lst": [1, 3]}
+
+    seen: list[Any] = []
+
+    @node
+    async def deletes(shared: dict[str, Any]) -> None:
+        del shared["lst"]
+
+    def merge(key: str, original: Any, values: list[Any]) -> Any:
+        seen.append((key, values))
+        return next(v for v in values if v is not Parallel.DELETED)
+
+    merged: dict[str, Any] = {"lst": [1]}
+    await AsyncFlow(Parallel(appends, deletes, merge=merge)).run_async(merged)
+    assert seen == [("lst", [[1, 3], Parallel.DELETED])]
+    assert merged == {"lst": [1, 3]}
+
+
+def test_durable_branches_with_merge_all_run_again_on_resume(tmp_path: Path) -> None:
+    from flowfn import Parallel
+
+    broken = {"b"}
+
+    @node
+    async def a(shared: dict[str, Any]) -> None:
+        shared["a"] = 1
+
+    @node
+    async def b(shared: dict[str, Any]) -> None:
+        if broken:
+            raise ValueError("b fails first")
+        shared["b"] = 1
+
+    @node
+    def join(shared: dict[str, Any]) -> None:
+        shared["j"] = 1
+
+    fan = Parallel(a, b, merge="update")
+    fan >> join
+    db = tmp_path / "runs.db"
+    with pytest.raises(ValueError, match="b fails first"):
+        Flow(fan).run({}, checkpoint=db, run_id="r1")
+    broken.clear()
+    shared: dict[str, Any] = {}
+    Flow(fan).run(shared, checkpoint=db, run_id="r1")
+    assert shared == {"a": 1, "b": 1, "j": 1}

@@ -82,9 +82,10 @@ print("returned", flush=True)
 
 
 def interrupted(
-    command: list[str], cwd: Path, *, signal_it: bool = True
+    command: list[str], cwd: Path, *, signal_it: bool = True, ready_on: str = "stdout"
 ) -> subprocess.CompletedProcess[str]:
-    """Start ``command``, wait for its "ready" line, send SIGINT, collect the rest."""
+    """Start ``command``, wait for its "ready" line (on ``ready_on``), send SIGINT,
+    collect the rest (the "ready" line is not part of what is returned for stderr)."""
     path = [str(cwd), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     child = subprocess.Popen(
@@ -92,8 +93,10 @@ def interrupted(
     )
     try:
         assert child.stdout is not None
-        line = child.stdout.readline()
-        assert line.strip() == "ready", (line, child.stderr.read() if child.stderr else "")
+        assert child.stderr is not None
+        source = child.stdout if ready_on == "stdout" else child.stderr
+        line = source.readline()
+        assert line.strip() == "ready", (line, child.stderr.read() if ready_on == "stdout" else "")
         if signal_it:
             time.sleep(0.2)  # let it run a while: the signal lands wherever it lands
             child.send_signal(signal.SIGINT)
@@ -102,7 +105,9 @@ def interrupted(
         if child.poll() is None:
             child.kill()
             child.wait()
-    return subprocess.CompletedProcess(command, child.returncode, line + out, err)
+    if ready_on == "stdout":
+        return subprocess.CompletedProcess(command, child.returncode, line + out, err)
+    return subprocess.CompletedProcess(command, child.returncode, out, err)
 
 
 def backends() -> list[object]:
@@ -139,6 +144,6 @@ def test_ctrl_c_reaches_the_caller_as_keyboard_interrupt(
 @pytest.mark.parametrize("backend", backends())
 def test_ctrl_c_ends_flowfn_run_with_130_and_one_line(project: Path, backend: str) -> None:
     command = [sys.executable, "-m", "flowfn", "run", "flows.py:flow", "--backend", backend]
-    done = interrupted(command, project)
+    done = interrupted(command, project, ready_on="stderr")  # the flow prints to stderr
     assert done.returncode == 130
     assert done.stderr.splitlines() == ["flowfn: interrupted (KeyboardInterrupt)"]

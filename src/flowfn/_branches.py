@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from types import EllipsisType
 from typing import Any, Literal
 
+from . import _journal
 from ._errors import FlowError, node_name
 from ._nodes import BaseNode
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
@@ -86,6 +87,8 @@ class Parallel(BaseNode):
         self.errors = check_errors(errors, self.name)
 
     _writes_shared = True  # a durable run records its branches with the shared store
+    #: What a ``merge`` function gets among ``values`` for a branch that deleted the key.
+    DELETED: Any = _GONE
 
     def _needs_loop(self) -> bool:
         return True
@@ -113,7 +116,7 @@ class Parallel(BaseNode):
             branch._step_params(self.params)
             return await branch._run_async(stores[index])
 
-        actions = await map_ordered(
+        branches = map_ordered(
             run,
             range(len(self.branches)),
             limit=self.limit,
@@ -121,8 +124,14 @@ class Parallel(BaseNode):
             errors=self.errors,
             node=self,
         )
-        if self.merge is not None:
-            self._merge_back(shared, stores)
+        if self.merge is None:
+            actions = await branches
+        else:  # a branch's work is in its copy, which a durable run does not keep: all rerun
+            with _journal.detached():
+                actions = await branches
+        if self.merge is not None:  # a failed branch (errors="collect") changes nothing
+            done = [s for s, a in zip(stores, actions, strict=True) if not isinstance(a, Exception)]
+            self._merge_back(shared, done)
         if self.into is not None:
             shared[self.into] = actions
         return None
@@ -168,6 +177,12 @@ class Parallel(BaseNode):
                 )
             merged = list(start)
             for value in values:
+                if value[: len(start)] != start:
+                    raise FlowError(
+                        f"{self.name}: merge='append' appends what each branch added to "
+                        f"shared[{key!r}], but a branch replaced that list instead of adding "
+                        f"to it; give merge= a function for it"
+                    )
                 merged.extend(value[len(start) :])
             return merged
         assert callable(self.merge)

@@ -31,7 +31,7 @@ from ._cache import Cache, as_cache, cached_call, is_missing, keep
 from ._errors import FlowError, node_name
 from ._flows import BatchFlow
 from ._limiter import Limiter
-from ._local import note_written, written_by
+from ._local import note_written, wrote_it
 from ._nodes import (
     AsyncBatchNode,
     AsyncNode,
@@ -156,7 +156,11 @@ class _Steps(BaseNode):
                 f"node {self.name!r}: into={self.into!r} needs a dict-like shared store, "
                 f"got {type(shared).__name__}"
             )
-        if self.into in shared and not self.overwrite and written_by(self.into) is not self._work:
+        if (
+            self.into in shared
+            and not self.overwrite
+            and not wrote_it(self.into, self._work, shared[self.into])
+        ):
             raise FlowError(
                 f"node {self.name!r}: shared[{self.into!r}] already exists and into= would "
                 f"overwrite it. Pass overwrite=True to replace it, or choose another key."
@@ -182,7 +186,7 @@ class _Steps(BaseNode):
             # Checked again here: a concurrent run may have written the key meanwhile.
             self._check_into(shared)
             shared[self.into] = e
-            note_written(self.into, self._work)  # a loop back here may replace it
+            note_written(self.into, self._work, e)  # a loop back here may replace it
             return None
         if self.kind != "node":
             return None

@@ -393,16 +393,23 @@ class BatchFlow(Flow[S]):
         def run_one(bp: Any) -> Any:
             if not self._retrying():
                 return run_once(bp)
+            written = None  # what the failed attempts' into= nodes wrote: theirs to replace
             for attempt in range(self.max_retries):
+                token, scratch = enter_local()
+                if written is not None:
+                    scratch.written = dict(written)  # type: ignore[attr-defined]
                 try:
-                    return run_once(bp)
+                    return self._run_result(self._orch(shared, self._merge(bp)), scratch)
                 except PauseRequest:
                     raise
                 except Exception as exc:
+                    written = getattr(scratch, "written", written)
                     _observe_failure(self, attempt, exc)  # type: ignore[arg-type]
                     if attempt == self.max_retries - 1:
                         return self._fallback_run_sync(shared, bp, exc)
                     time.sleep(self.wait)
+                finally:
+                    leave_local(token)
             return None  # unreachable: max_retries >= 1
 
         where = f"batch flow {node_name(self)!r}"
@@ -428,13 +435,17 @@ class BatchFlow(Flow[S]):
             leave_local(token)
 
     async def _run_retrying(self, shared: Any, bp: Any) -> Any:
+        written = None  # what the failed attempts' into= nodes wrote: theirs to replace
         for attempt in range(self.max_retries):
             token, scratch = enter_local()
+            if written is not None:
+                scratch.written = dict(written)  # type: ignore[attr-defined]
             try:
                 return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
             except PauseRequest:
                 raise  # waiting for input is no failure to retry
             except Exception as exc:
+                written = getattr(scratch, "written", written)
                 _observe_failure(self, attempt, exc)  # type: ignore[arg-type]
                 if attempt == self.max_retries - 1:
                     return await self._fallback_run(shared, bp, exc)

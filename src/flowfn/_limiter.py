@@ -11,6 +11,7 @@ whichever way it ends (result, exception, timeout, cancellation).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +23,9 @@ from ._retry import RateLimit, check_policy
 __all__ = ["Limiter", "check_limiter", "limited"]
 
 # anyio's CapacityLimiter belongs to one event loop: one per loop and Limiter.
-_capacity: RunVar[dict[int, anyio.CapacityLimiter]] = RunVar("flowfn_limiters")
+_capacity: RunVar[weakref.WeakKeyDictionary[Limiter, anyio.CapacityLimiter]] = RunVar(
+    "flowfn_limiters"
+)
 
 
 class Limiter:
@@ -33,7 +36,7 @@ class Limiter:
     loop); ``per_second`` holds across the whole process.
     """
 
-    __slots__ = ("_rate", "concurrency", "name", "per_second")
+    __slots__ = ("__weakref__", "_rate", "concurrency", "name", "per_second")
 
     def __init__(
         self,
@@ -67,11 +70,11 @@ class Limiter:
         try:
             limiters = _capacity.get()
         except LookupError:
-            limiters = {}
+            limiters = weakref.WeakKeyDictionary()
             _capacity.set(limiters)
-        limiter = limiters.get(id(self))
+        limiter = limiters.get(self)
         if limiter is None:
-            limiter = limiters[id(self)] = anyio.CapacityLimiter(self.concurrency)
+            limiter = limiters[self] = anyio.CapacityLimiter(self.concurrency)
         return limiter
 
     @contextlib.asynccontextmanager

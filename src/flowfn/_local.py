@@ -17,7 +17,7 @@ from typing import Any
 
 from ._errors import FlowError
 
-__all__ = ["Scratch", "enter_local", "fresh_local", "leave_local", "local", "written_by"]
+__all__ = ["Scratch", "enter_local", "fresh_local", "leave_local", "local", "wrote_it"]
 
 
 class Scratch(dict[str, Any]):
@@ -26,7 +26,7 @@ class Scratch(dict[str, Any]):
     re-visited by a loop may replace its own value and nothing else."""
 
     __slots__ = ("written",)
-    written: dict[str, object]
+    written: dict[str, tuple[object, object]]
 
     def __reduce__(self) -> Any:
         return (Scratch, (dict(self),))
@@ -49,20 +49,22 @@ def local() -> dict[str, Any]:
     return scratch
 
 
-def written_by(key: str) -> object:
-    """The ``into=`` node (its function binding) that wrote ``shared[key]`` in this run."""
+def wrote_it(key: str, writer: object, current: object) -> bool:
+    """True if ``writer`` (an ``into=`` node's function binding) wrote ``shared[key]`` in
+    this run and ``current`` is still the value it wrote (nobody wrote over it since)."""
     scratch = _scratch.get()
     written = getattr(scratch, "written", None)
-    return None if written is None else written.get(key)
+    entry = None if written is None else written.get(key)
+    return entry is not None and entry[0] is writer and entry[1] is current
 
 
-def note_written(key: str, writer: object) -> None:
+def note_written(key: str, writer: object, value: object) -> None:
     scratch = _scratch.get()
     if isinstance(scratch, Scratch):
         try:
-            scratch.written[key] = writer
+            scratch.written[key] = (writer, value)
         except AttributeError:
-            scratch.written = {key: writer}
+            scratch.written = {key: (writer, value)}
 
 
 def enter_local() -> tuple[Token[dict[str, Any] | None], dict[str, Any]]:
