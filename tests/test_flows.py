@@ -417,3 +417,26 @@ async def test_nested_plain_flows_walk_as_if_nested(observed: bool) -> None:
         "flowfn: in node 'AsyncFlow' of flow 'Flow'",
     ]
     assert bool(seen) is observed
+
+
+@pytest.mark.anyio
+async def test_a_flow_named_when_made_shows_its_name_in_notes_events_and_pictures() -> None:
+    from flowfn import AsyncFlow, AsyncParallelBatchFlow, Flow, node
+
+    @node
+    def fails(shared: dict[str, Any]) -> None:
+        raise KeyError("x")
+
+    ingest = AsyncFlow(fails, name="ingest")
+    seen: list[Any] = []
+    with pytest.raises(KeyError) as caught:
+        await ingest.run_async({}, on_event=seen.append)
+    assert caught.value.__notes__ == ["flowfn: in node 'fails' of flow 'ingest'"]
+    assert seen[0].node == "ingest"
+    assert "ingest" in repr(ingest)
+    assert Flow(Flow(fails, name="inner")).to_mermaid().splitlines()[1] == (
+        '    subgraph n0 ["inner"]'
+    )
+    assert AsyncParallelBatchFlow(fails, name="fan", limit=2).name == "fan"
+    with pytest.raises(TypeError, match="a flow's name is a non-empty str"):
+        Flow(fails, name="")

@@ -61,13 +61,20 @@ class Flow(BaseNode[S]):
     unchanged, with a note naming the node and the flow.
     """
 
-    def __init__(self, start: BaseNode | None = None) -> None:
+    def __init__(self, start: BaseNode | None = None, *, name: str | None = None) -> None:
         super().__init__()
         if start is not None and not isinstance(start, BaseNode):
             raise TypeError(
                 f"{type(self).__name__}(start): start must be a node or a flow, "
                 f"not {type(start).__name__}"
             )
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise TypeError(
+                    f"{type(self).__name__}(name=...): a flow's name is a non-empty str "
+                    f"(shown in notes, events and pictures), got {name!r}"
+                )
+            self.name = name
         self.start_node = start
 
     def start(self, start: BaseNode) -> BaseNode:
@@ -307,9 +314,14 @@ class BatchFlow(Flow[S]):
     wait: float = 0
 
     def __init__(
-        self, start: BaseNode | None = None, *, max_retries: int = 1, wait: float = 0
+        self,
+        start: BaseNode | None = None,
+        *,
+        max_retries: int = 1,
+        wait: float = 0,
+        name: str | None = None,
     ) -> None:
-        super().__init__(start)
+        super().__init__(start, name=name)
         if max_retries != 1 or wait != 0:
             owner = node_name(self)
             if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 1:
@@ -524,8 +536,9 @@ class AsyncParallelBatchFlow(AsyncFlow[S], BatchFlow[S]):
         errors: Errors | EllipsisType = ...,
         max_retries: int = 1,
         wait: float = 0,
+        name: str | None = None,
     ) -> None:
-        super().__init__(start, max_retries=max_retries, wait=wait)
+        super().__init__(start, max_retries=max_retries, wait=wait, name=name)
         if not isinstance(limit, EllipsisType):
             self.limit = check_limit(limit, type(self).__name__)
         if not isinstance(errors, EllipsisType):
