@@ -214,3 +214,49 @@ async def test_an_observer_that_raises_stops_the_run(anyio_backend: str) -> None
 def test_observers_must_be_callable() -> None:
     with pytest.raises(TypeError, match="observers must be callables"):
         Flow(node(lambda shared: None)).run({}, on_event=["not callable"])  # type: ignore[list-item]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_echo_prints_above_the_bars_and_a_stopped_batch_gets_its_last_line(
+    anyio_backend: str,
+) -> None:
+    from flowfn import echo
+
+    screen = Terminal()
+
+    @parallel_batch(items=lambda shared: range(6), limit=1)
+    async def work(i: int) -> None:
+        await anyio.sleep(0)
+        if i == 2:
+            echo("halfway there")
+        if i == 4:
+            raise ValueError("item 4")
+
+    with pytest.raises(ValueError, match="item 4"):
+        await Flow(work).run_async({}, on_event=Progress(screen, per_second=1e9, use_tqdm=False))
+    text = screen.getvalue()
+    assert "\r\x1b[Khalfway there\n\r" in text  # the bar's line cleared, the text, the bar again
+    assert text.endswith(" (stopped)\n")
+    assert "Flow/work:  83% 5/6 done, 1 failed" in text.splitlines()[-1]  # 4 done + the failure
+
+    plain = io.StringIO()  # not a terminal: one line per batch, at its end
+    shared: dict[str, Any] = {"xs": [1, 2, 3]}
+
+    @batch(items="xs", into="ys")
+    def double(x: int) -> int:
+        return 2 * x
+
+    await Flow(double).run_async(shared, on_event=Progress(plain, per_second=1e9))
+    assert plain.getvalue().count("\n") == 1
+    assert plain.getvalue().startswith("Flow/double: 100% 3/3 done, 0 failed")
+
+
+def test_echo_without_bars_is_print(capsys: pytest.CaptureFixture[str]) -> None:
+    from flowfn import echo
+
+    echo("no bars", 42)
+    assert capsys.readouterr().out == "no bars 42\n"

@@ -16,7 +16,7 @@ from ._errors import FlowError, other_errors
 from ._events import Event, EventKind, Observer
 from ._limiter import Limiter
 from ._local import local
-from ._observers import LogObserver, NodeStats, Progress, RunSummary
+from ._observers import LogObserver, NodeStats, Progress, RunSummary, echo
 from ._pause import Paused, Question, ask
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from ._remote import RemoteTraceback
@@ -89,6 +89,7 @@ __all__ = [
     "Question",
     "ask",
     "batch",
+    "echo",
     "emit",
     "emit_sync",
     "local",

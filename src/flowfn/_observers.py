@@ -128,9 +128,12 @@ class Progress:
     """Progress bars for batches and parallel batches: done/total, failures and rate.
 
     Uses ``tqdm`` when it is installed and ``stream`` is a terminal (``pip install
-    'flowfn[progress]'``), else plain text lines (``\\r``-updated on a terminal, one line
-    per update otherwise), at most ``per_second`` redraws per second per batch. Correct under
-    concurrency: events arrive on the event loop's thread, one at a time.
+    'flowfn[progress]'``), else a text line redrawn in place (``\\r``) on a terminal, at
+    most ``per_second`` times a second per batch; without a terminal, one final line per
+    batch. A batch stopped by a failure or a cancellation gets its final line too, with the
+    failed item counted. To print while bars are shown, use :func:`flowfn.echo` (or this
+    observer's :meth:`write`): the text goes above the bars instead of through them.
+    Correct under concurrency: events arrive on the event loop's thread, one at a time.
     """
 
     def __init__(
@@ -144,9 +147,32 @@ class Progress:
             use_tqdm = tty and _tqdm_installed()
         self.use_tqdm, self.tty = use_tqdm, tty
 
+    def write(self, text: str) -> None:
+        """Print ``text`` (a line) above the bars being drawn, and draw them again."""
+        if self.use_tqdm and self.bars:
+            from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+            tqdm.write(text, file=self.stream)
+            return
+        if self.tty and self.bars:
+            self.stream.write("\r\033[K")  # clear the bar's line, then put it back below
+        self.stream.write(text + "\n")
+        if self.tty:
+            for where, bar in self.bars.items():
+                self._draw(where, bar)
+        self.stream.flush()
+
     def __call__(self, event: Event) -> None:
         kind = event.kind
-        if kind == "batch_start":
+        if kind == "run_start":
+            _showing.append(self)
+        elif kind == "run_end":
+            for where, bar in list(self.bars.items()):  # stopped early: say where it got to
+                self._finish(where, bar, stopped=True)
+            self.bars.clear()
+            if self in _showing:
+                _showing.remove(self)
+        elif kind == "batch_start":
             bar = self.bars[event.where] = _Bar(event.total)
             if self.use_tqdm:
                 from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
@@ -162,16 +188,18 @@ class Progress:
                 current.tqdm.update(1)  # type: ignore[attr-defined]
                 if kind == "item_error":
                     current.tqdm.set_postfix(failed=current.failed)  # type: ignore[attr-defined]
-            elif time.monotonic() - current.drawn >= self.interval:
+            elif self.tty and time.monotonic() - current.drawn >= self.interval:
                 self._draw(event.where, current)
         elif kind == "batch_end":
             finished = self.bars.pop(event.where, None)
-            if finished is None:
-                return
-            if finished.tqdm is not None:
-                finished.tqdm.close()  # type: ignore[attr-defined]
-            else:
-                self._draw(event.where, finished, final=True)
+            if finished is not None:
+                self._finish(event.where, finished)
+
+    def _finish(self, where: str, bar: _Bar, stopped: bool = False) -> None:
+        if bar.tqdm is not None:
+            bar.tqdm.close()  # type: ignore[attr-defined]
+        else:
+            self._draw(where, bar, final=True, stopped=stopped)
 
     def line(self, where: str, bar: _Bar) -> str:
         elapsed = max(time.monotonic() - bar.started, 1e-9)
@@ -182,14 +210,29 @@ class Progress:
             f"{bar.done / elapsed:.1f} items/s"
         )
 
-    def _draw(self, where: str, bar: _Bar, final: bool = False) -> None:
+    def _draw(self, where: str, bar: _Bar, final: bool = False, stopped: bool = False) -> None:
         bar.drawn = time.monotonic()
-        text = self.line(where, bar)
+        text = self.line(where, bar) + (" (stopped)" if stopped else "")
         if self.tty:
             self.stream.write(f"\r{text}" + ("\n" if final else ""))
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+
+# The Progress observers of the runs going on, newest last: where echo() prints.
+_showing: list[Progress] = []
+
+
+def echo(*values: object, sep: str = " ") -> None:
+    """``print(*values)`` that does not garble progress bars: with a run showing bars
+    (``progress=True`` or a :class:`Progress` observer), the line goes above them;
+    otherwise to stdout."""
+    text = sep.join(str(value) for value in values)
+    if _showing:
+        _showing[-1].write(text)
+    else:
+        print(text)
 
 
 def _tqdm_installed() -> bool:
