@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from flowfn import Flow, node, parallel_batch
+from flowfn import Flow, echo, node, parallel_batch
 
 Shared = dict[str, Any]
 OUT_DIR = Path(__file__).parent / "out" / "translations"
@@ -35,9 +35,9 @@ async def call_llm(prompt: str) -> str:
 
 @parallel_batch(items="languages", into="translations", limit=3)
 async def translate(language: str, shared: Shared) -> str:
-    print(f"  -> asking for {language}")
+    echo(f"  -> asking for {language}")
     answer = await call_llm(f"Translate into {language}: {shared['text']}")
-    print(f"  <- {language}: {answer}")
+    echo(f"  <- {language}: {answer}")
     return answer
 
 
@@ -50,7 +50,7 @@ def save(shared: Shared) -> None:
         path = out_dir / f"{language.lower()}.txt"
         path.write_text(translation + "\n", encoding="utf-8")
         shared["files"].append(str(path))
-        print(f"Saved {language:<10} -> {path}")
+        echo(f"Saved {language:<10} -> {path}")
 
 
 translate >> save
