@@ -407,9 +407,7 @@ class BatchFlow(Flow[S]):
                 return run_once(bp)
             written = None  # what the failed attempts' into= nodes wrote: theirs to replace
             for attempt in range(self.max_retries):
-                token, scratch = enter_local()
-                if written is not None:
-                    scratch.written = dict(written)  # type: ignore[attr-defined]
+                token, scratch = enter_local(written)
                 try:
                     return self._run_result(self._orch(shared, self._merge(bp)), scratch)
                 except PauseRequest:
@@ -449,9 +447,7 @@ class BatchFlow(Flow[S]):
     async def _run_retrying(self, shared: Any, bp: Any) -> Any:
         written = None  # what the failed attempts' into= nodes wrote: theirs to replace
         for attempt in range(self.max_retries):
-            token, scratch = enter_local()
-            if written is not None:
-                scratch.written = dict(written)  # type: ignore[attr-defined]
+            token, scratch = enter_local(written)
             try:
                 return self._run_result(await self._orch_async(shared, self._merge(bp)), scratch)
             except PauseRequest:

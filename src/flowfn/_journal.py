@@ -214,7 +214,6 @@ class Journal:
         self.seq = 1 if last is None else last.seq + 1
         self.resume: Record | None = last
         self.finished_items = saved.items if saved is not None else {}
-        self.skipped_items = 0
         # Items of batches that ended, not serialised yet: the step around each batch is
         # about to be recorded, which makes them moot; they are saved only if it fails.
         self.unsaved: dict[tuple[int, ...], _Batch] = {}
@@ -461,12 +460,6 @@ class _Batch:
         if not failed and self.error is not None:
             raise self.error
 
-    def recorded(self, index: int) -> tuple[bool, Any]:
-        if index not in self.done:
-            return False, None
-        self.journal.skipped_items += 1
-        return True, self.done[index]
-
 
 def _takes_shared(node: Any) -> bool:
     if getattr(node, "_writes_shared", False):  # parallel branches, for one
@@ -498,8 +491,8 @@ def wrap_batch(
 
         async def run_function(pair: tuple[int, Any]) -> Any:
             index, item = pair
-            if done and index in done:
-                return batch.recorded(index)[1]
+            if done and index in done:  # finished before: its recorded result
+                return done[index]
             try:
                 result = await fn(item)
             except PauseRequest as request:
@@ -513,7 +506,7 @@ def wrap_batch(
     async def run_flow(pair: tuple[int, Any]) -> Any:
         index, item = pair
         if done and index in done:
-            return batch.recorded(index)[1]
+            return done[index]
         token = _journal.set(None)  # a run is redone whole: nothing inside is recorded
         try:
             result = await fn(item)
@@ -535,9 +528,8 @@ def wrap_batch_sync(
 
     def run(pair: tuple[int, Any]) -> Any:
         index, item = pair
-        known, result = batch.recorded(index)
-        if known:
-            return result
+        if index in batch.done:
+            return batch.done[index]
         token = _journal.set(None)
         try:
             result = fn(item)
@@ -573,9 +565,9 @@ async def durable(
             run, numbered = wrap_batch(batch, fn, items)
             results = await runner(run, numbered, None, None)
     except BaseException:
-        end_batch(batch, failed=True)
+        batch.end(failed=True)
         raise
-    end_batch(batch, failed=False)
+    batch.end(failed=False)
     return results
 
 
@@ -591,15 +583,10 @@ def durable_sync(
     try:
         results = runner(run, numbered)
     except BaseException:
-        end_batch(batch, failed=True)
+        batch.end(failed=True)
         raise
-    end_batch(batch, failed=False)
+    batch.end(failed=False)
     return results
-
-
-def end_batch(batch: _Batch, failed: bool) -> None:
-    """Send what finished; after a failure, without hiding that failure."""
-    batch.end(failed)
 
 
 def _numbered(items: Iterable[Any] | AsyncIterable[Any]) -> Any:

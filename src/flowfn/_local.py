@@ -67,9 +67,15 @@ def note_written(key: str, writer: object, value: object) -> None:
             scratch.written = {key: (writer, value)}
 
 
-def enter_local() -> tuple[Token[dict[str, Any] | None], dict[str, Any]]:
-    """Start a fresh scratch dict (the fast form of :func:`fresh_local`, for the engine)."""
+def enter_local(
+    written: dict[str, tuple[object, object]] | None = None,
+) -> tuple[Token[dict[str, Any] | None], Scratch]:
+    """Start a fresh scratch dict (the fast form of :func:`fresh_local`, for the engine);
+    ``written``: what a failed attempt of the same run wrote through ``into=``, carried over
+    so that the retry may replace it."""
     scratch = Scratch()
+    if written is not None:
+        scratch.written = dict(written)
     return _scratch.set(scratch), scratch
 
 
