@@ -12,6 +12,7 @@ import pytest
 from flowfn import (
     AsyncNode,
     Flow,
+    FlowEndsWarning,
     FlowError,
     FunctionBatchFlow,
     FunctionNode,
@@ -356,7 +357,7 @@ async def test_dsl_nodes_and_class_nodes_mix_in_one_flow(anyio_backend: str) -> 
     double - "check" >> check
     check - "again" >> Count() >> double
     shared: dict[str, Any] = {}
-    with pytest.warns(UserWarning, match=r"Flow ends: 'None' not found in \['again'\]"):
+    with pytest.warns(FlowEndsWarning, match=r"node 'check' returned the default action \(None\)"):
         await Flow(start).run_async(shared)
     assert shared["n"] == 30  # 1 -> 2 -> 3 -> 6 -> 7 -> 14 -> 15 -> 30
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -13,6 +15,8 @@ from flowfn import (
     AsyncNode,
     BatchFlow,
     Flow,
+    FlowEndsWarning,
+    FlowError,
     Node,
     node,
     parallel_batch,
@@ -93,7 +97,7 @@ def test_unknown_action_ends_the_flow_with_a_warning() -> None:
     router = Route()
     router - "left" >> Add(2)
     shared: dict[str, Any] = {"route": "up"}
-    with pytest.warns(UserWarning, match=r"Flow ends: 'up' not found in \['left'\]"):
+    with pytest.warns(FlowEndsWarning, match=r"Flow ends: node 'Route' returned 'up'"):
         assert Flow(router).run(shared) == "up"
     assert "n" not in shared
 
@@ -102,7 +106,7 @@ def test_a_node_can_loop_back_to_itself() -> None:
     loop = Loop()
     loop - "again" >> loop
     shared: dict[str, Any] = {"until": 50}
-    with pytest.warns(UserWarning, match="Flow ends: 'stop'"):
+    with pytest.warns(FlowEndsWarning, match="Flow ends: node 'Loop' returned 'stop'"):
         Flow(loop).run(shared)
     assert shared["n"] == 50
 
@@ -440,3 +444,132 @@ async def test_a_flow_named_when_made_shows_its_name_in_notes_events_and_picture
     assert AsyncParallelBatchFlow(fails, name="fan", limit=2).name == "fan"
     with pytest.raises(TypeError, match="a flow's name is a non-empty str"):
         Flow(fails, name="")
+
+
+# --- when a node's action has no successor -------------------------------------------
+
+
+def _route(action: str | None) -> Any:
+    @node
+    def route(shared: Any) -> str | None:
+        return action
+
+    @node
+    def search(shared: Any) -> None:
+        shared["searched"] = True
+
+    route - "search" >> search
+    route - "answer" >> node(lambda shared: None)
+    return route
+
+
+def test_the_warning_names_node_action_flow_and_the_close_match() -> None:
+    with pytest.warns(FlowEndsWarning) as caught:
+        assert Flow(_route("serach"), name="agent").run({}) == "serach"
+    (warning,) = caught
+    assert str(warning.message) == (
+        "Flow ends: node 'route' returned 'serach' and has no successor for it in flow "
+        "'agent' (its actions: 'search', 'answer'). Did you mean 'search'? To end the flow "
+        'there on purpose, write `route - "serach" >> None`; Flow(..., strict=True) makes '
+        "this an error."
+    )
+    assert issubclass(FlowEndsWarning, UserWarning)  # filters written for PocketFlow match
+
+
+def test_the_default_action_is_called_default_and_gets_no_random_suggestion() -> None:
+    with pytest.warns(FlowEndsWarning) as caught:
+        Flow(_route(None)).run({})
+    message = str(caught[0].message)
+    assert "returned the default action (None)" in message
+    assert "Did you mean" not in message
+    assert "write `route >> None`" in message
+
+
+def test_the_warning_points_at_the_users_run_call_not_at_flowfn() -> None:
+    with pytest.warns(FlowEndsWarning) as caught:
+        Flow(_route("nowhere")).run({})  # this line
+    assert caught[0].filename == __file__
+    assert "# this line" in Path(__file__).read_text().splitlines()[caught[0].lineno - 1]
+
+
+@pytest.mark.anyio
+async def test_an_async_run_warns_at_the_awaiting_line(anyio_backend: str) -> None:
+    @node
+    async def slow(shared: Any) -> str:
+        await anyio.sleep(0)
+        return "nowhere"
+
+    slow - "somewhere" >> node(lambda shared: None)
+    with pytest.warns(FlowEndsWarning) as caught:
+        await Flow(slow).run_async({})  # this line
+    assert caught[0].filename == __file__
+    assert "# this line" in Path(__file__).read_text().splitlines()[caught[0].lineno - 1]
+
+
+def test_a_strict_flow_raises_with_the_same_advice_and_runs_no_further() -> None:
+    shared: dict[str, Any] = {}
+    with pytest.raises(FlowError, match=r"returned 'serach'.*Did you mean 'search'\?.*strict"):
+        Flow(_route("serach"), strict=True).run(shared)
+    assert shared == {}
+    # A strict flow that finds its successor runs as any other.
+    Flow(_route("search"), strict=True).run(shared)
+    assert shared == {"searched": True}
+
+
+def test_strictness_belongs_to_the_flow_that_walks_the_node() -> None:
+    inner = Flow(_route("serach"), name="inner")  # not strict: warns
+    with pytest.warns(FlowEndsWarning, match="in flow 'inner'"):
+        Flow(inner, strict=True).run({})
+    strict_inner = Flow(_route("serach"), strict=True, name="inner")
+    with pytest.raises(FlowError, match="in flow 'inner'"):
+        Flow(strict_inner).run({})
+
+
+def test_a_batch_flow_takes_strict_too() -> None:
+    class Items(BatchFlow):
+        def prep(self, shared: Any) -> list[dict[str, Any]]:
+            return [{"i": 1}]
+
+    with pytest.raises(FlowError, match="Did you mean 'search'"):
+        Items(_route("serach"), strict=True).run({})
+
+
+def test_warnings_as_errors_make_every_flow_strict() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FlowEndsWarning)
+        with pytest.raises(FlowEndsWarning, match="returned 'serach'"):
+            Flow(_route("serach")).run({})
+
+
+@pytest.mark.parametrize("make", [lambda: Flow(), lambda: Flow(None, name="empty")])
+def test_running_a_flow_without_a_start_node_is_an_error(make: Any) -> None:
+    flow = make()
+    with pytest.raises(FlowError, match=r"has no start node.*flow\.start\(node\)"):
+        flow.run({})
+    flow.start(_route("search"))
+    shared: dict[str, Any] = {}
+    flow.run(shared)
+    assert shared == {"searched": True}
+
+
+@pytest.mark.anyio
+async def test_a_nested_flow_without_a_start_node_names_itself(anyio_backend: str) -> None:
+    empty = Flow(name="empty")
+    with pytest.raises(FlowError, match="empty has no start node") as info:
+        await AsyncFlow(empty).run_async({})
+    assert any("'empty'" in note for note in info.value.__notes__)
+
+
+def test_compat_flows_keep_pocketflows_text_and_empty_flow_no_op() -> None:
+    from flowfn import compat
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compat.Flow(_route("serach")).run({})
+        assert compat.Flow().run({}) is None
+    assert [(w.category, str(w.message)) for w in caught] == [
+        (UserWarning, "Flow ends: 'serach' not found in ['search', 'answer']")
+    ]
+    assert issubclass(compat.AsyncParallelBatchFlow, compat.AsyncFlow)
+    assert issubclass(compat.AsyncBatchFlow, compat.BatchFlow)
+    assert issubclass(compat.AsyncFlow, Flow)

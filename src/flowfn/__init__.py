@@ -12,10 +12,12 @@ from ._decorators import (
     parallel_batch,
 )
 from ._emit import FlowOutput, emit, emit_sync
-from ._errors import FlowError, other_errors
+from ._errors import FlowEndsWarning, FlowError, other_errors
 from ._events import Event, EventKind, Observer
+from ._flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow, BatchFlow, Flow
 from ._limiter import Limiter
 from ._local import local
+from ._nodes import AsyncBatchNode, AsyncNode, AsyncParallelBatchNode, BaseNode, BatchNode, Node
 from ._observers import LogObserver, NodeStats, Progress, RunSummary, echo
 from ._pause import Paused, Question, ask
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
@@ -28,21 +30,10 @@ from ._store import (
     Serializer,
     SQLiteStore,
 )
-from .compat import (
-    AsyncBatchFlow,
-    AsyncBatchNode,
-    AsyncFlow,
-    AsyncNode,
-    AsyncParallelBatchFlow,
-    AsyncParallelBatchNode,
-    BaseNode,
-    BatchFlow,
-    BatchNode,
-    Flow,
-    Node,
-    ParallelBatchFlow,
-    ParallelBatchNode,
-)
+
+# The TypeScript port's names.
+ParallelBatchNode = AsyncParallelBatchNode
+ParallelBatchFlow = AsyncParallelBatchFlow
 
 __version__ = "0.1.0"
 
@@ -76,6 +67,7 @@ __all__ = [
     "BatchResults",
     "BatchNode",
     "Flow",
+    "FlowEndsWarning",
     "FlowError",
     "FlowOutput",
     "FunctionBatchFlow",
@@ -99,3 +91,18 @@ __all__ = [
     "parallel_batch",
     "stream",
 ]
+
+
+def _public_module_names() -> None:
+    """Give each public name the module users import it from, as trio does.
+
+    Reprs, tracebacks and pickles then say ``flowfn.FlowError``, not
+    ``flowfn._errors.FlowError``; both spellings name the same object.
+    """
+    for name in __all__:
+        obj = globals()[name]
+        if getattr(obj, "__module__", "").startswith("flowfn._"):
+            obj.__module__ = "flowfn"
+
+
+_public_module_names()

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
+import warnings
 
-__all__ = ["FlowError", "add_note", "keep_others", "node_name", "other_errors"]
+__all__ = [
+    "FlowEndsWarning",
+    "FlowError",
+    "add_note",
+    "keep_others",
+    "node_name",
+    "other_errors",
+    "warn_at_caller",
+]
 
 
 class FlowError(Exception):
@@ -13,6 +24,19 @@ class FlowError(Exception):
     The message names the node and says what to change. Exceptions raised by *your* code
     are never wrapped in a ``FlowError``: they reach the caller as they are, with a note
     (``exc.__notes__``) naming the node, and the item index for batch items.
+    """
+
+
+class FlowEndsWarning(UserWarning):
+    """A flow ended because a node returned an action it has no successor for.
+
+    The message names the node, the action ("default" for ``None``), the flow and the
+    actions the node does have, with a close match if there is one. Silence it for one
+    node by ending the flow on purpose (``node - "done" >> None``); make it an error for
+    one flow with ``Flow(start, strict=True)``, or everywhere with a warnings filter
+    (``warnings.simplefilter("error", flowfn.FlowEndsWarning)``, or pytest's
+    ``-W error::flowfn.FlowEndsWarning``). Flows from :mod:`flowfn.compat` warn with
+    PocketFlow's own text and category instead.
     """
 
 
@@ -69,3 +93,24 @@ def _where(exc: BaseException) -> str:
         if isinstance(note, str) and note.startswith("flowfn: item "):
             return note[len("flowfn: ") :].split(" of ", 1)[0] + ": "
     return ""
+
+
+# Frames in these packages' folders are the engine's or the event loop's, never the user's.
+_ENGINE_PACKAGES = ("flowfn", "anyio", "asyncio", "trio", "outcome", "concurrent.futures")
+
+
+def warn_at_caller(message: str, category: type[Warning]) -> None:
+    """Warn from the innermost frame that is neither flowfn's nor its event loop's.
+
+    That frame is the user's: the ``flow.run(...)`` call, or the coroutine that awaits
+    ``run_async``, so the warning's file and line point at code the user can change.
+    """
+    engine = tuple(
+        os.path.dirname(module.__file__) + os.sep
+        for name in _ENGINE_PACKAGES
+        if (module := sys.modules.get(name)) is not None and module.__file__
+    )
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(engine):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level + 1)

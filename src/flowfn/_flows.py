@@ -8,6 +8,7 @@ its graph holds an async node, and ``await flow.run_async(shared)`` runs it in y
 
 from __future__ import annotations
 
+import difflib
 import functools
 import threading
 import time
@@ -22,7 +23,7 @@ from anyio.lowlevel import checkpoint
 from . import _events as events
 from . import _journal
 from ._checkpoints import YIELD_MASK, cancelled_flag, stray_cancellation
-from ._errors import add_note, node_name
+from ._errors import FlowEndsWarning, FlowError, add_note, node_name, warn_at_caller
 from ._local import enter_local, leave_local
 from ._nodes import AsyncNode, BaseNode, S, _observe_failure
 from ._pause import PauseRequest
@@ -61,7 +62,15 @@ class Flow(BaseNode[S]):
     unchanged, with a note naming the node and the flow.
     """
 
-    def __init__(self, start: BaseNode | None = None, *, name: str | None = None) -> None:
+    #: Whether a node's action with no successor is an error (``FlowError``) instead of a
+    #: :class:`~flowfn.FlowEndsWarning`. Set it with ``Flow(start, strict=True)``.
+    strict: bool = False
+    # flowfn.compat's flows say what PocketFlow says, in its words: see _ends_without_successor.
+    _pocketflow_compatible = False
+
+    def __init__(
+        self, start: BaseNode | None = None, *, name: str | None = None, strict: bool = False
+    ) -> None:
         super().__init__()
         if start is not None and not isinstance(start, BaseNode):
             raise TypeError(
@@ -75,6 +84,8 @@ class Flow(BaseNode[S]):
                     f"(shown in notes, events and pictures), got {name!r}"
                 )
             self.name = name
+        if strict:
+            self.strict = True
         self.start_node = start
 
     def start(self, start: BaseNode) -> BaseNode:
@@ -86,15 +97,48 @@ class Flow(BaseNode[S]):
         nxt = curr.successors.get(key)
         # An explicit `node - "stop" >> None` ends the flow quietly (PocketFlow warns).
         if not nxt and curr.successors and (key not in curr.successors or nxt is not None):
-            warnings.warn(
-                f"Flow ends: '{action}' not found in {list(curr.successors)}", stacklevel=2
-            )
+            self._ends_without_successor(curr, action)
         return nxt
+
+    def _ends_without_successor(self, curr: BaseNode, action: Any) -> None:
+        """``curr`` returned ``action`` and has successors, none of them for it."""
+        actions = list(curr.successors)
+        if self._pocketflow_compatible:
+            warnings.warn(f"Flow ends: '{action}' not found in {actions}", stacklevel=3)
+            return
+        name = node_name(curr)
+        said = f"the default action ({action!r})" if not action else repr(action)
+        message = (
+            f"Flow ends: node {name!r} returned {said} and has no successor for it in flow "
+            f"{node_name(self)!r} (its actions: {', '.join(map(repr, actions))})."
+        )
+        close = difflib.get_close_matches(str(action or "default"), map(str, actions), n=1)
+        if close:
+            message += f" Did you mean {close[0]!r}?"
+        wiring = f'{name} - "{action}" >> None' if action else f"{name} >> None"
+        if self.strict:
+            raise FlowError(
+                f"{message} This flow is strict: give the node a successor for that action, "
+                f"or end the flow on purpose with `{wiring}`"
+            )
+        warn_at_caller(
+            f"{message} To end the flow there on purpose, write `{wiring}`; "
+            f"Flow(..., strict=True) makes this an error.",
+            FlowEndsWarning,
+        )
+
+    def _no_start(self) -> FlowError:
+        return FlowError(
+            f"{node_name(self)} has no start node, so running it would do nothing: pass one "
+            f"as {type(self).__name__}(start) or set it with flow.start(node)"
+        )
 
     def _step_failed(self, exc: BaseException, curr: BaseNode) -> None:
         add_note(exc, f"flowfn: in node {node_name(curr)!r} of flow {node_name(self)!r}")
 
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
+        if self.start_node is None and not self._pocketflow_compatible:
+            raise self._no_start()
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
         watch = events.current()
         own_next = type(self).get_next_node is not Flow.get_next_node
@@ -115,6 +159,8 @@ class Flow(BaseNode[S]):
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         if _journal._active and (journal := _journal.current()) is not None:
             return await self._orch_durable(shared, params, journal)
+        if self.start_node is None and not self._pocketflow_compatible:
+            raise self._no_start()
         curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
         watch = events.current()
         flow: Flow = self
@@ -178,6 +224,8 @@ class Flow(BaseNode[S]):
     ) -> Any:
         """The walk of a durable run: each finished step is recorded; on resume, the walk
         starts after the last recorded step (or back in the step it was inside)."""
+        if self.start_node is None and not self._pocketflow_compatible:
+            raise self._no_start()
         p, last_action, steps = (params or {**self.params}), None, 0
         base, base_nodes = _journal._where.get()
         graph = journal.graph(self.start_node)
@@ -320,8 +368,9 @@ class BatchFlow(Flow[S]):
         max_retries: int = 1,
         wait: float = 0,
         name: str | None = None,
+        strict: bool = False,
     ) -> None:
-        super().__init__(start, name=name)
+        super().__init__(start, name=name, strict=strict)
         if max_retries != 1 or wait != 0:
             owner = node_name(self)
             if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 1:
