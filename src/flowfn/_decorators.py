@@ -288,6 +288,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
     # run, so a missing param fails the step at once: never retried, collected or
     # handed to the fallback.
     def exec(self, job: _Job) -> Any:
+        """One attempt: call the decorated function (or return its cached result)."""
         shared, data, _, kwargs = job
         if self._cache is None:
             return self._work.call(self, shared, data, kwargs)
@@ -299,12 +300,14 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
         return result
 
     def exec_fallback(self, job: _Job, exc: Exception) -> Any:
+        """Call the attached ``@fn.fallback``, or re-raise ``exc`` if there is none."""
         if self._fallback is None:
             raise exc
         shared, data, _, _ = job
         return self._fallback.call(self, shared, (*data, exc))
 
     async def exec_async(self, job: _Job) -> Any:
+        """One attempt: await the function, or run a sync one where ``workers=`` says."""
         shared, data, limiter, kwargs = job
         if self._cache is None:
             return await self._work.acall(
@@ -330,6 +333,7 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
             self.params = params
 
     async def exec_fallback_async(self, job: _Job, exc: Exception) -> Any:
+        """Call (or await) the attached ``@fn.fallback``, or re-raise ``exc``."""
         if self._fallback is None:
             raise exc
         shared, data, _, _ = job
@@ -645,6 +649,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         return cast(R, self.fn(*args, **kwargs))
 
     def prep(self, fn: Any) -> Any:
+        """Always a :class:`TypeError`: the decorated function is already the batch flow's prep."""
         raise TypeError(
             f"{self.name}: a batch flow's decorated function is already its prep (it returns "
             f"the param dicts); attach only @{self.name}.post"

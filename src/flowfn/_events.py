@@ -35,6 +35,8 @@ EventKind = Literal[
     "resume",
     "step_skipped",
 ]
+"""What an :class:`Event` reports: a run, node, batch or item starting or ending, a node or
+item failing, a retry, a fallback, a durable run resuming, a step skipped on resume."""
 
 
 class Event(NamedTuple):
@@ -66,6 +68,9 @@ class Event(NamedTuple):
 
 
 Observer = Callable[[Event], object]
+"""An ``on_event=`` callback: called with each :class:`Event`, synchronously, on the thread
+that runs the flow, in the order things happen. Keep it quick: an exception it raises
+propagates into the flow like any other error. What it returns is ignored."""
 
 # Runs with an observer attached, process-wide: the engine's one-integer fast check.
 _active = 0

@@ -89,10 +89,16 @@ class Flow(BaseNode[S]):
         self.start_node = start
 
     def start(self, start: BaseNode) -> BaseNode:
+        """Make ``start`` the first node of the flow; returns it, to chain ``>>`` from it."""
         self.start_node = start
         return start
 
     def get_next_node(self, curr: BaseNode, action: Any) -> BaseNode | None:
+        """The successor of ``curr`` for ``action`` (``None`` meaning ``"default"``), or ``None``.
+
+        When ``curr`` has successors but none for ``action``, the flow ends there with a
+        :class:`~flowfn.FlowEndsWarning`, or a :class:`~flowfn.FlowError` if the flow is strict.
+        """
         key = action or "default"
         nxt = curr.successors.get(key)
         # An explicit `node - "stop" >> None` ends the flow quietly (PocketFlow warns).
@@ -290,6 +296,7 @@ class Flow(BaseNode[S]):
         return (cls._run is not base._run or cls._orch is not base._orch) and not self._needs_loop()
 
     def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+        """Returns ``exec_res``, the last action of the walk, as the flow's own action."""
         return exec_res
 
     def _needs_loop(self) -> bool:
@@ -390,6 +397,7 @@ class BatchFlow(Flow[S]):
         raise exc
 
     async def run_fallback_async(self, params: dict[str, Any], exc: Exception) -> Any:
+        """The async ``run_fallback``; by default it calls ``run_fallback``."""
         return self.run_fallback(params, exc)
 
     def _retrying(self) -> bool:
@@ -545,6 +553,7 @@ class AsyncFlow(Flow[S], AsyncNode[S]):
         return await self.post_async(shared, p, o)
 
     async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
+        """Returns ``exec_res``, the last action of the walk, as the flow's own action."""
         return exec_res
 
     def _needs_loop(self) -> bool:

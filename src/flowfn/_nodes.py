@@ -87,6 +87,7 @@ class BaseNode(_Generic[S]):
         self.successors: dict[str, BaseNode | None] = {}
 
     def set_params(self, params: dict[str, Any]) -> None:
+        """Replace ``self.params``. A flow calls this on each node it runs, with its own params."""
         self.params = params
 
     def next(
@@ -108,13 +109,16 @@ class BaseNode(_Generic[S]):
         return node
 
     def prep(self, shared: Any) -> Any:
-        pass
+        """Read what ``exec`` needs from the shared store; the result is passed to ``exec``."""
 
     def exec(self, prep_res: Any) -> Any:
-        pass
+        """Do the work on ``prep_res``, without touching the shared store (it may be retried)."""
 
     def post(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
-        pass
+        """Write results to the shared store; return the action that picks the next node.
+
+        ``None`` is the default action (the successor wired with plain ``>>``).
+        """
 
     def _exec(self, prep_res: Any) -> Any:
         return self.exec(prep_res)
@@ -440,6 +444,10 @@ class Node(BaseNode[S]):
         return retry_delay(failed_attempt, self.wait, self.backoff, self.max_wait, self.jitter)
 
     def exec_fallback(self, prep_res: Any, exc: Exception) -> Any:
+        """Called with the last exception once every attempt of ``exec`` has failed.
+
+        What it returns is used as ``exec``'s result. The default re-raises ``exc``.
+        """
         raise exc
 
     def _exec(self, prep_res: Any) -> Any:
@@ -544,9 +552,13 @@ class AsyncNode(Node[S]):
     """
 
     async def prep_async(self, shared: Any) -> Any:
-        pass
+        """The async ``prep``: read what ``exec_async`` needs from the shared store."""
 
     async def exec_async(self, prep_res: Any) -> Any:
+        """The async ``exec``: do the work, retried up to ``max_retries`` attempts in all.
+
+        With ``workers=`` set, the default runs the node's ``exec`` there instead.
+        """
         if self._remote is not None:
             return await self._exec_remote(prep_res)
 
@@ -568,10 +580,14 @@ class AsyncNode(Node[S]):
         return await batcher.call((shipped, prep_res), _NO_KWARGS)
 
     async def exec_fallback_async(self, prep_res: Any, exc: Exception) -> Any:
+        """The async ``exec_fallback``: the default re-raises ``exc``.
+
+        Never called for a cancellation: that always propagates.
+        """
         raise exc
 
     async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> Any:
-        pass
+        """The async ``post``: write results to the shared store and return the action."""
 
     async def _exec(self, prep_res: Any) -> Any:
         if (

@@ -85,14 +85,17 @@ class BatchResults(list[Any]):
 
     @property
     def errors(self) -> dict[int, BaseException]:
+        """Item index -> the exception it failed with, for the failed items only."""
         return {i: r for i, r in enumerate(self) if isinstance(r, BaseException)}
 
     @property
     def failed(self) -> int:
+        """How many items failed."""
         return sum(isinstance(r, BaseException) for r in self)
 
     @property
     def succeeded(self) -> int:
+        """How many items succeeded."""
         return len(self) - self.failed
 
     def values(self) -> list[Any]:
@@ -100,6 +103,7 @@ class BatchResults(list[Any]):
         return [r for r in self if not isinstance(r, BaseException)]
 
     def summary(self) -> str:
+        """One line for a log: ``"3 of 4 items succeeded, 1 failed"``."""
         return f"{self.succeeded} of {len(self)} items succeeded, {self.failed} failed"
 
 

@@ -49,9 +49,13 @@ class Serializer(Protocol):
 
     name: str
 
-    def dumps(self, value: Any) -> bytes: ...
+    def dumps(self, value: Any) -> bytes:
+        """``value`` as bytes; raise ``TypeError`` (or ``ValueError``) for what it cannot save."""
+        ...
 
-    def loads(self, data: bytes) -> Any: ...
+    def loads(self, data: bytes) -> Any:
+        """The value ``dumps`` made ``data`` from."""
+        ...
 
 
 class PickleSerializer:
@@ -60,11 +64,13 @@ class PickleSerializer:
     name = "pickle"
 
     def dumps(self, value: Any) -> bytes:
+        """``pickle.dumps`` with the highest protocol."""
         import pickle
 
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
     def loads(self, data: bytes) -> Any:
+        """``pickle.loads``: only for files you trust."""
         import pickle
 
         return pickle.loads(data)
@@ -80,12 +86,14 @@ class JSONSerializer:
     name = "json"
 
     def dumps(self, value: Any) -> bytes:
+        """Compact JSON; a ``TypeError`` for non-JSON values, NaN or non-str dict keys."""
         import json
 
         _check_keys(value)
         return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
 
     def loads(self, data: bytes) -> Any:
+        """``json.loads``."""
         import json
 
         return json.loads(data)
@@ -169,7 +177,7 @@ class CheckpointStore(Protocol):
     """What ``run(checkpoint=...)`` needs from a store; :class:`SQLiteStore` is the built-in.
 
     ``begin`` and ``finish`` are called on the event loop's thread, ``save`` on the run's
-    writer thread (one per run). A store for another database implements these five methods.
+    writer thread (one per run). A store for another database implements these six methods.
     """
 
     serializer: Serializer
@@ -315,6 +323,10 @@ class SQLiteStore:
     def begin(
         self, run_id: str, *, flow: str, shape: str, initial: bytes, target: str | None
     ) -> Saved | None:
+        """Claim ``run_id`` with a lock file beside the database and return what was saved.
+
+        A :class:`~flowfn.FlowError` if another process, or another run in this one, holds it.
+        """
         import json
 
         db = self._db()
@@ -363,6 +375,7 @@ class SQLiteStore:
             raise
 
     def save(self, run_id: str, records: Sequence[Record]) -> None:
+        """Save ``records`` in one SQLite transaction: all of them or, on a crash, none."""
         import json
 
         db = self._db()
@@ -411,6 +424,7 @@ class SQLiteStore:
             db.execute("UPDATE runs SET updated=? WHERE run_id=?", (time.time(), run_id))
 
     def finish(self, run_id: str, status: str, error: str | None, detail: bytes | None) -> None:
+        """Record how the run ended (or paused)."""
         db = self._db()
         with _transaction(db):
             db.execute(
@@ -419,6 +433,7 @@ class SQLiteStore:
             )
 
     def release(self, run_id: str) -> None:
+        """Give up the claim on ``run_id``; another process may resume it from now on."""
         lock = self._locks.pop(run_id, None)
         if lock is not None:
             _unlock(lock)
@@ -426,6 +441,7 @@ class SQLiteStore:
             _claimed.discard((str(self.path.resolve()), run_id))
 
     def runs(self) -> list[RunInfo]:
+        """Every run in the file, oldest first (what ``flowfn runs`` lists)."""
         db = self._db()
         rows = db.execute(
             "SELECT r.run_id, r.flow, r.status, r.created, r.updated, r.error, r.target, "
@@ -440,6 +456,7 @@ class SQLiteStore:
         ]
 
     def cache_get(self, key: str, now: float) -> bytes | None:
+        """The value cached under ``key`` that has not expired by ``now``, or None."""
         row = (
             self._db()
             .execute(

@@ -62,6 +62,10 @@ class RayWorkers(RemoteWorkers):
     def submit(
         self, target: Any, kwargs: dict[str, Any], chunk: list[Any]
     ) -> tuple[Future[Any], Any]:
+        """Start one Ray task for ``chunk``; a :class:`~flowfn.FlowError` before ``ray.init()``.
+
+        Returns the task's future and its ``ObjectRef`` (which :meth:`stop` cancels).
+        """
         import ray
 
         # Ray would start a cluster of its own at the first .remote(): flowfn never does.
@@ -74,6 +78,8 @@ class RayWorkers(RemoteWorkers):
         return ref.future(), ref
 
     async def stop(self, future: Future[Any], handle: Any, done: anyio.Event) -> None:
+        """Cancel a task whose batch was cancelled: interrupt it, and after ``grace``
+        seconds end its worker process. Returns once the task has ended."""
         import ray
 
         ray.cancel(handle)
@@ -84,6 +90,8 @@ class RayWorkers(RemoteWorkers):
         await done.wait()
 
     def unwrap(self, exc: BaseException) -> BaseException:
+        """The user's own exception out of Ray's ``RayTaskError``, with the remote
+        traceback as its ``__cause__``; other exceptions as they are."""
         import ray.exceptions
 
         if isinstance(exc, ray.exceptions.RayTaskError):
