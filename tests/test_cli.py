@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import io
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -399,13 +400,14 @@ def test_python_m_flowfn_draws_the_cake_factory() -> None:
 
 
 def test_progress_draws_a_live_bar_in_a_terminal(tmp_path: Path) -> None:
-    """--progress in a pseudo terminal: one line redrawn in place (\\r), ending at 100%."""
+    """--progress in a pseudo terminal: rich's bar (installed with the test extra), redrawn in
+    place, ending at 100%; --log's lines and the flow's echo() go above it, not through it."""
     import os
     import pty
 
     shared = {"text": "Hi", "languages": ["fr", "de", "ja", "es"], "out_dir": str(tmp_path)}
     command = [sys.executable, "-m", "flowfn", "run", "examples/translate.py:flow"]
-    command += ["--progress", "--summary", "--shared", json.dumps(shared)]
+    command += ["--progress", "--log", "--summary", "--shared", json.dumps(shared)]
     leader, follower = pty.openpty()
     try:
         done = subprocess.run(
@@ -425,8 +427,10 @@ def test_progress_draws_a_live_bar_in_a_terminal(tmp_path: Path) -> None:
         os.close(leader)
     screen = b"".join(chunks).decode()
     assert done.returncode == 0
-    assert "\rFlow/translate: " in screen  # redrawn in place, not one line per update
-    assert "100% 4/4 done, 0 failed" in screen
+    assert "\r\x1b[2KFlow/translate " in screen  # redrawn in place, not one line per update
+    assert re.search(r"100%.*4/4.* 0 failed", screen)
+    assert "\r\x1b[2K  -> asking for fr\r\n" in screen  # the bar cleared, echo's line, ...
+    assert "\r\x1b[2Kflowfn: batch_end Flow/translate took=" in screen  # ... a log line
     assert "Flow/translate      1        0         0      4" in screen  # --summary
 
 

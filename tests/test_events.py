@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import sys
 from typing import Any
 
 import anyio
@@ -237,7 +239,7 @@ async def test_echo_prints_above_the_bars_and_a_stopped_batch_gets_its_last_line
             raise ValueError("item 4")
 
     with pytest.raises(ValueError, match="item 4"):
-        await Flow(work).run_async({}, on_event=Progress(screen, per_second=1e9, use_tqdm=False))
+        await Flow(work).run_async({}, on_event=Progress(screen, per_second=1e9, renderer="text"))
     text = screen.getvalue()
     assert "\r\x1b[Khalfway there\n\r" in text  # the bar's line cleared, the text, the bar again
     assert text.endswith(" (stopped)\n")
@@ -260,3 +262,123 @@ def test_echo_without_bars_is_print(capsys: pytest.CaptureFixture[str]) -> None:
 
     echo("no bars", 42)
     assert capsys.readouterr().out == "no bars 42\n"
+
+
+async def test_rich_draws_the_bars_on_a_terminal_when_installed(anyio_backend: str) -> None:
+    """rich comes with the test extra, so "auto" picks it on a terminal; prints and log lines
+    go above its bars, a failed item is counted and the stopped bar keeps its last frame."""
+    pytest.importorskip("rich")
+    from flowfn import EchoHandler, _observers, echo
+
+    screen = Terminal()
+    logger = logging.getLogger("test_events.rich")
+    logger.addHandler(EchoHandler(screen))
+    logger.propagate = False
+
+    @parallel_batch(items=lambda shared: range(6), limit=1)
+    async def work(i: int) -> None:
+        await anyio.sleep(0)
+        if i == 2:
+            echo("halfway [there]")  # not rich markup: printed as it is
+        if i == 3:
+            logger.warning("three is a crowd")
+        if i == 4:
+            raise ValueError("item 4")
+
+    bars = Progress(screen, per_second=1e9)
+    assert bars.renderer == "rich"
+    with pytest.raises(ValueError, match="item 4"):
+        await Flow(work).run_async({}, on_event=bars)
+    text = screen.getvalue()
+    assert "halfway [there]\n" in text
+    assert "three is a crowd\n" in text
+    assert text.index("halfway [there]") < text.index("three is a crowd")
+    last_frame = text.rsplit("\r", 1)[-1]  # what the terminal shows at the end
+    assert "Flow/work (stopped)" in last_frame
+    assert "5/6" in last_frame  # 4 done and the failure
+    assert "1 failed" in last_frame
+    assert bars._rich is None  # its display ended with the run
+    assert _observers._showing == []
+    logger.warning("after the run")  # no bars: straight to the handler's stream
+    assert screen.getvalue().endswith("after the run\n")
+
+
+async def test_rich_bars_of_several_batches(anyio_backend: str) -> None:
+    pytest.importorskip("rich")
+    screen = Terminal()
+
+    @batch(items="xs", into="ys")
+    def double(x: int) -> int:
+        return 2 * x
+
+    @parallel_batch(items="ys", into="zs", limit=2)
+    async def triple(y: int) -> int:
+        await anyio.sleep(0)
+        return 3 * y
+
+    shared: dict[str, Any] = {"xs": [1, 2, 3, 4]}
+    double >> triple
+    await Flow(double).run_async(shared, on_event=Progress(screen, renderer="rich"))
+    assert shared["zs"] == [6, 12, 18, 24]
+    text = screen.getvalue()
+    assert re.search(r"Flow/double .*100%.*4/4.* 0 failed", text)
+    assert re.search(r"Flow/triple .*100%.*4/4.* 0 failed", text)
+
+
+def test_progress_picks_its_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Progress(io.StringIO()).renderer == "text"  # no terminal: one line per batch
+    assert Progress(io.StringIO(), renderer="text").renderer == "text"
+    monkeypatch.setitem(sys.modules, "rich", None)  # as if rich were not installed
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    assert Progress(Terminal()).renderer == "text"
+    with pytest.raises(ImportError, match=r"pip install 'flowfn\[rich\]'"):
+        Progress(Terminal(), renderer="rich")
+    with pytest.raises(ImportError, match=r"pip install 'flowfn\[progress\]'"):
+        Progress(Terminal(), renderer="tqdm")
+    with pytest.raises(ValueError, match="renderer must be 'auto', 'rich', 'tqdm' or 'text'"):
+        Progress(renderer="fancy")  # type: ignore[arg-type]
+
+
+async def test_echo_handler_logs_above_text_bars(anyio_backend: str) -> None:
+    from flowfn import EchoHandler
+
+    screen = Terminal()
+    logger = logging.getLogger("test_events.text")
+    handler = EchoHandler(screen)
+    handler.setFormatter(logging.Formatter("log: %(message)s"))
+    logger.addHandler(handler)
+    logger.propagate = False
+
+    @parallel_batch(items=lambda shared: range(3), limit=1)
+    async def work(i: int) -> None:
+        await anyio.sleep(0)
+        if i == 1:
+            logger.warning("item %d", i)
+
+    await Flow(work).run_async({}, on_event=Progress(screen, per_second=1e9, renderer="text"))
+    assert "\r\x1b[Klog: item 1\n\rFlow/work: " in screen.getvalue()
+    assert repr(handler) == "EchoHandler(level=NOTSET)"
+
+
+async def test_tqdm_bars_when_asked_for(anyio_backend: str) -> None:
+    pytest.importorskip("tqdm")
+    from flowfn import echo
+
+    screen = Terminal()
+
+    @parallel_batch(items=lambda shared: range(5), limit=1)
+    async def work(i: int) -> None:
+        await anyio.sleep(0)
+        if i == 2:
+            echo("hello")
+        if i == 3:
+            raise ValueError("item 3")
+
+    with pytest.raises(ValueError, match="item 3"):
+        await Flow(work).run_async({}, on_event=Progress(screen, renderer="tqdm"))
+    text = screen.getvalue()
+    assert "\rhello\n" in text  # through tqdm.write: the bar cleared, the line, the bar again
+    last_frame = text.rsplit("\r", 1)[-1]
+    assert last_frame.startswith("Flow/work (stopped):  80%")
+    assert "4/5" in last_frame
+    assert "failed=1" in last_frame

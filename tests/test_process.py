@@ -91,8 +91,10 @@ async def test_worker_processes_outlive_a_run(anyio_backend: str) -> None:
     second: dict[str, Any] = {}
     await Flow(pid_of).run_async(second)
     assert _processes._pool is pool
-    assert set(second["pids"]) & set(first["pids"])
-    assert os.getpid() not in set(first["pids"]) | set(second["pids"])
+    # The pool's workers ran both runs (which of them took which items is up to the pool).
+    workers = set(pool._processes)  # type: ignore[union-attr]
+    assert set(first["pids"]) | set(second["pids"]) <= workers
+    assert os.getpid() not in workers
 
 
 def test_a_new_event_loop_reuses_the_worker_processes() -> None:
@@ -104,7 +106,7 @@ def test_a_new_event_loop_reuses_the_worker_processes() -> None:
     second: dict[str, Any] = {}
     Flow(pid_of).run(second, backend="asyncio")  # another loop, another backend: same pool
     assert _processes._pool is pool
-    assert set(second["pids"]) & set(first["pids"])
+    assert set(first["pids"]) | set(second["pids"]) <= set(pool._processes)  # type: ignore[union-attr]
 
 
 @parallel_batch(items="paths", workers="process", limit=8)

@@ -18,7 +18,7 @@ from ._flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow, BatchFlow
 from ._limiter import Limiter
 from ._local import local
 from ._nodes import AsyncBatchNode, AsyncNode, AsyncParallelBatchNode, BaseNode, BatchNode, Node
-from ._observers import LogObserver, NodeStats, Progress, RunSummary, echo
+from ._observers import EchoHandler, LogObserver, NodeStats, Progress, RunSummary, echo
 from ._pause import Paused, Question, ask
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from ._remote import RemoteTraceback
@@ -40,6 +40,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_LIMIT",
     "Cache",
+    "EchoHandler",
     "CheckpointStore",
     "JSONSerializer",
     "PickleSerializer",

@@ -37,7 +37,7 @@ from ._backend import BACKENDS
 from ._errors import FlowError
 from ._flows import Flow
 from ._nodes import BaseNode
-from ._observers import LogObserver, RunSummary
+from ._observers import EchoHandler, LogObserver, RunSummary
 from ._pause import Paused
 from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
 
@@ -198,7 +198,10 @@ def _flow_output(args: argparse.Namespace) -> Iterator[None]:
     """While the flow runs: its prints go to stderr (stdout is for the result JSON alone),
     unless the result goes to a file; --log sends its events to stderr."""
     if args.log:
-        logging.basicConfig(level=logging.INFO, format="flowfn: %(message)s", stream=sys.stderr)
+        # Through EchoHandler, so that log lines go above --progress bars, not through them.
+        handler = EchoHandler()
+        handler.setFormatter(logging.Formatter("flowfn: %(message)s"))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.output is not None:
         yield
         return

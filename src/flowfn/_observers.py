@@ -7,11 +7,11 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, Literal, TextIO
 
 from ._events import Event
 
-__all__ = ["LogObserver", "NodeStats", "Progress", "RunSummary"]
+__all__ = ["EchoHandler", "LogObserver", "NodeStats", "Progress", "RunSummary", "echo"]
 
 _ITEM_INDEX = re.compile(r"\[\d+\]")
 _LEVELS = {
@@ -121,35 +121,51 @@ class _Bar:
     done: int = 0
     failed: int = 0
     drawn: float = 0.0
-    tqdm: object | None = None
+    handle: Any = None  # the renderer's own bar: a tqdm, a rich task id
+
+
+Renderer = Literal["auto", "rich", "tqdm", "text"]
 
 
 class Progress:
     """Progress bars for batches and parallel batches: done/total, failures and rate.
 
-    Uses ``tqdm`` when it is installed and ``stream`` is a terminal (``pip install
-    'flowfn[progress]'``), else a text line redrawn in place (``\\r``) on a terminal, at
-    most ``per_second`` times a second per batch; without a terminal, one final line per
-    batch. A batch stopped by a failure or a cancellation gets its final line too, with the
-    failed item counted. To print while bars are shown, use :func:`flowfn.echo` (or this
-    observer's :meth:`write`): the text goes above the bars instead of through them.
-    Correct under concurrency: events arrive on the event loop's thread, one at a time.
+    ``renderer="auto"`` draws on a terminal with ``rich`` when it is installed (``pip
+    install 'flowfn[rich]'``), else ``tqdm`` (``flowfn[progress]``), else a text line
+    redrawn in place (``\\r``), at most ``per_second`` times a second per batch; without a
+    terminal, one final text line per batch. ``"rich"``, ``"tqdm"`` or ``"text"`` asks for
+    one (an :class:`ImportError` naming the extra if it is missing).
+
+    A batch stopped by a failure or a cancellation gets its final line too, ``(stopped)``,
+    with the failed item counted. To print while bars are shown, use :func:`flowfn.echo`
+    (or this observer's :meth:`write`), and to log, :class:`flowfn.EchoHandler`: the text
+    goes above the bars instead of through them. Correct under concurrency: events arrive
+    on the thread that runs the flow, one at a time. Starts no thread of its own.
     """
 
     def __init__(
-        self, stream: TextIO | None = None, *, per_second: float = 10, use_tqdm: bool | None = None
+        self,
+        stream: TextIO | None = None,
+        *,
+        per_second: float = 10,
+        renderer: Renderer = "auto",
     ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.interval = 1.0 / per_second
         self.bars: dict[str, _Bar] = {}
-        tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        if use_tqdm is None:
-            use_tqdm = tty and _tqdm_installed()
-        self.use_tqdm, self.tty = use_tqdm, tty
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.renderer = _pick(renderer, self.tty)
+        self._rich: Any = None  # the rich.progress.Progress showing the bars, while any are
+
+    def __repr__(self) -> str:
+        return f"Progress(renderer={self.renderer!r}, bars={len(self.bars)})"
 
     def write(self, text: str) -> None:
         """Print ``text`` (a line) above the bars being drawn, and draw them again."""
-        if self.use_tqdm and self.bars:
+        if self._rich is not None:
+            self._rich.console.print(text, markup=False, highlight=False, emoji=False)
+            return
+        if self.renderer == "tqdm" and self.bars:
             from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
             tqdm.write(text, file=self.stream)
@@ -170,36 +186,30 @@ class Progress:
             for where, bar in list(self.bars.items()):  # stopped early: say where it got to
                 self._finish(where, bar, stopped=True)
             self.bars.clear()
+            self._stop_rich()
             if self in _showing:
                 _showing.remove(self)
         elif kind == "batch_start":
             bar = self.bars[event.where] = _Bar(event.total)
-            if self.use_tqdm:
-                from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
-
-                bar.tqdm = tqdm(total=event.total, desc=event.where, file=self.stream)
+            self._start(event.where, bar)
         elif kind in ("item_end", "item_error"):
             current = self.bars.get(event.where)
             if current is None:
                 return
             current.done += 1
             current.failed += kind == "item_error"
-            if current.tqdm is not None:
-                current.tqdm.update(1)  # type: ignore[attr-defined]
+            if self.renderer == "tqdm":
+                current.handle.update(1)
                 if kind == "item_error":
-                    current.tqdm.set_postfix(failed=current.failed)  # type: ignore[attr-defined]
+                    current.handle.set_postfix(failed=current.failed)
             elif self.tty and time.monotonic() - current.drawn >= self.interval:
                 self._draw(event.where, current)
         elif kind == "batch_end":
             finished = self.bars.pop(event.where, None)
             if finished is not None:
                 self._finish(event.where, finished)
-
-    def _finish(self, where: str, bar: _Bar, stopped: bool = False) -> None:
-        if bar.tqdm is not None:
-            bar.tqdm.close()  # type: ignore[attr-defined]
-        else:
-            self._draw(where, bar, final=True, stopped=stopped)
+            if not self.bars:
+                self._stop_rich()  # its last frame stays on the screen, above what follows
 
     def line(self, where: str, bar: _Bar) -> str:
         """The text of one plain-text bar: ``"where: 40% 2/5 done, 0 failed, 3.1 items/s"``."""
@@ -211,14 +221,95 @@ class Progress:
             f"{bar.done / elapsed:.1f} items/s"
         )
 
+    def _start(self, where: str, bar: _Bar) -> None:
+        if self.renderer == "tqdm":
+            from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
+
+            bar.handle = tqdm(total=bar.total, desc=where, file=self.stream)
+        elif self.renderer == "rich":
+            from rich.markup import escape
+
+            if self._rich is None:
+                self._rich = _rich_progress(self.stream)
+                self._rich.start()
+            bar.handle = self._rich.add_task(escape(where), total=bar.total, failed=0)
+
+    def _finish(self, where: str, bar: _Bar, stopped: bool = False) -> None:
+        if self.renderer == "tqdm":
+            if stopped:
+                bar.handle.set_description(f"{where} (stopped)", refresh=False)
+            bar.handle.close()
+        else:
+            self._draw(where, bar, final=True, stopped=stopped)
+
     def _draw(self, where: str, bar: _Bar, final: bool = False, stopped: bool = False) -> None:
         bar.drawn = time.monotonic()
+        if self.renderer == "rich":
+            from rich.markup import escape
+
+            name = escape(where) + (" (stopped)" if stopped else "")
+            self._rich.update(bar.handle, completed=bar.done, failed=bar.failed, description=name)
+            self._rich.refresh()
+            return
         text = self.line(where, bar) + (" (stopped)" if stopped else "")
         if self.tty:
             self.stream.write(f"\r{text}" + ("\n" if final else ""))
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
+
+    def _stop_rich(self) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+            self._rich = None
+
+
+def _pick(renderer: str, tty: bool) -> str:
+    if renderer == "auto":
+        if not tty:
+            return "text"
+        return next((name for name in ("rich", "tqdm") if _installed(name)), "text")
+    if renderer in ("rich", "tqdm"):
+        if not _installed(renderer):
+            extra = "rich" if renderer == "rich" else "progress"
+            raise ImportError(
+                f"Progress(renderer={renderer!r}) needs {renderer}: "
+                f"pip install 'flowfn[{extra}]' (or pip install {renderer})"
+            )
+        return renderer
+    if renderer == "text":
+        return renderer
+    raise ValueError(
+        f"Progress: renderer must be 'auto', 'rich', 'tqdm' or 'text', got {renderer!r}"
+    )
+
+
+def _rich_progress(stream: TextIO) -> Any:
+    """A rich Progress that draws only when told to: no refresh thread, no stdout capture."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.progress import (
+        Progress as RichProgress,
+    )
+
+    return RichProgress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+        console=Console(file=stream),
+        auto_refresh=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
 
 
 # The Progress observers of the runs going on, newest last: where echo() prints.
@@ -236,9 +327,38 @@ def echo(*values: object, sep: str = " ") -> None:
         print(text)
 
 
-def _tqdm_installed() -> bool:
+class EchoHandler(logging.Handler):
+    """A :mod:`logging` handler that writes each record above the progress bars while a run
+    shows them (as :func:`flowfn.echo` does), else to ``stream`` (stderr by default).
+
+    ``logging.basicConfig(handlers=[flowfn.EchoHandler()])`` keeps log lines and bars apart;
+    ``flowfn run --log --progress`` uses it.
+    """
+
+    def __init__(self, stream: TextIO | None = None, level: int = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format ``record`` and write it above the bars, or to the stream."""
+        try:
+            text = self.format(record)
+            if _showing:
+                _showing[-1].write(text)
+            else:
+                stream = self.stream if self.stream is not None else sys.stderr
+                stream.write(text + "\n")
+                stream.flush()
+        except Exception:
+            self.handleError(record)
+
+    def __repr__(self) -> str:
+        return f"EchoHandler(level={logging.getLevelName(self.level)})"
+
+
+def _installed(module: str) -> bool:
     try:
-        import tqdm  # noqa: F401
+        __import__(module)
     except ImportError:
         return False
     return True
