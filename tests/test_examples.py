@@ -262,3 +262,37 @@ def test_typed_store_runs_and_type_checks(backend: str, capsys: pytest.CaptureFi
     assert shared["longest"] == "stores"
     assert shared["lengths"] == [5, 6, 5, 5, 5]
     assert lines(capsys) == ["longest word: stores (6 letters)"]
+
+
+def test_what_the_examples_and_docs_write_stays_out_of_git_and_the_sdist() -> None:
+    """Files the examples and the commands in docs/ write go under ignored folders (hatchling
+    leaves git-ignored files out of the sdist), never loose in the repository."""
+    import shutil
+    import subprocess
+
+    root = EXAMPLES.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("needs git and a git checkout")
+    written = [
+        example(name).OUT_DIR / "some-output.txt"
+        for name in ("translate", "summarize_files", "image_filters")
+    ]
+    cli_page = (root / "docs" / "cli.md").read_text(encoding="utf-8")
+    out_dirs = set(re.findall(r'"out_dir": "([^"/][^"]*)"', cli_page))
+    assert out_dirs == {"examples/out/translations"}
+    written += [root / folder / "spanish.txt" for folder in out_dirs]
+    written += [root / name for name in ("runs.db", "runs.db-wal", "runs.db-flowfn.lock")]
+    written += [root / "site" / "index.html"]  # mkdocs build
+    for path in written:
+        ignored = subprocess.run(
+            ["git", "check-ignore", "-q", str(path.relative_to(root))], cwd=root, check=False
+        )
+        assert ignored.returncode == 0, f"{path.relative_to(root)} is not ignored by git"
+    tracked = subprocess.run(
+        ["git", "ls-files", "examples/out", "site", "out"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert tracked.stdout == ""

@@ -173,10 +173,14 @@ async def test_per_second_is_shared_by_all_items_of_a_node(anyio_backend: str) -
     async def call_api(i: int) -> None:
         starts.append(anyio.current_time())
 
+    began = anyio.current_time()
     await Flow(call_api).run_async({})
-    gaps = [b - a for a, b in zip(sorted(starts), sorted(starts)[1:], strict=False)]
     assert len(starts) == 5
-    assert min(gaps) >= 0.015  # 1/50 s apart (lower bounds only: noise makes gaps longer)
+    # Slots 1/50 s apart from the first attempt: the fifth cannot start before 80 ms. Only
+    # a lower bound holds on a busy machine, which starts an attempt late, never early (so
+    # one late start may leave a short gap before the next: gaps are not checked).
+    assert sorted(starts)[-1] - began >= 0.079
+    assert sorted(starts)[1] - began >= 0.019
 
 
 async def test_collect_runs_every_item_and_returns_errors_in_place(anyio_backend: str) -> None:
