@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from test_graph import need_dot
 
@@ -152,6 +153,34 @@ def test_run_prints_values_json_cannot_hold_as_their_repr(
 ) -> None:
     result = run_json(capsys, "run", f"{flows}:odd")
     assert result["shared"] == {"a set": "{3}", "by pair": {"('a', 1)": "x"}, "me": "<cycle>"}
+
+
+def test_exception_names_are_the_ones_users_import(tmp_path: Path) -> None:
+    import json
+
+    from flowfn._cli import one_line
+
+    (tmp_path / "mine.py").write_text(
+        "from flowfn import Flow, node\n"
+        "class MyError(Exception): pass\n"
+        "@node\n"
+        "def fails(shared): raise MyError('mine')\n"
+        "flow = Flow(fails)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "flowfn", "run", f"{tmp_path / 'mine.py'}:flow"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("flowfn: mine.MyError: mine (flowfn: in node 'fails'")
+    with pytest.raises(json.JSONDecodeError) as caught:
+        json.loads("{")
+    assert one_line(caught.value).startswith("json.JSONDecodeError: Expecting")
+    assert one_line(anyio.BrokenResourceError("x")) == "anyio.BrokenResourceError: x"
+    assert one_line(KeyError("k")) == "KeyError: 'k'"
 
 
 def test_an_exception_from_the_flow_is_one_line_or_its_whole_traceback(
@@ -399,23 +428,21 @@ def test_python_m_flowfn_draws_the_cake_factory() -> None:
     assert '    subgraph n5 ["one_by_one ⟳ batch"]' in done.stdout.splitlines()
 
 
-def test_progress_draws_a_live_bar_in_a_terminal(tmp_path: Path) -> None:
-    """--progress in a pseudo terminal: rich's bar (installed with the test extra), redrawn in
-    place, ending at 100%; --log's lines and the flow's echo() go above it, not through it."""
+def run_in_terminal(command: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``command`` with its stderr on a pseudo terminal; its exit code and the screen."""
     import os
     import pty
+    import select
+    import time
 
-    shared = {"text": "Hi", "languages": ["fr", "de", "ja", "es"], "out_dir": str(tmp_path)}
-    command = [sys.executable, "-m", "flowfn", "run", "examples/translate.py:flow"]
-    command += ["--progress", "--log", "--summary", "--shared", json.dumps(shared)]
     leader, follower = pty.openpty()
     try:
-        done = subprocess.run(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=follower, timeout=60, check=False
-        )
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=follower)
         os.close(follower)
-        chunks = []
-        while True:
+        chunks, deadline = [], time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not select.select([leader], [], [], 1)[0]:
+                continue
             try:
                 chunk = os.read(leader, 65536)
             except OSError:  # the terminal's other end is closed: all read
@@ -423,15 +450,65 @@ def test_progress_draws_a_live_bar_in_a_terminal(tmp_path: Path) -> None:
             if not chunk:
                 break
             chunks.append(chunk)
+        returncode = process.wait(timeout=10)
     finally:
         os.close(leader)
-    screen = b"".join(chunks).decode()
-    assert done.returncode == 0
+    return returncode, b"".join(chunks).decode()
+
+
+def test_progress_draws_a_live_bar_in_a_terminal(tmp_path: Path) -> None:
+    """--progress in a pseudo terminal: rich's bar (installed with the test extra), redrawn in
+    place, ending at 100%; --log's lines and the flow's echo() go above it, not through it."""
+    shared = {"text": "Hi", "languages": ["fr", "de", "ja", "es"], "out_dir": str(tmp_path)}
+    command = [sys.executable, "-m", "flowfn", "run", "examples/translate.py:flow"]
+    command += ["--progress", "--log", "--summary", "--shared", json.dumps(shared)]
+    returncode, screen = run_in_terminal(command, ROOT)
+    assert returncode == 0
     assert "\r\x1b[2KFlow/translate " in screen  # redrawn in place, not one line per update
     assert re.search(r"100%.*4/4.* 0 failed", screen)
     assert "\r\x1b[2K  -> asking for fr\r\n" in screen  # the bar cleared, echo's line, ...
     assert "\r\x1b[2Kflowfn: batch_end Flow/translate took=" in screen  # ... a log line
     assert "Flow/translate      1        0         0      4" in screen  # --summary
+
+
+PRINTER = """
+import anyio
+from flowfn import Flow, parallel_batch
+
+
+@parallel_batch(items=lambda shared: range(4), limit=2)
+async def work(i):
+    await anyio.sleep(0.01)
+    print(f"plain print {i}")
+    print("in", end="")
+    print(" parts")
+
+
+flow = Flow(work)
+"""
+
+
+def test_plain_prints_go_above_the_bars_of_flowfn_run(tmp_path: Path) -> None:
+    (tmp_path / "printer.py").write_text(PRINTER)
+    command = [sys.executable, "-m", "flowfn", "run", "printer.py:flow", "--progress"]
+    returncode, screen = run_in_terminal(command, tmp_path)
+    assert returncode == 0
+    for i in range(4):
+        assert f"\r\x1b[2Kplain print {i}\r\n" in screen  # the bar cleared, the whole line
+    assert screen.count("\r\x1b[2Kin parts\r\n") == 4
+    assert re.search(r"100%.*4/4.* 0 failed", screen)
+
+
+def test_lines_above_bars_writes_through_without_bars() -> None:
+    from flowfn._observers import LinesAboveBars
+
+    target = io.StringIO()
+    stream = LinesAboveBars(target)
+    print("no bars", file=stream)
+    print("half", end="", file=stream)
+    assert target.getvalue() == "no bars\nhalf"
+    assert stream.isatty() is False
+    assert stream.encoding == target.encoding
 
 
 def test_graph_renders_svg_and_pdf_and_refuses_a_suffix_it_does_not_know(
@@ -446,9 +523,14 @@ def test_graph_renders_svg_and_pdf_and_refuses_a_suffix_it_does_not_know(
     fails(
         capsys,
         ["graph", f"{flows}:greeting", "-o", str(tmp_path / "a.jpg")],
-        "flowfn does not know what to write for '.jpg'",
+        "flowfn does not know what to write into a '.jpg' file",
     )
     assert not (tmp_path / "a.jpg").exists()
+    fails(
+        capsys,
+        ["graph", f"{flows}:greeting", "-o", str(tmp_path / "picture")],
+        "flowfn does not know what to write into a file without a suffix",
+    )
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -458,3 +540,58 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out == f"flowfn {flowfn.__version__}\n"
+
+
+def test_the_commands_at_the_top_of_docs_cli_run_as_written(tmp_path: Path) -> None:
+    """The first block of docs/cli.md, command by command (its files go to tmp_path)."""
+    import shlex
+
+    need_dot()
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    block = page.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("  #")[0] for line in block.splitlines() if line.strip()]
+    assert len(commands) == 4
+    for command in commands:
+        argv = shlex.split(command.replace("examples/out", str(tmp_path)))
+        assert argv[0] == "flowfn"
+        done = subprocess.run(
+            [sys.executable, "-m", "flowfn", *argv[1:]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+    assert (tmp_path / "translations" / "spanish.txt").exists()
+    assert (tmp_path / "cake.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_flow_ends_warning_points_at_the_node_when_the_cli_runs_the_flow(
+    tmp_path: Path,
+) -> None:
+    """Nothing above `flowfn run` is the user's code: the warning names the node's line."""
+    source = (
+        "from flowfn import Flow, node\n"
+        "\n"
+        "def pick(shared):\n"
+        "    return 'serach'\n"
+        "\n"
+        "pick = node(pick)\n"
+        "search = node(lambda shared: None, name='search')\n"
+        "pick - 'search' >> search\n"
+        "flow = Flow(pick)\n"
+    )
+    (tmp_path / "typo.py").write_text(source)
+    done = subprocess.run(
+        [sys.executable, "-m", "flowfn", "run", "typo.py:flow"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["action"] == "serach"
+    assert f"{tmp_path / 'typo.py'}:3: FlowEndsWarning: Flow ends: node 'pick'" in done.stderr
+    assert "Did you mean 'search'?" in done.stderr

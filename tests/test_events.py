@@ -382,3 +382,26 @@ async def test_tqdm_bars_when_asked_for(anyio_backend: str) -> None:
     assert last_frame.startswith("Flow/work (stopped):  80%")
     assert "4/5" in last_frame
     assert "failed=1" in last_frame
+
+
+async def test_a_failed_inner_batch_gets_its_last_line_when_it_stops(anyio_backend: str) -> None:
+    """Not at the end of the run: the batch flow collects the failure and goes on."""
+
+    @batch(items=lambda shared: range(3))
+    def work(i: int, run: int) -> int:
+        if i == 1 and run == 0:
+            raise ValueError("bad")
+        return i
+
+    @parallel_batch(flow=Flow(work), errors="collect", limit=1)
+    def fan(shared: dict[str, Any]) -> list[dict[str, int]]:
+        return [{"run": 0}, {"run": 1}]
+
+    out = io.StringIO()
+    await Flow(fan).run_async({}, on_event=Progress(out))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith("Flow/fan[0]/Flow/work:  67% 2/3 done, 1 failed")
+    assert lines[0].endswith(" (stopped)")
+    assert lines[1].startswith("Flow/fan[1]/Flow/work: 100% 3/3 done, 0 failed")
+    assert lines[2].startswith("Flow/fan: 100% 2/2 done, 1 failed")

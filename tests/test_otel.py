@@ -89,3 +89,59 @@ async def test_failures_and_retries_are_on_the_spans() -> None:
     assert step.events[0].attributes["flowfn.attempt"] == 0
     assert spans["flowfn run Flow"].status.status_code is StatusCode.ERROR
     assert len(attempts) == 2
+
+
+def orphans(exporter: InMemorySpanExporter) -> list[str]:
+    """Spans whose parent never reached the exporter (a span left open)."""
+    spans = exporter.get_finished_spans()
+    ids = {span.context.span_id for span in spans}
+    return [span.name for span in spans if span.parent and span.parent.span_id not in ids]
+
+
+@pytest.mark.anyio
+async def test_a_failed_batch_ends_its_span_and_item_retries_are_on_the_items() -> None:
+    @parallel_batch(items=lambda shared: range(4), limit=4, retries=1)
+    async def work(i: int) -> int:
+        if i == 1:
+            raise ValueError("item 1 is bad")
+        await anyio.sleep(5 if i else 0)  # item 0 ends; 2 and 3 are cancelled by the failure
+        return i
+
+    spans_tracer, exporter = tracer()
+    with pytest.raises(ValueError, match="item 1 is bad"):
+        await Flow(work).run_async({}, on_event=OTelObserver(spans_tracer))
+    assert orphans(exporter) == []
+    parents = tree(exporter)
+    assert parents["batch Flow/work"] == "node Flow/work"
+    assert parents["item Flow/work[1]"] == "batch Flow/work"
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    batch = spans["batch Flow/work"]
+    assert batch.status.status_code is StatusCode.ERROR
+    assert batch.attributes is not None
+    assert batch.attributes["flowfn.stopped"] is True
+    failed = spans["item Flow/work[1]"]
+    assert failed.status.status_code is StatusCode.ERROR
+    assert [e.name for e in failed.events] == ["flowfn.retry", "flowfn.fallback", "exception"]
+    assert failed.events[0].attributes == {
+        "flowfn.attempt": 0,
+        "flowfn.item": 1,
+        "exception.type": "ValueError",
+        "exception.message": "item 1 is bad",
+    }
+    assert [e.name for e in spans["node Flow/work"].events] == ["exception"]  # not the retries
+    assert spans["item Flow/work[0]"].status.status_code is StatusCode.UNSET
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_run_ends_every_span() -> None:
+    @parallel_batch(items=lambda shared: range(3), limit=3)
+    async def work(i: int) -> None:
+        await anyio.sleep(5)
+
+    spans_tracer, exporter = tracer()
+    with anyio.move_on_after(0.05) as scope:
+        await Flow(work).run_async({}, on_event=OTelObserver(spans_tracer))
+    assert scope.cancelled_caught
+    assert orphans(exporter) == []
+    names = {span.name for span in exporter.get_finished_spans()}
+    assert {"flowfn run Flow", "node Flow/work", "batch Flow/work"} <= names

@@ -37,7 +37,7 @@ from ._backend import BACKENDS
 from ._errors import FlowError
 from ._flows import Flow
 from ._nodes import BaseNode
-from ._observers import EchoHandler, LogObserver, RunSummary
+from ._observers import EchoHandler, LinesAboveBars, LogObserver, RunSummary
 from ._pause import Paused
 from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
 
@@ -57,6 +57,7 @@ _SUFFIX_FORMATS = {
     ".txt": "mermaid",
 }
 _EXAMPLE = '\'{"name": "Ada"}\''  # a JSON object, quoted for the shell
+_FILE_MODULE = "flowfn_target_"  # the module name a flow file is loaded under
 
 
 class UsageError(Exception):
@@ -93,13 +94,27 @@ def main(argv: list[str] | None = None) -> int:
 def one_line(exc: BaseException) -> str:
     """``exc`` in one line: its public type name, message and flowfn's notes."""
     kind = type(exc)
-    module = kind.__module__
-    if module.startswith("flowfn._"):
-        module = "flowfn"  # the name users import it by
-    name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+    name = kind.__qualname__
+    if kind.__module__ != "builtins":
+        name = f"{_public_module(kind)}.{name}"
     message = " ".join(str(exc).split())
     notes = [" ".join(str(n).split()) for n in getattr(exc, "__notes__", ())]
     return f"{name}: {message}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _public_module(kind: type) -> str:
+    """The module users import ``kind`` from: the shortest package that exports it
+    (``json.JSONDecodeError``, not ``json.decoder.JSONDecodeError``); a flow file's own
+    module by its file's name."""
+    module = kind.__module__
+    if module.startswith(_FILE_MODULE):
+        return module.removeprefix(_FILE_MODULE)
+    parts = module.split(".")
+    for end in range(1, len(parts)):
+        package = sys.modules.get(".".join(parts[:end]))
+        if package is not None and getattr(package, kind.__qualname__, None) is kind:
+            return ".".join(parts[:end])
+    return "flowfn" if module.startswith("flowfn._") else module
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -167,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
         "--format",
         choices=FORMATS,
         help="mermaid (default), dot, or png, svg, pdf (these need Graphviz and -o); by "
-        "default taken from -o's suffix (.png, .svg, .pdf, .dot, .gv, .mmd)",
+        "default taken from -o's suffix (.png, .svg, .pdf; .dot, .gv; .mmd, .mermaid, .md, .txt)",
     )
     graph.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     graph.set_defaults(handler=_graph_command)
@@ -195,8 +210,8 @@ def _add_output_options(command: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def _flow_output(args: argparse.Namespace) -> Iterator[None]:
-    """While the flow runs: its prints go to stderr (stdout is for the result JSON alone),
-    unless the result goes to a file; --log sends its events to stderr."""
+    """While the flow runs: its prints go to stderr, above any progress bars (stdout is for
+    the result JSON alone), unless the result goes to a file; --log logs to stderr."""
     if args.log:
         # Through EchoHandler, so that log lines go above --progress bars, not through them.
         handler = EchoHandler()
@@ -205,8 +220,13 @@ def _flow_output(args: argparse.Namespace) -> Iterator[None]:
     if args.output is not None:
         yield
         return
-    with contextlib.redirect_stdout(sys.stderr):
-        yield
+    # Whole lines of what it prints go above the --progress bars (on stderr too).
+    above_bars = LinesAboveBars(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(above_bars):
+            yield
+    finally:
+        above_bars.flush()
 
 
 def _observers(args: argparse.Namespace, *more: Any) -> list[Any] | None:
@@ -440,8 +460,9 @@ def _format_of(output: str | None) -> str:
     if suffix in _SUFFIX_FORMATS:
         return _SUFFIX_FORMATS[suffix]
     known = ", ".join(sorted(_SUFFIX_FORMATS))
+    what = f"a {suffix!r} file" if suffix else "a file without a suffix"
     raise UsageError(
-        f"-o {output!r}: flowfn does not know what to write for {suffix or 'no suffix'!r}; "
+        f"-o {output!r}: flowfn does not know what to write into {what}; "
         f"name the file with one of {known}, or give --format"
     )
 
@@ -509,7 +530,7 @@ def _import_file(where: str) -> ModuleType:
     if not path.is_file():
         hint = "" if where.endswith(".py") else "; a file's path ends in .py"
         raise UsageError(f"no file {where!r} (looked in {os.getcwd()}){hint}")
-    name = f"flowfn_target_{path.stem}"  # not the stem: a file named json.py would shadow json
+    name = _FILE_MODULE + path.stem  # not the stem: a file named json.py would shadow json
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UsageError(f"cannot import {where!r} as Python: name a .py file")

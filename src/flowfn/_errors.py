@@ -6,6 +6,7 @@ import contextlib
 import os
 import sys
 import warnings
+from typing import Any
 
 __all__ = [
     "FlowEndsWarning",
@@ -99,18 +100,53 @@ def _where(exc: BaseException) -> str:
 _ENGINE_PACKAGES = ("flowfn", "anyio", "asyncio", "trio", "outcome", "concurrent.futures")
 
 
-def warn_at_caller(message: str, category: type[Warning]) -> None:
+def warn_at_caller(message: str, category: type[Warning], *, about: object = None) -> None:
     """Warn from the innermost frame that is neither flowfn's nor its event loop's.
 
     That frame is the user's: the ``flow.run(...)`` call, or the coroutine that awaits
-    ``run_async``, so the warning's file and line point at code the user can change.
+    ``run_async``, so the warning's file and line point at code the user can change. When
+    flowfn's command line ran the flow, nothing above it is the user's: the warning points
+    at where ``about`` (a node) is defined instead.
     """
     engine = tuple(
         os.path.dirname(module.__file__) + os.sep
         for name in _ENGINE_PACKAGES
         if (module := sys.modules.get(name)) is not None and module.__file__
     )
-    frame, level = sys._getframe(1), 1
+    frame, level, by_cli = sys._getframe(1), 1, False
     while frame.f_back is not None and frame.f_code.co_filename.startswith(engine):
+        by_cli = by_cli or frame.f_code.co_filename.endswith(f"{os.sep}flowfn{os.sep}_cli.py")
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level + 1)
+    defined = _defined_at(about) if by_cli else None
+    if defined is None:
+        warnings.warn(message, category, stacklevel=level + 1)
+        return
+    filename, line, namespace = defined
+    warnings.warn_explicit(
+        message,
+        category,
+        filename,
+        line,
+        module=namespace.get("__name__"),
+        registry=namespace.setdefault("__warningregistry__", {}),
+    )
+
+
+def _defined_at(node: object) -> tuple[str, int, dict[str, Any]] | None:
+    """File, line and module namespace of the function or class that defines ``node``."""
+    import inspect
+
+    target = getattr(node, "fn", None) or type(node)
+    function = inspect.unwrap(target) if callable(target) else None
+    if inspect.isfunction(function):
+        code = function.__code__
+        return code.co_filename, code.co_firstlineno, function.__globals__
+    module = sys.modules.get(getattr(target, "__module__", ""))
+    try:
+        filename = inspect.getsourcefile(target)
+        _, line = inspect.getsourcelines(target)
+    except (OSError, TypeError):
+        return None
+    if filename is None or module is None:
+        return None
+    return filename, line, vars(module)

@@ -85,16 +85,23 @@ def current() -> Watch | None:
 class Watch:
     """The observers of one run and the flow path at this point of it."""
 
-    __slots__ = ("observers", "owner", "path")
+    __slots__ = ("item", "observers", "owner", "path")
 
     def __init__(
-        self, observers: tuple[Observer, ...], path: tuple[str, ...], owner: object = None
+        self,
+        observers: tuple[Observer, ...],
+        path: tuple[str, ...],
+        owner: object = None,
+        item: int | None = None,
     ) -> None:
         # owner: the flow whose name ends ``path`` (its own events do not repeat its name).
-        self.observers, self.path, self.owner = observers, path, owner
+        # item: inside one item of a batch node, its index (a retry of it reports it).
+        self.observers, self.path, self.owner, self.item = observers, path, owner, item
 
     def emit(self, kind: EventKind, node: object, **fields: Any) -> None:
         path = self.path[:-1] if node is self.owner and self.path else self.path
+        if self.item is not None and "item" not in fields:
+            fields["item"] = self.item
         event = Event(kind, node_name(node), path, time=time.monotonic(), **fields)
         for observer in self.observers:
             observer(event)
@@ -155,7 +162,9 @@ class ItemEvents:
         watch = self.watch
         watch.emit("item_start", self.node, item=index)
         if self.node is not watch.owner or not hasattr(self.node, "start_node"):
-            return None  # only the runs of a batch *flow* get their index into the path
+            # An item of a batch node: the retries of its attempts report its index.
+            return _watch.set(Watch(watch.observers, watch.path, watch.owner, index))
+        # The runs of a batch *flow* get their index into the path of their steps' events.
         path = (*watch.path[:-1], f"{node_name(self.node)}[{index}]")
         return _watch.set(Watch(watch.observers, path))
 

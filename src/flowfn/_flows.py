@@ -131,6 +131,7 @@ class Flow(BaseNode[S]):
             f"{message} To end the flow there on purpose, write `{wiring}`; "
             f"Flow(..., strict=True) makes this an error.",
             FlowEndsWarning,
+            about=curr,
         )
 
     def _no_start(self) -> FlowError:

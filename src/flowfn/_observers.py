@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import sys
@@ -204,10 +205,10 @@ class Progress:
                     current.handle.set_postfix(failed=current.failed)
             elif self.tty and time.monotonic() - current.drawn >= self.interval:
                 self._draw(event.where, current)
-        elif kind == "batch_end":
+        elif kind in ("batch_end", "node_error"):  # a failed batch ends with its node
             finished = self.bars.pop(event.where, None)
             if finished is not None:
-                self._finish(event.where, finished)
+                self._finish(event.where, finished, stopped=kind == "node_error")
             if not self.bars:
                 self._stop_rich()  # its last frame stays on the screen, above what follows
 
@@ -325,6 +326,46 @@ def echo(*values: object, sep: str = " ") -> None:
         _showing[-1].write(text)
     else:
         print(text)
+
+
+class LinesAboveBars(io.TextIOBase):
+    """A text stream for ``contextlib.redirect_stdout``: while a run shows progress bars,
+    each whole line written to it goes above them (as :func:`echo` does); otherwise text
+    goes straight to ``target``. ``flowfn run --progress`` sends the flow's prints here."""
+
+    def __init__(self, target: TextIO) -> None:
+        super().__init__()
+        self.target = target
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not _showing:
+            self.target.write(self._partial + text)
+            self._partial = ""
+            return len(text)
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            _showing[-1].write(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial and not _showing:
+            self.target.write(self._partial)
+            self._partial = ""
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.target.encoding
 
 
 class EchoHandler(logging.Handler):

@@ -14,7 +14,9 @@ batch flow's item holds the steps of that run)::
 Attributes: ``flowfn.node``, ``flowfn.path`` (the flows around it), ``flowfn.item`` (an
 item's index), ``flowfn.action`` (what a step returned), ``flowfn.total`` (a batch's item
 count, when known); retries and fallbacks are span events with ``flowfn.attempt`` and the
-error; a failed step, item or run has status ERROR and the exception recorded.
+error (on the item's span for a batch item); a failed step, item or run has status ERROR
+and the exception recorded. A batch stopped by a failure ends with its node, and whatever a
+failure or a cancellation left open ends with the run, with ``flowfn.stopped`` set.
 """
 
 from __future__ import annotations
@@ -58,11 +60,16 @@ class OTelObserver:
             self._root = (event.node,)
             self._start(("run",), f"flowfn run {event.node}", None, event)
         elif kind == "run_end":
+            # Spans a failure or a cancellation left open end first, children before parents.
+            for key in reversed([key for key in self._open if key != ("run",)]):
+                self._end(key, event, stopped=True)
             self._end(("run",), event)
         elif kind == "node_start":
             key = ("node", event.path, event.node)
             self._start(key, f"node {event.where}", self._parent_of(event.path), event)
         elif kind in ("node_end", "node_error"):
+            # A batch that failed ends with its node (the engine sends it no batch_end).
+            self._end(("batch", event.path, event.node), event, stopped=True)
             self._end(("node", event.path, event.node), event)
         elif kind == "batch_start":
             parent = self._open.get(("node", event.path, event.node))
@@ -77,9 +84,15 @@ class OTelObserver:
         elif kind in ("item_end", "item_error"):
             self._end(("item", event.path, event.node, event.item), event)
         elif kind in ("retry", "fallback"):
-            span = self._open.get(("node", event.path, event.node)) or self._open.get(("run",))
+            span = (
+                self._open.get(("item", event.path, event.node, event.item))
+                or self._open.get(("node", event.path, event.node))
+                or self._open.get(("run",))
+            )
             if span is not None:
                 attributes: dict[str, Any] = {"flowfn.attempt": event.attempt or 0}
+                if event.item is not None:
+                    attributes["flowfn.item"] = event.item
                 if event.error is not None:
                     attributes["exception.type"] = type(event.error).__qualname__
                     attributes["exception.message"] = str(event.error)
@@ -111,11 +124,13 @@ class OTelObserver:
             attributes["flowfn.total"] = event.total
         self._open[key] = self.tracer.start_span(name, context=context, attributes=attributes)
 
-    def _end(self, key: tuple[Any, ...], event: Event) -> None:
+    def _end(self, key: tuple[Any, ...], event: Event, stopped: bool = False) -> None:
         span = self._open.pop(key, None)
         if span is None:
             return
-        if event.action is not None:
+        if stopped:
+            span.set_attribute("flowfn.stopped", True)
+        if event.action is not None and not stopped:
             span.set_attribute("flowfn.action", event.action)
         if event.error is not None:
             span.record_exception(event.error)
