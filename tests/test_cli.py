@@ -459,6 +459,7 @@ def run_in_terminal(command: list[str], cwd: Path) -> tuple[int, str]:
 def test_progress_draws_a_live_bar_in_a_terminal(tmp_path: Path) -> None:
     """--progress in a pseudo terminal: rich's bar (installed with the test extra), redrawn in
     place, ending at 100%; --log's lines and the flow's echo() go above it, not through it."""
+    pytest.importorskip("rich")
     shared = {"text": "Hi", "languages": ["fr", "de", "ja", "es"], "out_dir": str(tmp_path)}
     command = [sys.executable, "-m", "flowfn", "run", "examples/translate.py:flow"]
     command += ["--progress", "--log", "--summary", "--shared", json.dumps(shared)]
@@ -489,6 +490,7 @@ flow = Flow(work)
 
 
 def test_plain_prints_go_above_the_bars_of_flowfn_run(tmp_path: Path) -> None:
+    pytest.importorskip("rich")
     (tmp_path / "printer.py").write_text(PRINTER)
     command = [sys.executable, "-m", "flowfn", "run", "printer.py:flow", "--progress"]
     returncode, screen = run_in_terminal(command, tmp_path)

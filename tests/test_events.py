@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from terminal import Terminal
 
 from flowfn import (
     AsyncNode,
@@ -218,11 +219,6 @@ def test_observers_must_be_callable() -> None:
         Flow(node(lambda shared: None)).run({}, on_event=["not callable"])  # type: ignore[list-item]
 
 
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
 async def test_echo_prints_above_the_bars_and_a_stopped_batch_gets_its_last_line(
     anyio_backend: str,
 ) -> None:
@@ -289,15 +285,15 @@ async def test_rich_draws_the_bars_on_a_terminal_when_installed(anyio_backend: s
     assert bars.renderer == "rich"
     with pytest.raises(ValueError, match="item 4"):
         await Flow(work).run_async({}, on_event=bars)
-    text = screen.getvalue()
-    assert "halfway [there]\n" in text
-    assert "three is a crowd\n" in text
-    assert text.index("halfway [there]") < text.index("three is a crowd")
-    last_frame = text.rsplit("\r", 1)[-1]  # what the terminal shows at the end
-    assert "Flow/work (stopped)" in last_frame
-    assert "5/6" in last_frame  # 4 done and the failure
-    assert "1 failed" in last_frame
-    assert bars._rich is None  # its display ended with the run
+    rows = screen.screen()
+    assert "halfway [there]" in rows
+    assert "three is a crowd" in rows
+    assert rows.index("halfway [there]") < rows.index("three is a crowd")
+    assert rows[-1].startswith("Flow/work (stopped)")  # its last line stays
+    assert "5/6" in rows[-1]  # 4 done and the failure
+    assert "1 failed" in rows[-1]
+    assert screen.cursor_shown()
+    assert bars._display is None  # its display ended with the run
     assert _observers._showing == []
     logger.warning("after the run")  # no bars: straight to the handler's stream
     assert screen.getvalue().endswith("after the run\n")
@@ -405,3 +401,121 @@ async def test_a_failed_inner_batch_gets_its_last_line_when_it_stops(anyio_backe
     assert lines[0].endswith(" (stopped)")
     assert lines[1].startswith("Flow/fan[1]/Flow/work: 100% 3/3 done, 0 failed")
     assert lines[2].startswith("Flow/fan: 100% 2/2 done, 1 failed")
+
+
+async def test_rich_bars_of_nested_batches_leave_one_line_each(anyio_backend: str) -> None:
+    """A finished batch's bar leaves the live area as one line: bars do not pile up, and
+    echo() from worker threads (sync steps) lands above them, whole."""
+    pytest.importorskip("rich")
+    from flowfn import echo
+
+    screen = Terminal()
+
+    @batch(items=lambda shared: range(3))
+    def inner(i: int, run: int) -> int:
+        echo(f"run {run} item {i}")  # a sync step: it runs in a worker thread
+        return i
+
+    @parallel_batch(flow=Flow(inner), limit=3)
+    def fan(shared: dict[str, Any]) -> list[dict[str, int]]:
+        return [{"run": run} for run in range(6)]
+
+    await Flow(fan).run_async({}, on_event=Progress(screen, per_second=1e9, renderer="rich"))
+    rows = screen.screen()
+    assert sorted(r for r in rows if r.startswith("run ")) == sorted(
+        f"run {run} item {i}" for run in range(6) for i in range(3)
+    )
+    bars = [r for r in rows if r.startswith("Flow/")]
+    assert len(bars) == 7  # six inner batches and the outer one, once each
+    assert all(re.search(r"100% +3/3 +0 failed", r) for r in bars[:-1])
+    assert bars[-1].startswith("Flow/fan ")
+    assert re.search(r"100% +6/6 +0 failed", bars[-1])
+    assert rows[-1] == bars[-1]
+    assert screen.cursor_shown()
+
+
+async def test_a_cancelled_run_ends_its_rich_bars_and_shows_the_cursor(
+    anyio_backend: str,
+) -> None:
+    pytest.importorskip("rich")
+    screen = Terminal()
+
+    @parallel_batch(items=lambda shared: range(4), limit=2)
+    async def work(i: int) -> None:
+        await anyio.sleep(0 if i == 0 else 5)
+
+    bars = Progress(screen, renderer="rich")
+    with anyio.move_on_after(0.2):
+        await Flow(work).run_async({}, on_event=bars)
+    rows = screen.screen()
+    assert rows[-1].startswith("Flow/work (stopped)")
+    assert re.search(r"1/4 +0 failed", rows[-1])
+    assert screen.cursor_shown()
+    assert bars._display is None
+
+
+async def test_an_observer_that_raises_does_not_leave_bars_behind(anyio_backend: str) -> None:
+    """Every observer gets every event: a Progress after a broken observer still ends."""
+    pytest.importorskip("rich")
+    from flowfn import _observers
+
+    screen = Terminal()
+    seen: list[str] = []
+
+    def broken(event: Event) -> None:
+        seen.append(event.kind)
+        if event.kind == "run_end":
+            raise RuntimeError("observer broke")
+
+    @parallel_batch(items=lambda shared: range(3), limit=3)
+    async def work(i: int) -> None:
+        await anyio.sleep(5)
+
+    bars = Progress(screen, renderer="rich")
+    with pytest.raises(RuntimeError, match="observer broke"), anyio.move_on_after(0.1):
+        await Flow(work).run_async({}, on_event=[broken, bars])
+    assert seen[-1] == "run_end"
+    assert screen.cursor_shown()
+    assert bars._display is None
+    assert _observers._showing == []
+
+
+async def test_two_runs_at_once_share_one_rich_display(anyio_backend: str) -> None:
+    pytest.importorskip("rich")
+    screen = Terminal()
+
+    def make(name: str) -> Flow:
+        @parallel_batch(items=lambda shared: range(4), limit=2, name=name)
+        async def work(i: int) -> int:
+            await anyio.sleep(0.01)
+            return i
+
+        return Flow(work)
+
+    async with anyio.create_task_group() as tg:
+        for name in ("left", "right"):
+            tg.start_soon(lambda flow: flow.run_async({}, on_event=Progress(screen)), make(name))
+    rows = screen.screen()
+    assert len(rows) == 2  # one final line per run's batch, neither erased by the other
+    assert {row.split()[0] for row in rows} == {"Flow/left", "Flow/right"}
+    assert all(re.search(r"100% +4/4 +0 failed", row) for row in rows)
+    assert screen.cursor_shown()
+
+
+async def test_echo_handler_keeps_to_its_stream_when_no_bars_are_drawn(
+    anyio_backend: str,
+) -> None:
+    from flowfn import EchoHandler
+
+    log_file, not_a_terminal = io.StringIO(), io.StringIO()
+    logger = logging.getLogger("test_events.stream")
+    logger.addHandler(EchoHandler(log_file))
+    logger.propagate = False
+
+    @batch(items=lambda shared: range(2))
+    def work(i: int) -> None:
+        logger.warning("inside the run")
+
+    await Flow(work).run_async({}, on_event=Progress(not_a_terminal))
+    assert log_file.getvalue() == "inside the run\ninside the run\n"
+    assert not_a_terminal.getvalue().startswith("Flow/work: 100% 2/2 done")

@@ -4,7 +4,7 @@ The engine asks :func:`current` once per flow walk and per batch; with no observ
 anywhere in the process that is one integer test, so unobserved runs pay nothing that can
 be measured. Observers are called synchronously, on the thread that runs the event loop
 (or the sync flow), in the order things happen; an exception raised by an observer
-propagates into the flow like any other error.
+propagates into the flow like any other error, once the other observers have the event.
 """
 
 from __future__ import annotations
@@ -103,8 +103,19 @@ class Watch:
         if self.item is not None and "item" not in fields:
             fields["item"] = self.item
         event = Event(kind, node_name(node), path, time=time.monotonic(), **fields)
+        if len(self.observers) == 1:
+            self.observers[0](event)
+            return
+        # Every observer sees every event, even after one of them raised (a Progress after
+        # it still ends its bars at run_end); then the first error goes on into the flow.
+        failed: BaseException | None = None
         for observer in self.observers:
-            observer(event)
+            try:
+                observer(event)
+            except BaseException as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def _enter(self, node: object) -> Token[Watch | None] | None:
         # Inside a nested flow, events carry that flow's name in their path.

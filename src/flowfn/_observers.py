@@ -6,9 +6,10 @@ import io
 import logging
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, TextIO
+from typing import Any, ClassVar, Literal, TextIO
 
 from ._events import Event
 
@@ -127,21 +128,26 @@ class _Bar:
 
 Renderer = Literal["auto", "rich", "tqdm", "text"]
 
+# Guards the bars, the shared rich displays and _showing: events arrive on the thread that
+# runs the flow, but echo(), EchoHandler and prints come from any thread.
+_lock = threading.RLock()
+
 
 class Progress:
     """Progress bars for batches and parallel batches: done/total, failures and rate.
 
     ``renderer="auto"`` draws on a terminal with ``rich`` when it is installed (``pip
     install 'flowfn[rich]'``), else ``tqdm`` (``flowfn[progress]``), else a text line
-    redrawn in place (``\\r``), at most ``per_second`` times a second per batch; without a
-    terminal, one final text line per batch. ``"rich"``, ``"tqdm"`` or ``"text"`` asks for
-    one (an :class:`ImportError` naming the extra if it is missing).
+    redrawn in place (``\\r``); without a terminal, one final text line per batch.
+    ``"rich"``, ``"tqdm"`` or ``"text"`` asks for one (an :class:`ImportError` naming the
+    extra if it is missing). Bars are redrawn at most ``per_second`` times a second.
 
-    A batch stopped by a failure or a cancellation gets its final line too, ``(stopped)``,
-    with the failed item counted. To print while bars are shown, use :func:`flowfn.echo`
-    (or this observer's :meth:`write`), and to log, :class:`flowfn.EchoHandler`: the text
-    goes above the bars instead of through them. Correct under concurrency: events arrive
-    on the thread that runs the flow, one at a time. Starts no thread of its own.
+    A finished batch leaves one final line; a batch stopped by a failure or a cancellation
+    gets it too, ``(stopped)``, with the failed item counted. To print while bars are
+    shown, use :func:`flowfn.echo` (or this observer's :meth:`write`), and to log,
+    :class:`flowfn.EchoHandler`: the text goes above the bars instead of through them.
+    Safe to use from worker threads while the flow runs; runs that draw rich bars on the
+    same stream at once share one display. Starts no thread of its own.
     """
 
     def __init__(
@@ -156,44 +162,37 @@ class Progress:
         self.bars: dict[str, _Bar] = {}
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.renderer = _pick(renderer, self.tty)
-        self._rich: Any = None  # the rich.progress.Progress showing the bars, while any are
+        self._display: _RichDisplay | None = None  # while this run's rich bars are shown
 
     def __repr__(self) -> str:
         return f"Progress(renderer={self.renderer!r}, bars={len(self.bars)})"
 
     def write(self, text: str) -> None:
         """Print ``text`` (a line) above the bars being drawn, and draw them again."""
-        if self._rich is not None:
-            self._rich.console.print(text, markup=False, highlight=False, emoji=False)
-            return
-        if self.renderer == "tqdm" and self.bars:
-            from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        with _lock:
+            if self._display is not None:
+                self._display.print(text)
+                return
+            if self.renderer == "tqdm" and self.bars:
+                from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-            tqdm.write(text, file=self.stream)
-            return
-        if self.tty and self.bars:
-            self.stream.write("\r\033[K")  # clear the bar's line, then put it back below
-        self.stream.write(text + "\n")
-        if self.tty:
-            for where, bar in self.bars.items():
-                self._draw(where, bar)
-        self.stream.flush()
+                tqdm.write(text, file=self.stream)
+                return
+            if self.tty and self.bars:
+                self.stream.write("\r\033[K")  # clear the bar's line, then put it back below
+            self.stream.write(text + "\n")
+            if self.tty:
+                for where, bar in list(self.bars.items()):
+                    self._draw(where, bar)
+            self.stream.flush()
 
     def __call__(self, event: Event) -> None:
+        with _lock:
+            self._on(event)
+
+    def _on(self, event: Event) -> None:
         kind = event.kind
-        if kind == "run_start":
-            _showing.append(self)
-        elif kind == "run_end":
-            for where, bar in list(self.bars.items()):  # stopped early: say where it got to
-                self._finish(where, bar, stopped=True)
-            self.bars.clear()
-            self._stop_rich()
-            if self in _showing:
-                _showing.remove(self)
-        elif kind == "batch_start":
-            bar = self.bars[event.where] = _Bar(event.total)
-            self._start(event.where, bar)
-        elif kind in ("item_end", "item_error"):
+        if kind in ("item_end", "item_error"):
             current = self.bars.get(event.where)
             if current is None:
                 return
@@ -205,12 +204,22 @@ class Progress:
                     current.handle.set_postfix(failed=current.failed)
             elif self.tty and time.monotonic() - current.drawn >= self.interval:
                 self._draw(event.where, current)
+        elif kind == "batch_start":
+            bar = self.bars[event.where] = _Bar(event.total)
+            self._start(event.where, bar)
         elif kind in ("batch_end", "node_error"):  # a failed batch ends with its node
             finished = self.bars.pop(event.where, None)
             if finished is not None:
                 self._finish(event.where, finished, stopped=kind == "node_error")
-            if not self.bars:
-                self._stop_rich()  # its last frame stays on the screen, above what follows
+        elif kind == "run_start":
+            _showing.append(self)
+        elif kind == "run_end":
+            for where, bar in list(self.bars.items()):  # stopped early: say where it got to
+                self._finish(where, bar, stopped=True)
+            self.bars.clear()
+            self._release_display()
+            if self in _showing:
+                _showing.remove(self)
 
     def line(self, where: str, bar: _Bar) -> str:
         """The text of one plain-text bar: ``"where: 40% 2/5 done, 0 failed, 3.1 items/s"``."""
@@ -222,35 +231,36 @@ class Progress:
             f"{bar.done / elapsed:.1f} items/s"
         )
 
+    def _live(self) -> bool:
+        """Whether bars are being drawn on a terminal right now (text must go above them)."""
+        return self._display is not None or (self.tty and bool(self.bars))
+
     def _start(self, where: str, bar: _Bar) -> None:
         if self.renderer == "tqdm":
             from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
             bar.handle = tqdm(total=bar.total, desc=where, file=self.stream)
         elif self.renderer == "rich":
-            from rich.markup import escape
-
-            if self._rich is None:
-                self._rich = _rich_progress(self.stream)
-                self._rich.start()
-            bar.handle = self._rich.add_task(escape(where), total=bar.total, failed=0)
+            if self._display is None:
+                self._display = _RichDisplay.acquire(self.stream)
+            bar.handle = self._display.add(where, bar.total)
 
     def _finish(self, where: str, bar: _Bar, stopped: bool = False) -> None:
         if self.renderer == "tqdm":
             if stopped:
                 bar.handle.set_description(f"{where} (stopped)", refresh=False)
             bar.handle.close()
+        elif self._display is not None:
+            self._display.finish(bar.handle, where, bar, stopped)
+            if not self.bars:
+                self._release_display()
         else:
             self._draw(where, bar, final=True, stopped=stopped)
 
     def _draw(self, where: str, bar: _Bar, final: bool = False, stopped: bool = False) -> None:
         bar.drawn = time.monotonic()
-        if self.renderer == "rich":
-            from rich.markup import escape
-
-            name = escape(where) + (" (stopped)" if stopped else "")
-            self._rich.update(bar.handle, completed=bar.done, failed=bar.failed, description=name)
-            self._rich.refresh()
+        if self._display is not None:
+            self._display.update(bar.handle, bar, self.interval)
             return
         text = self.line(where, bar) + (" (stopped)" if stopped else "")
         if self.tty:
@@ -259,10 +269,63 @@ class Progress:
             self.stream.write(text + "\n")
         self.stream.flush()
 
-    def _stop_rich(self) -> None:
-        if self._rich is not None:
-            self._rich.stop()
-            self._rich = None
+    def _release_display(self) -> None:
+        if self._display is not None:
+            self._display.release()
+            self._display = None
+
+
+class _RichDisplay:
+    """One rich live display per stream, shared by the runs drawing bars on it. Running
+    bars are drawn live; a finished one is printed above them, once, and leaves the live
+    area (so a long run does not pile up rows). Called with ``_lock`` held."""
+
+    _by_stream: ClassVar[dict[int, _RichDisplay]] = {}
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.users, self.refreshed = stream, 0, 0.0
+        self.progress = _rich_progress(stream)
+        self.progress.start()
+
+    @classmethod
+    def acquire(cls, stream: TextIO) -> _RichDisplay:
+        display = cls._by_stream.get(id(stream))
+        if display is None:
+            display = cls._by_stream[id(stream)] = cls(stream)
+        display.users += 1
+        return display
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            del self._by_stream[id(self.stream)]
+            self.progress.stop()  # transient: the live area goes; the printed rows stay
+
+    def add(self, where: str, total: int | None) -> Any:
+        from rich.markup import escape
+
+        return self.progress.add_task(escape(where), total=total, failed=0)
+
+    def update(self, task: Any, bar: _Bar, interval: float) -> None:
+        self.progress.update(task, completed=bar.done, failed=bar.failed)
+        now = time.monotonic()
+        if now - self.refreshed >= interval:  # one limit for the display, not per bar
+            self.refreshed = now
+            self.progress.refresh()
+
+    def finish(self, task: Any, where: str, bar: _Bar, stopped: bool) -> None:
+        from rich.markup import escape
+
+        name = escape(where + (" (stopped)" if stopped else ""))
+        self.progress.update(task, completed=bar.done, failed=bar.failed, description=name)
+        row = [t for t in self.progress.tasks if t.id == task]
+        self.progress.console.print(self.progress.make_tasks_table(row))
+        self.progress.remove_task(task)
+
+    def print(self, text: str) -> None:
+        self.progress.console.print(
+            text, markup=False, highlight=False, emoji=False, soft_wrap=True
+        )
 
 
 def _pick(renderer: str, tty: bool) -> str:
@@ -308,28 +371,36 @@ def _rich_progress(stream: TextIO) -> Any:
         TimeElapsedColumn(),
         console=Console(file=stream),
         auto_refresh=False,
+        transient=True,
         redirect_stdout=False,
         redirect_stderr=False,
     )
 
 
-# The Progress observers of the runs going on, newest last: where echo() prints.
+# The Progress observers of the runs going on, newest last.
 _showing: list[Progress] = []
 
 
+def _drawing() -> Progress | None:
+    """The newest run's Progress that is drawing bars on a terminal right now, if any."""
+    with _lock:
+        return next((p for p in reversed(_showing) if p._live()), None)
+
+
 def echo(*values: object, sep: str = " ") -> None:
-    """``print(*values)`` that does not garble progress bars: with a run showing bars
-    (``progress=True`` or a :class:`Progress` observer), the line goes above them;
-    otherwise to stdout."""
+    """``print(*values)`` that does not garble progress bars: while a run draws bars on a
+    terminal (``progress=True`` or a :class:`Progress` observer), the line goes above them;
+    otherwise to stdout. Safe to call from worker threads."""
     text = sep.join(str(value) for value in values)
-    if _showing:
-        _showing[-1].write(text)
+    progress = _drawing()
+    if progress is not None:
+        progress.write(text)
     else:
         print(text)
 
 
 class LinesAboveBars(io.TextIOBase):
-    """A text stream for ``contextlib.redirect_stdout``: while a run shows progress bars,
+    """A text stream for ``contextlib.redirect_stdout``: while a run draws progress bars,
     each whole line written to it goes above them (as :func:`echo` does); otherwise text
     goes straight to ``target``. ``flowfn run --progress`` sends the flow's prints here."""
 
@@ -342,19 +413,22 @@ class LinesAboveBars(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        if not _showing:
-            self.target.write(self._partial + text)
-            self._partial = ""
+        with _lock:
+            progress = _drawing()
+            if progress is None:
+                self.target.write(self._partial + text)
+                self._partial = ""
+                return len(text)
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                progress.write(line)
             return len(text)
-        *lines, self._partial = (self._partial + text).split("\n")
-        for line in lines:
-            _showing[-1].write(line)
-        return len(text)
 
     def flush(self) -> None:
-        if self._partial and not _showing:
-            self.target.write(self._partial)
-            self._partial = ""
+        with _lock:
+            if self._partial and _drawing() is None:
+                self.target.write(self._partial)
+                self._partial = ""
         self.target.flush()
 
     def isatty(self) -> bool:
@@ -370,7 +444,8 @@ class LinesAboveBars(io.TextIOBase):
 
 class EchoHandler(logging.Handler):
     """A :mod:`logging` handler that writes each record above the progress bars while a run
-    shows them (as :func:`flowfn.echo` does), else to ``stream`` (stderr by default).
+    draws them on its stream (as :func:`flowfn.echo` does), else to ``stream`` (stderr by
+    default). Safe to use from any thread.
 
     ``logging.basicConfig(handlers=[flowfn.EchoHandler()])`` keeps log lines and bars apart;
     ``flowfn run --log --progress`` uses it.
@@ -384,10 +459,11 @@ class EchoHandler(logging.Handler):
         """Format ``record`` and write it above the bars, or to the stream."""
         try:
             text = self.format(record)
-            if _showing:
-                _showing[-1].write(text)
+            stream = self.stream if self.stream is not None else sys.stderr
+            progress = _drawing()
+            if progress is not None and progress.stream is stream:
+                progress.write(text)
             else:
-                stream = self.stream if self.stream is not None else sys.stderr
                 stream.write(text + "\n")
                 stream.flush()
         except Exception:

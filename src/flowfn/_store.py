@@ -86,7 +86,8 @@ class JSONSerializer:
     name = "json"
 
     def dumps(self, value: Any) -> bytes:
-        """Compact JSON; a ``TypeError`` for non-JSON values, NaN or non-str dict keys."""
+        """Compact JSON; a ``TypeError`` for non-JSON values or non-str dict keys, a
+        ``ValueError`` for NaN and infinities."""
         import json
 
         _check_keys(value)
