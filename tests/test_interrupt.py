@@ -147,3 +147,58 @@ def test_ctrl_c_ends_flowfn_run_with_130_and_one_line(project: Path, backend: st
     done = interrupted(command, project, ready_on="stderr")  # the flow prints to stderr
     assert done.returncode == 130
     assert done.stderr.splitlines() == ["flowfn: interrupted (KeyboardInterrupt)"]
+
+
+SLOW_STEP = """
+import sys
+import time
+
+from flowfn import Flow, node
+
+
+@node
+def slow(shared):  # a sync step: it runs in a worker thread, which nothing can interrupt
+    print("ready", file=sys.stderr, flush=True)
+    time.sleep(float(shared.get("seconds", 60)))
+
+
+flow = Flow(slow)
+"""
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio handles Ctrl-C from 3.11 on")
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_during_a_step_in_a_thread_says_it_waits_and_a_second_one_quits(
+    tmp_path: Path, presses: int
+) -> None:
+    """asyncio: the run ends at once, the thread cannot; flowfn says it waits for it, and a
+    second Ctrl-C quits without the traceback Python's own wait at exit would print."""
+    (tmp_path / "slow.py").write_text(SLOW_STEP, encoding="utf-8")
+    seconds = 2 if presses == 1 else 60
+    command = [sys.executable, "-m", "flowfn", "run", "slow.py:flow", "--backend", "asyncio"]
+    command += ["--shared", f'{{"seconds": {seconds}}}']
+    child = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stderr is not None
+        assert child.stderr.readline().strip() == "ready"
+        child.send_signal(signal.SIGINT)
+        if presses == 2:
+            waiting = child.stderr.readline() + child.stderr.readline()
+            assert "flowfn: waiting for 1 worker thread(s)" in waiting
+            child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)  # not 60 s: the second Ctrl-C quit
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 130
+    assert out == ""
+    if presses == 1:
+        assert err.splitlines() == [
+            "flowfn: interrupted (KeyboardInterrupt)",
+            "flowfn: waiting for 1 worker thread(s) to finish their step (threads cannot be "
+            "interrupted); Ctrl-C again to quit at once",
+        ]
+    assert "Traceback" not in err

@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's exit code for SIGINT
         print("flowfn: interrupted (KeyboardInterrupt)", file=sys.stderr)
+        _wait_for_steps_in_threads()
         return 130
     except BrokenPipeError:  # `flowfn run ... | head`: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -89,6 +90,38 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"flowfn: {one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _wait_for_steps_in_threads() -> None:
+    """After Ctrl-C: a sync step running in a worker thread cannot be stopped, and Python
+    waits for it before exiting. Say so, and let a second Ctrl-C quit at once (without
+    the traceback Python's own wait would print)."""
+    import threading
+
+    running = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
+    ]
+    try:
+        for thread in running:  # idle worker threads end at once: no need to say anything
+            thread.join(timeout=0.2)
+    except KeyboardInterrupt:
+        os._exit(130)
+    running = [thread for thread in running if thread.is_alive()]
+    if not running:
+        return
+    print(
+        f"flowfn: waiting for {len(running)} worker thread(s) to finish their step "
+        f"(threads cannot be interrupted); Ctrl-C again to quit at once",
+        file=sys.stderr,
+    )
+    try:
+        for thread in running:
+            thread.join()
+    except KeyboardInterrupt:
+        sys.stderr.flush()
+        os._exit(130)
 
 
 def one_line(exc: BaseException) -> str:
