@@ -75,6 +75,13 @@ propagates into the flow like any other error. What it returns is ignored."""
 # Runs with an observer attached, process-wide: the engine's one-integer fast check.
 _active = 0
 _watch: ContextVar[Watch | None] = ContextVar("flowfn_watch", default=None)
+# The index of the batch-node item being worked on, while the run is observed.
+_item: ContextVar[int | None] = ContextVar("flowfn_item", default=None)
+
+
+def current_item() -> int | None:
+    """The index of the batch item whose attempt is running (for its retry events)."""
+    return _item.get()
 
 
 def current() -> Watch | None:
@@ -85,23 +92,16 @@ def current() -> Watch | None:
 class Watch:
     """The observers of one run and the flow path at this point of it."""
 
-    __slots__ = ("item", "observers", "owner", "path")
+    __slots__ = ("observers", "owner", "path")
 
     def __init__(
-        self,
-        observers: tuple[Observer, ...],
-        path: tuple[str, ...],
-        owner: object = None,
-        item: int | None = None,
+        self, observers: tuple[Observer, ...], path: tuple[str, ...], owner: object = None
     ) -> None:
         # owner: the flow whose name ends ``path`` (its own events do not repeat its name).
-        # item: inside one item of a batch node, its index (a retry of it reports it).
-        self.observers, self.path, self.owner, self.item = observers, path, owner, item
+        self.observers, self.path, self.owner = observers, path, owner
 
     def emit(self, kind: EventKind, node: object, **fields: Any) -> None:
         path = self.path[:-1] if node is self.owner and self.path else self.path
-        if self.item is not None and "item" not in fields:
-            fields["item"] = self.item
         event = Event(kind, node_name(node), path, time=time.monotonic(), **fields)
         if len(self.observers) == 1:
             self.observers[0](event)
@@ -169,21 +169,19 @@ class ItemEvents:
     def __init__(self, watch: Watch, node: object) -> None:
         self.watch, self.node = watch, node
 
-    def start(self, index: int) -> Token[Watch | None] | None:
+    def start(self, index: int) -> Token[Any]:
         watch = self.watch
         watch.emit("item_start", self.node, item=index)
         if self.node is not watch.owner or not hasattr(self.node, "start_node"):
             # An item of a batch node: the retries of its attempts report its index.
-            return _watch.set(Watch(watch.observers, watch.path, watch.owner, index))
+            return _item.set(index)
         # The runs of a batch *flow* get their index into the path of their steps' events.
         path = (*watch.path[:-1], f"{node_name(self.node)}[{index}]")
         return _watch.set(Watch(watch.observers, path))
 
-    def end(
-        self, index: int, token: Token[Watch | None] | None, error: BaseException | None = None
-    ) -> None:
+    def end(self, index: int, token: Token[Any] | None, error: BaseException | None = None) -> None:
         if token is not None:
-            _watch.reset(token)
+            token.var.reset(token)
         if error is None:
             self.watch.emit("item_end", self.node, item=index)
         else:

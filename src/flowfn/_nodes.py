@@ -501,7 +501,7 @@ def _observe_failure(node: Node, attempt: int, exc: Exception) -> None:
     watch = events.current()
     if watch is not None:
         kind: events.EventKind = "fallback" if attempt == node.max_retries - 1 else "retry"
-        watch.emit(kind, node, attempt=attempt, error=exc)
+        watch.emit(kind, node, attempt=attempt, error=exc, item=events.current_item())
 
 
 def _batch_items(node: BaseNode, items: Any, *, allow_async: bool = False) -> Iterable[Any]:
