@@ -145,3 +145,29 @@ async def test_a_cancelled_run_ends_every_span() -> None:
     assert orphans(exporter) == []
     names = {span.name for span in exporter.get_finished_spans()}
     assert {"flowfn run Flow", "node Flow/work", "batch Flow/work"} <= names
+
+
+@pytest.mark.anyio
+async def test_retries_of_a_batch_flow_run_are_on_that_run_s_span() -> None:
+    @node
+    async def step(shared: dict[str, Any], k: int) -> None:
+        if k == 1:
+            raise ValueError("bad run")
+
+    @parallel_batch(flow=Flow(step), retries=1, errors="collect")
+    def fan(shared: dict[str, Any]) -> list[dict[str, int]]:
+        return [{"k": 0}, {"k": 1}]
+
+    spans_tracer, exporter = tracer()
+    await Flow(fan).run_async({}, on_event=OTelObserver(spans_tracer))
+    assert orphans(exporter) == []
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    run = spans["item Flow/fan[1]"]
+    retries = [e for e in run.events if e.name in ("flowfn.retry", "flowfn.fallback")]
+    assert [(e.name, e.attributes["flowfn.item"]) for e in retries] == [  # type: ignore[index]
+        ("flowfn.retry", 1),
+        ("flowfn.fallback", 1),
+    ]
+    assert run.status.status_code is StatusCode.ERROR
+    assert not [e for e in spans["item Flow/fan[0]"].events if e.name == "flowfn.retry"]
+    assert not [e for e in spans["node Flow/fan"].events if e.name == "flowfn.retry"]

@@ -92,16 +92,25 @@ def current() -> Watch | None:
 class Watch:
     """The observers of one run and the flow path at this point of it."""
 
-    __slots__ = ("observers", "owner", "path")
+    __slots__ = ("item", "observers", "owner", "path")
 
     def __init__(
-        self, observers: tuple[Observer, ...], path: tuple[str, ...], owner: object = None
+        self,
+        observers: tuple[Observer, ...],
+        path: tuple[str, ...],
+        owner: object = None,
+        item: int | None = None,
     ) -> None:
-        # owner: the flow whose name ends ``path`` (its own events do not repeat its name).
-        self.observers, self.path, self.owner = observers, path, owner
+        # owner: the flow whose name ends ``path`` (its own events do not repeat its name);
+        # item: in one run of a batch flow, its index (the retries of that run report it).
+        self.observers, self.path, self.owner, self.item = observers, path, owner, item
 
     def emit(self, kind: EventKind, node: object, **fields: Any) -> None:
-        path = self.path[:-1] if node is self.owner and self.path else self.path
+        path = self.path
+        if node is self.owner and path:
+            path = path[:-1]
+            if self.item is not None and fields.get("item") is None:
+                fields["item"] = self.item
         event = Event(kind, node_name(node), path, time=time.monotonic(), **fields)
         if len(self.observers) == 1:
             self.observers[0](event)
@@ -177,7 +186,7 @@ class ItemEvents:
             return _item.set(index)
         # The runs of a batch *flow* get their index into the path of their steps' events.
         path = (*watch.path[:-1], f"{node_name(self.node)}[{index}]")
-        return _watch.set(Watch(watch.observers, path))
+        return _watch.set(Watch(watch.observers, path, self.node, index))
 
     def end(self, index: int, token: Token[Any] | None, error: BaseException | None = None) -> None:
         if token is not None:
