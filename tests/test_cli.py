@@ -513,6 +513,61 @@ def test_lines_above_bars_writes_through_without_bars() -> None:
     assert stream.encoding == target.encoding
 
 
+def test_bytes_written_to_stdout_under_flowfn_run_reach_stderr(tmp_path: Path) -> None:
+    (tmp_path / "raw.py").write_text(
+        "import sys\n"
+        "from flowfn import Flow, node\n"
+        "@node\n"
+        "def step(shared):\n"
+        "    print('text first')\n"
+        "    sys.stdout.buffer.write(b'raw bytes\\n')\n"
+        "flow = Flow(step)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "flowfn", "run", "raw.py:flow"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["action"] is None  # stdout: the result alone
+    assert done.stderr.splitlines() == ["text first", "raw bytes"]
+
+
+def test_a_flow_ends_warning_names_the_user_code_behind_odd_nodes() -> None:
+    """Under `flowfn run` the warning points at a node's definition: through partials,
+    callable objects, nested flows and node classes, never at flowfn's own files."""
+    import functools
+    import inspect
+
+    from flowfn import Flow, Node, node
+    from flowfn._errors import _defined_at
+
+    def plain(shared: Any, k: int) -> str:
+        return "oops"
+
+    class Callable:
+        def __call__(self, shared: Any) -> str:
+            return "oops"
+
+    class Mine(Node):  # type: ignore[type-arg]
+        pass
+
+    here = __file__
+    line = plain.__code__.co_firstlineno
+    assert _defined_at(node(functools.partial(plain, k=1), name="p"))[:2] == (here, line)  # type: ignore[index]
+    assert _defined_at(Flow(node(plain, name="q")))[:2] == (here, line)  # type: ignore[index]
+    called = _defined_at(node(Callable(), name="c"))
+    assert called is not None
+    assert called[:2] == (here, inspect.getsourcelines(Callable)[1])
+    mine = _defined_at(Mine())
+    assert mine is not None
+    assert mine[:2] == (here, inspect.getsourcelines(Mine)[1])
+    assert _defined_at(Node()) is None  # flowfn's own class: the caller's line is better
+
+
 def test_graph_renders_svg_and_pdf_and_refuses_a_suffix_it_does_not_know(
     flows: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -17,6 +17,7 @@ from flowfn import (
     AsyncParallelBatchNode,
     Event,
     Flow,
+    FlowError,
     LogObserver,
     Progress,
     RunSummary,
@@ -519,3 +520,88 @@ async def test_echo_handler_keeps_to_its_stream_when_no_bars_are_drawn(
     await Flow(work).run_async({}, on_event=Progress(not_a_terminal))
     assert log_file.getvalue() == "inside the run\ninside the run\n"
     assert not_a_terminal.getvalue().startswith("Flow/work: 100% 2/2 done")
+
+
+def test_progress_and_a_thread_in_tqdm_write_do_not_deadlock() -> None:
+    """A worker thread inside tqdm.write (holding tqdm's lock) prints through flowfn while
+    the flow's thread hands an event to the tqdm bars: both take tqdm's lock first."""
+    tqdm = pytest.importorskip("tqdm")
+    import threading
+    import time
+
+    from flowfn._observers import LinesAboveBars
+
+    screen = Terminal()
+    bars = Progress(screen, renderer="tqdm")
+    bars(Event("run_start", "Flow"))
+    holding, go_on = threading.Event(), threading.Event()
+
+    def user_thread() -> None:
+        with tqdm.tqdm.get_lock():  # what tqdm.write holds while it prints
+            holding.set()
+            go_on.wait(5)
+            LinesAboveBars(screen).write("from a thread\n")
+
+    def flow_thread() -> None:
+        bars(Event("batch_start", "work", ("Flow",), total=3))  # makes a tqdm bar
+
+    user = threading.Thread(target=user_thread, daemon=True)
+    user.start()
+    assert holding.wait(5)
+    flow = threading.Thread(target=flow_thread, daemon=True)
+    flow.start()
+    time.sleep(0.1)  # the flow's thread now waits for a lock
+    go_on.set()
+    user.join(5)
+    flow.join(5)
+    assert not user.is_alive()
+    assert not flow.is_alive()
+    bars(Event("run_end", "Flow"))
+    assert "from a thread" in screen.getvalue()
+
+
+async def test_one_progress_shows_one_run_at_a_time(anyio_backend: str) -> None:
+    bars = Progress(io.StringIO())
+
+    @parallel_batch(items=lambda shared: range(2))
+    async def work(i: int) -> None:
+        await anyio.sleep(0.05)
+
+    refused: list[FlowError] = []
+
+    async def run() -> None:
+        try:
+            await Flow(work).run_async({}, on_event=bars)
+        except FlowError as exc:
+            refused.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        tg.start_soon(run)
+    assert len(refused) == 1  # the second run, at its start: the first one went on
+    assert "already shows another run that has not ended" in str(refused[0])
+    assert "give each run its own Progress() (progress=True does)" in str(refused[0])
+    await Flow(work).run_async({}, on_event=bars)  # one after the other is fine
+    assert bars.bars == {}
+
+
+def test_the_item_index_does_not_outlive_an_interrupted_item() -> None:
+    seen: list[int | None] = []
+
+    @batch(items="xs")
+    def stop(x: int) -> None:
+        raise SystemExit(3)
+
+    @node(retries=1)
+    def flaky(shared: dict[str, Any]) -> None:
+        if not seen:
+            seen.append(events.current_item())
+            raise ValueError("once")
+
+    with pytest.raises(SystemExit):
+        Flow(stop).run({"xs": [1]}, on_event=lambda event: None)
+    assert events.current_item() is None
+    retries: list[Event] = []
+    Flow(flaky).run({}, on_event=lambda event: retries.append(event))
+    assert seen == [None]
+    assert [(e.kind, e.item) for e in retries if e.kind == "retry"] == [("retry", None)]

@@ -186,7 +186,7 @@ def test_ctrl_c_during_a_step_in_a_thread_says_it_waits_and_a_second_one_quits(
         child.send_signal(signal.SIGINT)
         if presses == 2:
             waiting = child.stderr.readline() + child.stderr.readline()
-            assert "flowfn: waiting for 1 worker thread(s)" in waiting
+            assert "flowfn: waiting for steps still running in worker threads" in waiting
             child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)  # not 60 s: the second Ctrl-C quit
     finally:
@@ -198,7 +198,46 @@ def test_ctrl_c_during_a_step_in_a_thread_says_it_waits_and_a_second_one_quits(
     if presses == 1:
         assert err.splitlines() == [
             "flowfn: interrupted (KeyboardInterrupt)",
-            "flowfn: waiting for 1 worker thread(s) to finish their step (threads cannot be "
+            "flowfn: waiting for steps still running in worker threads (threads cannot be "
             "interrupted); Ctrl-C again to quit at once",
         ]
     assert "Traceback" not in err
+
+
+IDLE_POOL = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import anyio
+
+from flowfn import Flow, node
+
+executor = ThreadPoolExecutor(2)  # its threads stay, idle, until the interpreter exits
+
+
+@node(workers=executor, into="first")
+def first():
+    return 1
+
+
+@node
+async def wait(shared):
+    print("ready", file=sys.stderr, flush=True)
+    await anyio.sleep(60)
+
+
+first >> wait
+flow = Flow(first)
+"""
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_ctrl_c_does_not_wait_for_idle_worker_threads(tmp_path: Path, backend: str) -> None:
+    (tmp_path / "idle.py").write_text(IDLE_POOL, encoding="utf-8")
+    command = [sys.executable, "-m", "flowfn", "run", "idle.py:flow", "--backend", backend]
+    started = time.monotonic()
+    done = interrupted(command, tmp_path, ready_on="stderr")  # communicate(timeout=30)
+    assert done.returncode == 130
+    assert done.stderr.splitlines()[0] == "flowfn: interrupted (KeyboardInterrupt)"
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 30

@@ -96,32 +96,31 @@ def _wait_for_steps_in_threads() -> None:
     """After Ctrl-C: a sync step running in a worker thread cannot be stopped, and Python
     waits for it before exiting. Say so, and let a second Ctrl-C quit at once (without
     the traceback Python's own wait would print)."""
+    import signal
     import threading
 
-    running = [
+    def quit_now(signum: int, frame: object) -> None:
+        for stream in (sys.stdout, sys.stderr):  # os._exit flushes nothing
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(130)
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        signal.signal(signal.SIGINT, quit_now)
+    busy = [
         thread
         for thread in threading.enumerate()
         if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
     ]
-    try:
-        for thread in running:  # idle worker threads end at once: no need to say anything
-            thread.join(timeout=0.2)
-    except KeyboardInterrupt:
-        os._exit(130)
-    running = [thread for thread in running if thread.is_alive()]
-    if not running:
-        return
-    print(
-        f"flowfn: waiting for {len(running)} worker thread(s) to finish their step "
-        f"(threads cannot be interrupted); Ctrl-C again to quit at once",
-        file=sys.stderr,
-    )
-    try:
-        for thread in running:
-            thread.join()
-    except KeyboardInterrupt:
-        sys.stderr.flush()
-        os._exit(130)
+    deadline = time.monotonic() + 0.2  # idle worker threads end with the event loop
+    for thread in busy:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if any(thread.is_alive() for thread in busy):
+        print(
+            "flowfn: waiting for steps still running in worker threads (threads cannot be "
+            "interrupted); Ctrl-C again to quit at once",
+            file=sys.stderr,
+        )
 
 
 def one_line(exc: BaseException) -> str:

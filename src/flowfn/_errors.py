@@ -132,21 +132,30 @@ def warn_at_caller(message: str, category: type[Warning], *, about: object = Non
     )
 
 
-def _defined_at(node: object) -> tuple[str, int, dict[str, Any]] | None:
-    """File, line and module namespace of the function or class that defines ``node``."""
+def _defined_at(node: object, depth: int = 0) -> tuple[str, int, dict[str, Any]] | None:
+    """File, line and module namespace of the user's code that defines ``node``: its
+    function, its class, or for a flow, its start node's."""
+    import functools
     import inspect
 
-    target = getattr(node, "fn", None) or type(node)
+    start = getattr(node, "start_node", None)
+    if start is not None and depth < 8:
+        return _defined_at(start, depth + 1)
+    target: Any = getattr(node, "fn", None) or node
+    while isinstance(target, functools.partial):
+        target = target.func
     function = inspect.unwrap(target) if callable(target) else None
     if inspect.isfunction(function):
         code = function.__code__
         return code.co_filename, code.co_firstlineno, function.__globals__
-    module = sys.modules.get(getattr(target, "__module__", ""))
+    cls = target if inspect.isclass(target) else type(target)
+    module = sys.modules.get(cls.__module__)
     try:
-        filename = inspect.getsourcefile(target)
-        _, line = inspect.getsourcelines(target)
+        filename = inspect.getsourcefile(cls)
+        _, line = inspect.getsourcelines(cls)
     except (OSError, TypeError):
         return None
-    if filename is None or module is None:
-        return None
+    package = os.path.dirname(__file__) + os.sep
+    if filename is None or module is None or filename.startswith(package):
+        return None  # flowfn's own class: no better place than the caller's
     return filename, line, vars(module)

@@ -216,7 +216,7 @@ def observing(on_event: Observer | Sequence[Observer] | None, root: object) -> I
             )
     path = (node_name(root),) if hasattr(root, "start_node") else ()
     watch = Watch(observers, path, root)
-    token = _watch.set(watch)
+    token, no_item = _watch.set(watch), _item.set(None)
     _active += 1
     started = time.perf_counter()
     try:
@@ -230,3 +230,4 @@ def observing(on_event: Observer | Sequence[Observer] | None, root: object) -> I
     finally:
         _active -= 1
         _watch.reset(token)
+        _item.reset(no_item)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TextIO
 
+from ._errors import FlowError
 from ._events import Event
 
 __all__ = ["EchoHandler", "LogObserver", "NodeStats", "Progress", "RunSummary", "echo"]
@@ -133,6 +136,20 @@ Renderer = Literal["auto", "rich", "tqdm", "text"]
 _lock = threading.RLock()
 
 
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """Hold ``_lock``; with tqdm loaded, hold its lock first. A worker thread inside
+    ``tqdm.write`` holds tqdm's lock when its print reaches flowfn, and flowfn calls into
+    tqdm under ``_lock``: one order for both locks, or they deadlock."""
+    tqdm = sys.modules.get("tqdm")
+    first = tqdm.tqdm.get_lock() if tqdm is not None and hasattr(tqdm, "tqdm") else _no_lock
+    with first, _lock:
+        yield
+
+
+_no_lock = contextlib.nullcontext()
+
+
 class Progress:
     """Progress bars for batches and parallel batches: done/total, failures and rate.
 
@@ -147,7 +164,9 @@ class Progress:
     shown, use :func:`flowfn.echo` (or this observer's :meth:`write`), and to log,
     :class:`flowfn.EchoHandler`: the text goes above the bars instead of through them.
     Safe to use from worker threads while the flow runs; runs that draw rich bars on the
-    same stream at once share one display. Starts no thread of its own.
+    same stream at once share one display. Starts no thread of its own. One Progress shows
+    one run at a time: a run that starts while it shows another gets a
+    :class:`~flowfn.FlowError` (``progress=True`` makes a Progress per run).
     """
 
     def __init__(
@@ -169,7 +188,7 @@ class Progress:
 
     def write(self, text: str) -> None:
         """Print ``text`` (a line) above the bars being drawn, and draw them again."""
-        with _lock:
+        with _locked():
             if self._display is not None:
                 self._display.print(text)
                 return
@@ -187,7 +206,7 @@ class Progress:
             self.stream.flush()
 
     def __call__(self, event: Event) -> None:
-        with _lock:
+        with _locked():
             self._on(event)
 
     def _on(self, event: Event) -> None:
@@ -212,14 +231,21 @@ class Progress:
             if finished is not None:
                 self._finish(event.where, finished, stopped=kind == "node_error")
         elif kind == "run_start":
+            if self in _showing:
+                raise FlowError(
+                    f"{event.node}: this Progress already shows another run that has not "
+                    f"ended; give each run its own Progress() (progress=True does)"
+                )
             _showing.append(self)
         elif kind == "run_end":
-            for where, bar in list(self.bars.items()):  # stopped early: say where it got to
-                self._finish(where, bar, stopped=True)
-            self.bars.clear()
-            self._release_display()
-            if self in _showing:
-                _showing.remove(self)
+            try:
+                for where, bar in list(self.bars.items()):  # stopped early: say so
+                    self._finish(where, bar, stopped=True)
+            finally:  # even if the terminal went away: nothing of this run stays behind
+                self.bars.clear()
+                self._release_display()
+                if self in _showing:
+                    _showing.remove(self)
 
     def line(self, where: str, bar: _Bar) -> str:
         """The text of one plain-text bar: ``"where: 40% 2/5 done, 0 failed, 3.1 items/s"``."""
@@ -270,15 +296,15 @@ class Progress:
         self.stream.flush()
 
     def _release_display(self) -> None:
-        if self._display is not None:
-            self._display.release()
-            self._display = None
+        display, self._display = self._display, None
+        if display is not None:
+            display.release()
 
 
 class _RichDisplay:
     """One rich live display per stream, shared by the runs drawing bars on it. Running
     bars are drawn live; a finished one is printed above them, once, and leaves the live
-    area (so a long run does not pile up rows). Called with ``_lock`` held."""
+    area (so a long run does not pile up rows). Called under ``_locked()``."""
 
     _by_stream: ClassVar[dict[int, _RichDisplay]] = {}
 
@@ -381,10 +407,13 @@ def _rich_progress(stream: TextIO) -> Any:
 _showing: list[Progress] = []
 
 
-def _drawing() -> Progress | None:
-    """The newest run's Progress that is drawing bars on a terminal right now, if any."""
-    with _lock:
-        return next((p for p in reversed(_showing) if p._live()), None)
+def _drawing(stream: object = None) -> Progress | None:
+    """The newest run's Progress drawing bars on a terminal right now (on ``stream``, if
+    given), if any."""
+    with _locked():
+        return next(
+            (p for p in reversed(_showing) if p._live() and stream in (None, p.stream)), None
+        )
 
 
 def echo(*values: object, sep: str = " ") -> None:
@@ -413,7 +442,7 @@ class LinesAboveBars(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        with _lock:
+        with _locked():
             progress = _drawing()
             if progress is None:
                 self.target.write(self._partial + text)
@@ -425,7 +454,7 @@ class LinesAboveBars(io.TextIOBase):
             return len(text)
 
     def flush(self) -> None:
-        with _lock:
+        with _locked():
             if self._partial and _drawing() is None:
                 self.target.write(self._partial)
                 self._partial = ""
@@ -440,6 +469,16 @@ class LinesAboveBars(io.TextIOBase):
     @property
     def encoding(self) -> str:  # type: ignore[override]
         return self.target.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self.target.errors
+
+    @property
+    def buffer(self) -> Any:
+        """The target's binary stream (bytes written there do not go above the bars)."""
+        self.flush()
+        return self.target.buffer
 
 
 class EchoHandler(logging.Handler):
@@ -460,8 +499,8 @@ class EchoHandler(logging.Handler):
         try:
             text = self.format(record)
             stream = self.stream if self.stream is not None else sys.stderr
-            progress = _drawing()
-            if progress is not None and progress.stream is stream:
+            progress = _drawing(stream)
+            if progress is not None:
                 progress.write(text)
             else:
                 stream.write(text + "\n")

@@ -156,6 +156,10 @@ def _each_sync(
             if seen is not None:
                 seen.end(index, token, exc)
             raise
+        except BaseException:
+            if token is not None:  # KeyboardInterrupt, SystemExit: no event, but no leak
+                token.var.reset(token)
+            raise
         if seen is not None:
             seen.end(index, token)
     _batch_done(node, started)
@@ -206,6 +210,8 @@ async def _each(
         except BaseException as exc:
             stray = stray_cancellation(exc, f"item {index} of {where}")
             if stray is None:
+                if token is not None:
+                    token.var.reset(token)
                 raise
             add_note(stray, f"flowfn: item {index} of {where}")
             if seen is not None:
