@@ -253,3 +253,16 @@ def test_unknown_decorator_options_say_what_was_meant() -> None:
         node(max_retries=3)(lambda shared: None)  # type: ignore[call-overload]
     with pytest.raises(TypeError, match=r"timout=: did you mean timeout=\?"):
         parallel_batch(items="xs", timout=1.0)(lambda x: x)  # type: ignore[call-overload]
+
+
+def test_parallel_options_on_batch_say_where_they_belong() -> None:
+    with pytest.raises(TypeError) as caught:
+
+        @batch(items="xs", errors="collect", limt=3)
+        def work(x: int) -> int:
+            return x
+
+    message = str(caught.value)
+    assert "errors= is for @parallel_batch" in message
+    assert "did you mean errors" not in message
+    assert "did you mean limit=" not in message  # @batch takes no limit=

@@ -387,7 +387,7 @@ def test_usage_mistakes_exit_with_argparse_code_2(
 
 def test_the_flowfn_command_is_installed() -> None:
     (script,) = importlib.metadata.entry_points(group="console_scripts", name="flowfn")
-    assert script.value == "flowfn._cli:main"
+    assert script.value == "flowfn._cli:command"
 
 
 def python_m_flowfn(*args: str) -> subprocess.CompletedProcess[str]:
@@ -652,3 +652,22 @@ def test_a_flow_ends_warning_points_at_the_node_when_the_cli_runs_the_flow(
     assert json.loads(done.stdout)["action"] == "serach"
     assert f"{tmp_path / 'typo.py'}:3: FlowEndsWarning: Flow ends: node 'pick'" in done.stderr
     assert "Did you mean 'search'?" in done.stderr
+
+
+def test_main_called_in_process_leaves_the_sigint_handler_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the program (flowfn._cli.command) lets a second Ctrl-C end the process."""
+    import signal
+
+    (tmp_path / "interrupt.py").write_text(
+        "from flowfn import Flow, node\n"
+        "@node\n"
+        "def stop(shared):\n"
+        "    raise KeyboardInterrupt\n"
+        "flow = Flow(stop)\n"
+    )
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["run", f"{tmp_path / 'interrupt.py'}:flow"]) == 130
+    assert signal.getsignal(signal.SIGINT) is before
+    assert capsys.readouterr().err.startswith("flowfn: interrupted (KeyboardInterrupt)\n")

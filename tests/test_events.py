@@ -561,7 +561,10 @@ def test_progress_and_a_thread_in_tqdm_write_do_not_deadlock() -> None:
 
 
 async def test_one_progress_shows_one_run_at_a_time(anyio_backend: str) -> None:
-    bars = Progress(io.StringIO())
+    """A second run that starts while the Progress shows one is refused, and the first
+    run's bars go on as if nothing happened."""
+    out = io.StringIO()
+    bars = Progress(out)
 
     @parallel_batch(items=lambda shared: range(2))
     async def work(i: int) -> None:
@@ -577,12 +580,79 @@ async def test_one_progress_shows_one_run_at_a_time(anyio_backend: str) -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
+        await anyio.sleep(0.01)
         tg.start_soon(run)
     assert len(refused) == 1  # the second run, at its start: the first one went on
     assert "already shows another run that has not ended" in str(refused[0])
-    assert "give each run its own Progress() (progress=True does)" in str(refused[0])
+    assert "Give each run its own Progress() (progress=True does)" in str(refused[0])
+    assert out.getvalue().splitlines() == [out.getvalue().splitlines()[0]]
+    assert out.getvalue().startswith("Flow/work: 100% 2/2 done, 0 failed")  # not stopped
     await Flow(work).run_async({}, on_event=bars)  # one after the other is fine
     assert bars.bars == {}
+
+
+def test_a_nested_run_with_the_same_progress_is_told_to_leave_on_event_out() -> None:
+    out = io.StringIO()
+    bars = Progress(out)
+
+    @batch(items=lambda shared: range(2))
+    def inner(i: int) -> int:
+        return i
+
+    @node
+    def step(shared: dict[str, Any]) -> None:
+        Flow(inner).run({}, on_event=bars)
+
+    with pytest.raises(FlowError, match="a run nested in a step of that run reports to it"):
+        Flow(step).run({}, on_event=bars)
+
+    @node
+    def quiet(shared: dict[str, Any]) -> None:
+        Flow(inner).run({})  # no on_event: its events reach the run around it
+
+    Flow(quiet).run({}, on_event=bars)
+    assert out.getvalue().startswith("Flow/inner: 100% 2/2 done, 0 failed")
+
+
+def test_tqdm_bars_with_a_plain_lock_do_not_hang() -> None:
+    """tqdm lets users swap in a non-reentrant lock: flowfn never holds it around tqdm."""
+    tqdm = pytest.importorskip("tqdm")
+    import threading
+
+    original = tqdm.tqdm.get_lock()
+    tqdm.tqdm.set_lock(threading.Lock())
+    finished = threading.Event()
+
+    @batch(items=lambda shared: range(3))
+    def work(i: int) -> int:
+        return i
+
+    def run() -> None:
+        Flow(work).run({}, on_event=Progress(Terminal(), renderer="tqdm"))
+        finished.set()
+
+    try:
+        threading.Thread(target=run, daemon=True).start()
+        assert finished.wait(10)
+    finally:
+        tqdm.tqdm.set_lock(original)
+
+
+def test_echo_with_tqdm_imported_leaves_multiprocessing_alone() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import multiprocessing, tqdm, flowfn\n"
+        "flowfn.echo('x')\n"
+        "multiprocessing.set_start_method('spawn')\n"
+        "print('start method free')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["x", "start method free"]
 
 
 def test_the_item_index_does_not_outlive_an_interrupted_item() -> None:

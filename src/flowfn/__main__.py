@@ -1,5 +1,5 @@
 """``python -m flowfn``: the ``flowfn`` command (see :mod:`flowfn._cli`)."""
 
-from ._cli import main
+from ._cli import command
 
-raise SystemExit(main())
+command()

@@ -41,7 +41,7 @@ from ._observers import EchoHandler, LinesAboveBars, LogObserver, RunSummary
 from ._pause import Paused
 from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
 
-__all__ = ["UsageError", "load_target", "main"]
+__all__ = ["UsageError", "command", "load_target", "main"]
 
 FORMATS = ("mermaid", "dot", "png", "svg", "pdf")
 _RENDERED = ("png", "svg", "pdf")  # drawn by Graphviz's dot into a file
@@ -62,6 +62,18 @@ _FILE_MODULE = "flowfn_target_"  # the module name a flow file is loaded under
 
 class UsageError(Exception):
     """A mistake in the command: reported as ``flowfn: error: ...`` and exit code 2."""
+
+
+def command() -> None:
+    """The ``flowfn`` program (console script and ``python -m flowfn``): :func:`main` with
+    the process's arguments, exiting with its code. Only the program, never an in-process
+    call of :func:`main`, lets a second Ctrl-C end the process at once."""
+    global _as_program
+    _as_program = True
+    raise SystemExit(main())
+
+
+_as_program = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +117,9 @@ def _wait_for_steps_in_threads() -> None:
                 stream.flush()
         os._exit(130)
 
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        signal.signal(signal.SIGINT, quit_now)
+    if _as_program:
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            signal.signal(signal.SIGINT, quit_now)
     busy = [
         thread
         for thread in threading.enumerate()

@@ -258,7 +258,10 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
             chunksize=options.pop("chunksize", None),
         )
         if options:
-            raise _unknown_options(self.name, options, _NODE_OPTIONS)
+            known: tuple[str, ...] = _NODE_OPTIONS
+            if self.kind != "parallel_batch":
+                known = tuple(o for o in known if o not in ("limit", "errors"))
+            raise _unknown_options(self.name, options, known)
         reads = [n for n, _ in self._work.inject if n in ("shared", "local")]
         if self._cache is not None and self._cache.key is None and reads:
             raise TypeError(
@@ -491,6 +494,9 @@ def _unknown_options(name: str, options: Any, known: Any) -> TypeError:
                 "max_retries=3 is retries=2); max_retries= is the node classes' option "
                 "(attempts in all)"
             )
+            continue
+        if option in ("limit", "errors"):
+            hints.append(f"{option}= is for @parallel_batch (items run at once)")
             continue
         close = difflib.get_close_matches(option, known, n=1)
         hints.append(f"{option}=: did you mean {close[0]}=?" if close else f"{option}=: unknown")

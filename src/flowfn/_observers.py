@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TextIO
 
@@ -132,22 +131,13 @@ class _Bar:
 Renderer = Literal["auto", "rich", "tqdm", "text"]
 
 # Guards the bars, the shared rich displays and _showing: events arrive on the thread that
-# runs the flow, but echo(), EchoHandler and prints come from any thread.
+# runs the flow (or its sub-flows' threads), echo() and prints from any thread. Never held
+# while text is handed to tqdm: a thread inside tqdm.write holds tqdm's lock when its
+# print reaches flowfn, and the two locks taken in both orders would deadlock.
 _lock = threading.RLock()
 
-
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """Hold ``_lock``; with tqdm loaded, hold its lock first. A worker thread inside
-    ``tqdm.write`` holds tqdm's lock when its print reaches flowfn, and flowfn calls into
-    tqdm under ``_lock``: one order for both locks, or they deadlock."""
-    tqdm = sys.modules.get("tqdm")
-    first = tqdm.tqdm.get_lock() if tqdm is not None and hasattr(tqdm, "tqdm") else _no_lock
-    with first, _lock:
-        yield
-
-
-_no_lock = contextlib.nullcontext()
+# A run refused at its start (this Progress shows another): its run_end is not ours.
+_refused: ContextVar[Progress | None] = ContextVar("flowfn_refused_progress", default=None)
 
 
 class Progress:
@@ -188,15 +178,16 @@ class Progress:
 
     def write(self, text: str) -> None:
         """Print ``text`` (a line) above the bars being drawn, and draw them again."""
-        with _locked():
-            if self._display is not None:
-                self._display.print(text)
-                return
-            if self.renderer == "tqdm" and self.bars:
-                from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        display = self._display
+        if display is not None:
+            display.print(text)  # under rich's own lock
+            return
+        if self.renderer == "tqdm" and self.bars:
+            from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-                tqdm.write(text, file=self.stream)
-                return
+            tqdm.write(text, file=self.stream)  # under tqdm's own lock, never flowfn's
+            return
+        with _lock:
             if self.tty and self.bars:
                 self.stream.write("\r\033[K")  # clear the bar's line, then put it back below
             self.stream.write(text + "\n")
@@ -206,7 +197,7 @@ class Progress:
             self.stream.flush()
 
     def __call__(self, event: Event) -> None:
-        with _locked():
+        with _lock:
             self._on(event)
 
     def _on(self, event: Event) -> None:
@@ -232,12 +223,17 @@ class Progress:
                 self._finish(event.where, finished, stopped=kind == "node_error")
         elif kind == "run_start":
             if self in _showing:
+                _refused.set(self)
                 raise FlowError(
                     f"{event.node}: this Progress already shows another run that has not "
-                    f"ended; give each run its own Progress() (progress=True does)"
+                    f"ended. Give each run its own Progress() (progress=True does); a run "
+                    f"nested in a step of that run reports to it without on_event="
                 )
             _showing.append(self)
         elif kind == "run_end":
+            if _refused.get() is self:  # the end of the run refused above: not ours
+                _refused.set(None)
+                return
             try:
                 for where, bar in list(self.bars.items()):  # stopped early: say so
                     self._finish(where, bar, stopped=True)
@@ -304,7 +300,7 @@ class Progress:
 class _RichDisplay:
     """One rich live display per stream, shared by the runs drawing bars on it. Running
     bars are drawn live; a finished one is printed above them, once, and leaves the live
-    area (so a long run does not pile up rows). Called under ``_locked()``."""
+    area (so a long run does not pile up rows). Called with ``_lock`` held."""
 
     _by_stream: ClassVar[dict[int, _RichDisplay]] = {}
 
@@ -409,11 +405,11 @@ _showing: list[Progress] = []
 
 def _drawing(stream: object = None) -> Progress | None:
     """The newest run's Progress drawing bars on a terminal right now (on ``stream``, if
-    given), if any."""
-    with _locked():
-        return next(
-            (p for p in reversed(_showing) if p._live() and stream in (None, p.stream)), None
-        )
+    given), if any. Takes no lock: a snapshot is enough to choose where a line goes."""
+    return next(
+        (p for p in reversed(list(_showing)) if p._live() and stream in (None, p.stream)),
+        None,
+    )
 
 
 def echo(*values: object, sep: str = " ") -> None:
@@ -437,27 +433,33 @@ class LinesAboveBars(io.TextIOBase):
         super().__init__()
         self.target = target
         self._partial = ""
+        self._partial_lock = threading.Lock()  # only around the buffer: never while writing
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        with _locked():
-            progress = _drawing()
+        written = len(text)
+        progress = _drawing()
+        with self._partial_lock:
             if progress is None:
-                self.target.write(self._partial + text)
-                self._partial = ""
-                return len(text)
-            *lines, self._partial = (self._partial + text).split("\n")
+                text, self._partial = self._partial + text, ""
+                lines = None
+            else:
+                *lines, self._partial = (self._partial + text).split("\n")
+        if lines is None:
+            self.target.write(text)
+        else:
             for line in lines:
-                progress.write(line)
-            return len(text)
+                progress.write(line)  # type: ignore[union-attr]
+        return written
 
     def flush(self) -> None:
-        with _locked():
-            if self._partial and _drawing() is None:
-                self.target.write(self._partial)
-                self._partial = ""
+        if _drawing() is None:
+            with self._partial_lock:
+                text, self._partial = self._partial, ""
+            if text:
+                self.target.write(text)
         self.target.flush()
 
     def isatty(self) -> bool:
