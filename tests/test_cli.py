@@ -390,11 +390,11 @@ def test_the_flowfn_command_is_installed() -> None:
     assert script.value == "flowfn._cli:command"
 
 
-def python_m_flowfn(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m flowfn ARGS`` in the repository, output captured as text."""
+def python_m_flowfn(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """``python -m flowfn ARGS`` in ``cwd`` (the repository), output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "flowfn", *args],
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         encoding="utf-8",
         timeout=60,
@@ -502,7 +502,7 @@ def test_plain_prints_go_above_the_bars_of_flowfn_run(tmp_path: Path) -> None:
 
 
 def test_lines_above_bars_writes_through_without_bars() -> None:
-    from flowfn._observers import LinesAboveBars
+    from flowfn._progress import LinesAboveBars
 
     target = io.StringIO()
     stream = LinesAboveBars(target)
@@ -523,14 +523,7 @@ def test_bytes_written_to_stdout_under_flowfn_run_reach_stderr(tmp_path: Path) -
         "    sys.stdout.buffer.write(b'raw bytes\\n')\n"
         "flow = Flow(step)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "flowfn", "run", "raw.py:flow"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = python_m_flowfn("run", "raw.py:flow", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["action"] is None  # stdout: the result alone
     assert done.stderr.splitlines() == ["text first", "raw bytes"]
@@ -640,14 +633,7 @@ def test_a_flow_ends_warning_points_at_the_node_when_the_cli_runs_the_flow(
         "flow = Flow(pick)\n"
     )
     (tmp_path / "typo.py").write_text(source)
-    done = subprocess.run(
-        [sys.executable, "-m", "flowfn", "run", "typo.py:flow"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = python_m_flowfn("run", "typo.py:flow", cwd=tmp_path)
     assert done.returncode == 0
     assert json.loads(done.stdout)["action"] == "serach"
     assert f"{tmp_path / 'typo.py'}:3: FlowEndsWarning: Flow ends: node 'pick'" in done.stderr

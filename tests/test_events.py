@@ -265,7 +265,7 @@ async def test_rich_draws_the_bars_on_a_terminal_when_installed(anyio_backend: s
     """rich comes with the test extra, so "auto" picks it on a terminal; prints and log lines
     go above its bars, a failed item is counted and the stopped bar keeps its last frame."""
     pytest.importorskip("rich")
-    from flowfn import EchoHandler, _observers, echo
+    from flowfn import EchoHandler, _progress, echo
 
     screen = Terminal()
     logger = logging.getLogger("test_events.rich")
@@ -295,7 +295,7 @@ async def test_rich_draws_the_bars_on_a_terminal_when_installed(anyio_backend: s
     assert "1 failed" in rows[-1]
     assert screen.cursor_shown()
     assert bars._display is None  # its display ended with the run
-    assert _observers._showing == []
+    assert _progress._showing == []
     logger.warning("after the run")  # no bars: straight to the handler's stream
     assert screen.getvalue().endswith("after the run\n")
 
@@ -458,7 +458,7 @@ async def test_a_cancelled_run_ends_its_rich_bars_and_shows_the_cursor(
 async def test_an_observer_that_raises_does_not_leave_bars_behind(anyio_backend: str) -> None:
     """Every observer gets every event: a Progress after a broken observer still ends."""
     pytest.importorskip("rich")
-    from flowfn import _observers
+    from flowfn import _progress
 
     screen = Terminal()
     seen: list[str] = []
@@ -478,7 +478,7 @@ async def test_an_observer_that_raises_does_not_leave_bars_behind(anyio_backend:
     assert seen[-1] == "run_end"
     assert screen.cursor_shown()
     assert bars._display is None
-    assert _observers._showing == []
+    assert _progress._showing == []
 
 
 async def test_two_runs_at_once_share_one_rich_display(anyio_backend: str) -> None:
@@ -529,7 +529,7 @@ def test_progress_and_a_thread_in_tqdm_write_do_not_deadlock() -> None:
     import threading
     import time
 
-    from flowfn._observers import LinesAboveBars
+    from flowfn._progress import LinesAboveBars
 
     screen = Terminal()
     bars = Progress(screen, renderer="tqdm")

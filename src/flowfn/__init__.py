@@ -18,9 +18,10 @@ from ._flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow, BatchFlow
 from ._limiter import Limiter
 from ._local import local
 from ._nodes import AsyncBatchNode, AsyncNode, AsyncParallelBatchNode, BaseNode, BatchNode, Node
-from ._observers import EchoHandler, LogObserver, NodeStats, Progress, RunSummary, echo
+from ._observers import LogObserver, NodeStats, RunSummary
 from ._pause import Paused, Question, ask
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
+from ._progress import EchoHandler, Progress, echo
 from ._remote import RemoteTraceback
 from ._store import (
     CheckpointStore,

@@ -37,8 +37,9 @@ from ._backend import BACKENDS
 from ._errors import FlowError
 from ._flows import Flow
 from ._nodes import BaseNode
-from ._observers import EchoHandler, LinesAboveBars, LogObserver, RunSummary
+from ._observers import LogObserver, RunSummary
 from ._pause import Paused
+from ._progress import EchoHandler, LinesAboveBars
 from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
 
 __all__ = ["UsageError", "command", "load_target", "main"]

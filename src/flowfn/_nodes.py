@@ -315,7 +315,7 @@ def _observers(
 ) -> events.Observer | Sequence[events.Observer] | None:
     if not progress:
         return on_event
-    from ._observers import Progress
+    from ._progress import Progress
 
     given = () if on_event is None else on_event if isinstance(on_event, Sequence) else (on_event,)
     return (*given, Progress())
