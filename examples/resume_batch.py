@@ -21,12 +21,8 @@ import anyio
 
 from flowfn import Flow, SQLiteStore, node, parallel_batch
 
-# One line per LLM call, beside the checkpoint file (so that runs at once keep apart).
+# One line per LLM call; main() puts it beside the checkpoint, so runs at once keep apart.
 CALLS = Path(tempfile.gettempdir(), "flowfn-resume-calls.log")
-
-
-def calls_log(db: str) -> Path:
-    return Path(db + ".calls.log")
 
 
 @node
@@ -54,7 +50,7 @@ flow = Flow(load)
 def main(backend: str = "asyncio", checkpoint: str | None = None) -> dict[str, Any]:
     global CALLS
     db = checkpoint or os.path.join(tempfile.mkdtemp(), "runs.db")
-    CALLS = calls_log(db)
+    CALLS = Path(db + ".calls.log")
     CALLS.unlink(missing_ok=True)
     child = subprocess.Popen([sys.executable, __file__, backend, "--child", db])
     while not os.path.exists(db) or sum(run.items for run in SQLiteStore(db).runs()) < 16:
@@ -74,7 +70,7 @@ def main(backend: str = "asyncio", checkpoint: str | None = None) -> dict[str, A
 
 if __name__ == "__main__":
     if "--child" in sys.argv:  # the first run, killed by the parent
-        CALLS = calls_log(sys.argv[3])
+        CALLS = Path(sys.argv[3] + ".calls.log")
         flow.run({}, backend=sys.argv[1], checkpoint=sys.argv[3], run_id="nightly")
     else:
         main(sys.argv[1] if len(sys.argv) > 1 else "asyncio")
