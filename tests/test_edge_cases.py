@@ -228,3 +228,18 @@ def test_wiring_warnings_point_at_the_users_line() -> None:
         a - "x" >> b
         a - "x" >> c
     assert [w.filename for w in caught] == [__file__, __file__]
+
+
+def test_a_half_imported_trio_is_no_running_trio(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another thread may be importing trio when a run starts: its module is there, half
+    made (no ``lowlevel`` yet), and this thread is inside no trio run."""
+    import sys
+    import types
+
+    from flowfn._backend import running_async_library
+
+    monkeypatch.setitem(sys.modules, "trio", types.ModuleType("trio"))
+    assert running_async_library() is None
+    shared: dict[str, Any] = {}
+    Flow(node(lambda shared: shared.update(ran=True), name="step")).run(shared)
+    assert shared == {"ran": True}

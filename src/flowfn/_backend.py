@@ -26,8 +26,10 @@ def running_async_library() -> str | None:
         pass
     else:
         return "asyncio"
-    trio = sys.modules.get("trio")
-    if trio is not None and trio.lowlevel.in_trio_run():
+    # While another thread still imports trio, its module is there half made; this thread
+    # cannot be inside a trio run then.
+    in_trio_run = getattr(getattr(sys.modules.get("trio"), "lowlevel", None), "in_trio_run", None)
+    if in_trio_run is not None and in_trio_run():
         return "trio"
     return None
 
