@@ -45,7 +45,7 @@ from collections.abc import (
     MutableMapping,
 )
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -55,7 +55,10 @@ from ._errors import FlowError, add_note, node_name
 from ._pause import Paused, PauseRequest, PauseRun, Question
 from ._store import CheckpointStore, Record, Saved
 
-__all__ = ["Journal", "current", "run_durable"]
+__all__ = ["Durability", "Journal", "current", "run_durable"]
+
+#: When a finished step or item counts as recorded (``run(durability=...)``).
+Durability = Literal["async", "sync"]
 
 #: Seconds between copies of the shared store while a batch flow's runs finish.
 PROGRESS_EVERY = 0.25
@@ -647,6 +650,7 @@ async def run_durable(
     *,
     target: str | None = None,
     answers: Mapping[str, Any] | None = None,
+    durability: Durability = "async",
 ) -> Any:
     """Run ``root`` recording into ``checkpoint``; resume ``run_id`` if it is there.
 
@@ -666,6 +670,12 @@ async def run_durable(
         run_id = uuid.uuid4().hex[:12]
     elif not isinstance(run_id, str) or not run_id:
         raise TypeError(f"{node_name(root)}: run_id must be a non-empty str, got {run_id!r}")
+    if durability not in ("async", "sync"):
+        raise ValueError(
+            f"{node_name(root)}: durability must be 'async' (records committed in groups as "
+            f"they come) or 'sync' (a step or item counts as finished once its record is "
+            f"committed), got {durability!r}"
+        )
     flow = root if isinstance(root, Flow) else Flow(root)
     shape = shape_of(flow)
     try:
@@ -676,9 +686,10 @@ async def run_durable(
             f"({type(exc).__name__}: {exc})"
         ) from exc
     target = target or getattr(store, "target", None)
+    meta = {"backend": backend_name(), "durability": durability}
     saved = await anyio.to_thread.run_sync(
         lambda: store.begin(
-            run_id, flow=node_name(root), shape=shape, initial=initial, target=target
+            run_id, flow=node_name(root), shape=shape, initial=initial, target=target, meta=meta
         )
     )
     journal: Journal | None = None
@@ -769,6 +780,13 @@ def _store(checkpoint: Any, root: Any) -> CheckpointStore:
         f"store (flowfn.SQLiteStore, or an object with begin/save/finish/release/runs and a "
         f"serializer), got {type(checkpoint).__name__}"
     )
+
+
+def backend_name() -> str:
+    """The backend this run is on: ``"asyncio"`` or ``"trio"``."""
+    import asyncio
+
+    return "asyncio" if asyncio._get_running_loop() is not None else "trio"
 
 
 def _plain_flows() -> tuple[type, ...]:

@@ -146,6 +146,7 @@ class BaseNode(_Generic[S]):
         checkpoint: Any = None,
         run_id: str | None = None,
         answers: Mapping[str, Any] | None = None,
+        durability: _journal.Durability | None = None,
     ) -> Any:
         """Run this node (a flow: the whole flow) and return its action.
 
@@ -160,17 +161,22 @@ class BaseNode(_Generic[S]):
         with the same ``run_id`` resumes the run where it stopped (see docs/durable.md). If a
         step asks for input (``flowfn.ask``), the run pauses and returns
         :class:`~flowfn.Paused`; ``answers`` ({question id: answer}) resumes it.
+        ``durability`` says when a finished step or item counts as recorded: ``"async"`` (the
+        default) commits records in groups as they come, off the event loop; ``"sync"`` lets
+        a step or item count as finished only once its record is committed, so that after a
+        crash only what was running runs again (docs/durable.md).
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
         with events.observing(_observers(on_event, progress), self), fresh_local():
-            if checkpoint is not None or run_id is not None or answers is not None:
+            if checkpoint is not None or run_id is not None or answers is not None or durability:
                 return start_event_loop(
                     self._run_durable,
                     shared,
                     checkpoint,
                     run_id,
                     answers,
+                    durability,
                     backend=backend,
                     who=node_name(self),
                 )
@@ -188,15 +194,18 @@ class BaseNode(_Generic[S]):
         checkpoint: Any,
         run_id: str | None,
         answers: Mapping[str, Any] | None = None,
+        durability: _journal.Durability | None = None,
     ) -> Any:
         from ._journal import run_durable
 
         if checkpoint is None:
             raise TypeError(
-                f"{node_name(self)}: run_id= and answers= name a run in a checkpoint; pass "
-                f"checkpoint= too"
+                f"{node_name(self)}: run_id=, answers= and durability= are about a run in a "
+                f"checkpoint; pass checkpoint= too"
             )
-        return await run_durable(self, shared, checkpoint, run_id, answers=answers)
+        return await run_durable(
+            self, shared, checkpoint, run_id, answers=answers, durability=durability or "async"
+        )
 
     async def run_async(
         self,
@@ -207,14 +216,15 @@ class BaseNode(_Generic[S]):
         checkpoint: Any = None,
         run_id: str | None = None,
         answers: Mapping[str, Any] | None = None,
+        durability: _journal.Durability | None = None,
     ) -> Any:
         """Run this node (a flow: the whole flow) in the current event loop; see :meth:`run`."""
         await _checkpoint()  # as every async call of trio and anyio is: cancelled, nothing runs
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
         with events.observing(_observers(on_event, progress), self), fresh_local():
-            if checkpoint is not None or run_id is not None or answers is not None:
-                return await self._run_durable(shared, checkpoint, run_id, answers)
+            if checkpoint is not None or run_id is not None or answers is not None or durability:
+                return await self._run_durable(shared, checkpoint, run_id, answers, durability)
             if not _journal._active:
                 return await self._run_async(shared)
             with _journal.detached():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
@@ -139,6 +139,9 @@ class Record(NamedTuple):
     count: int = 0  # type: ignore[assignment]  # a field, shadowing tuple.count
     node: str = ""
     expires: float | None = None  # a "cache" record: its key is in node, its value in shared
+    #: On the "progress" record written when a batch starts: how many items it has (None
+    #: when its items are pulled lazily and their number is not known).
+    total: int | None = None
 
 
 @dataclass
@@ -184,10 +187,19 @@ class CheckpointStore(Protocol):
     serializer: Serializer
 
     def begin(
-        self, run_id: str, *, flow: str, shape: str, initial: bytes, target: str | None
+        self,
+        run_id: str,
+        *,
+        flow: str,
+        shape: str,
+        initial: bytes,
+        target: str | None,
+        meta: Mapping[str, str] | None = None,
     ) -> Saved | None:
         """Claim ``run_id`` for this process until :meth:`release` (a ``FlowError`` if
-        another process or run holds it) and return what was saved, or None for a new run."""
+        another process or run holds it) and return what was saved, or None for a new run.
+        ``meta`` says how the run was started (``backend``, ``durability``), for resuming it
+        the same way."""
         ...
 
     def save(self, run_id: str, records: Sequence[Record]) -> None:
@@ -322,7 +334,14 @@ class SQLiteStore:
     # -- the protocol ----------------------------------------------------------------------
 
     def begin(
-        self, run_id: str, *, flow: str, shape: str, initial: bytes, target: str | None
+        self,
+        run_id: str,
+        *,
+        flow: str,
+        shape: str,
+        initial: bytes,
+        target: str | None,
+        meta: Mapping[str, str] | None = None,
     ) -> Saved | None:
         """Claim ``run_id`` with a lock file beside the database and return what was saved.
 
