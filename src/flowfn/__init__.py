@@ -15,6 +15,7 @@ from ._emit import FlowOutput, emit, emit_sync
 from ._errors import FlowEndsWarning, FlowError, other_errors
 from ._events import Event, EventKind, Observer
 from ._flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow, BatchFlow, Flow
+from ._journal import item_key
 from ._limiter import Limiter
 from ._local import local
 from ._nodes import AsyncBatchNode, AsyncNode, AsyncParallelBatchNode, BaseNode, BatchNode, Node
@@ -86,6 +87,7 @@ __all__ = [
     "echo",
     "emit",
     "emit_sync",
+    "item_key",
     "local",
     "map_ordered",
     "node",

@@ -28,7 +28,8 @@ the branches return end their branch: the Parallel node itself returns ``"defaul
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, MutableMapping
+import functools
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from types import EllipsisType
 from typing import Any, Literal
 
@@ -105,9 +106,12 @@ class Parallel(BaseNode):
         names = [node_name(b) for b in self.branches]
         if self.merge is None:
             owners: dict[Any, int] = {}
+            before: dict[Any, Any] = {}  # each key's value before a branch first wrote it
             stores: list[Any] = [
-                _BranchStore(shared, i, owners, names, node_name(self)) for i in range(len(names))
+                _BranchStore(shared, i, owners, before, names, node_name(self))
+                for i in range(len(names))
             ]
+            self._recorded_store = functools.partial(_finished_part, owners, before)
         else:
             stores = [self._copy(shared) for _ in self.branches]
 
@@ -193,6 +197,23 @@ class Parallel(BaseNode):
         return f"<Parallel {self.name!r} branches=[{inside}] successors={list(self.successors)}>"
 
 
+def _finished_part(
+    owners: dict[Any, int], before: dict[Any, Any], shared: Mapping[Any, Any], finished: set[int]
+) -> dict[Any, Any]:
+    """The shared store as the finished branches left it, without what unfinished ones
+    wrote so far: what a durable run records while branches run, so that a resumed branch
+    starts from the store it started from the first time."""
+    store = dict(shared)
+    for key, branch in list(owners.items()):
+        if branch not in finished:
+            value = before.get(key, _GONE)
+            if value is _GONE:
+                store.pop(key, None)
+            else:
+                store[key] = value
+    return store
+
+
 def _differs(new: Any, old: Any) -> bool:
     if new is old:
         return False
@@ -206,20 +227,23 @@ class _BranchStore(MutableMapping[Any, Any]):
     """The shared store as one branch sees it: reads and writes go through; a key set (or
     deleted) by two branches is an error naming both."""
 
-    __slots__ = ("_branch", "_names", "_owner", "_owners", "_shared")
+    __slots__ = ("_before", "_branch", "_names", "_owner", "_owners", "_shared")
 
     def __init__(
         self,
         shared: MutableMapping[Any, Any],
         branch: int,
         owners: dict[Any, int],
+        before: dict[Any, Any],
         names: list[str],
         owner: str,
     ) -> None:
-        self._shared, self._branch, self._owners = shared, branch, owners
+        self._shared, self._branch, self._owners, self._before = shared, branch, owners, before
         self._names, self._owner = names, owner
 
     def _claim(self, key: Any) -> None:
+        if key not in self._owners:
+            self._before[key] = self._shared.get(key, _GONE)
         first = self._owners.setdefault(key, self._branch)
         if first != self._branch:
             raise FlowError(

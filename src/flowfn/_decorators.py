@@ -461,6 +461,14 @@ class _ItemSteps(_Steps):
             return value
         return items.call(self, shared, (shared,))
 
+    @staticmethod
+    def _item_of(job: Any) -> Any:
+        """The item in a job (or the item itself, as the fast path hands it to the pool):
+        what a durable run fingerprints, never the shared store the job carries."""
+        if job.__class__ is tuple and len(job) == 4 and job[1].__class__ is tuple:
+            return job[1][0] if len(job[1]) == 1 else job[1]
+        return job
+
     def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | Batcher | None) -> Any:
         items = _batch_items(self, p, allow_async=True)
         kwargs = self._work.kwargs(self, shared)

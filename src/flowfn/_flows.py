@@ -271,7 +271,9 @@ class Flow(BaseNode[S]):
                 raise stray from exc
             finally:
                 _journal._where.reset(token)
-            journal.step_done(position, nodes, curr, last_action, shared)
+            ticket = journal.step_done(position, nodes, curr, last_action, shared)
+            if journal.sync:  # the step counts as finished once its record is on disk
+                await journal.until_committed(ticket)
             steps += 1
             node = self.get_next_node(curr, last_action)
         return last_action

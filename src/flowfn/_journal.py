@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import os
+import pickle
 import queue
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -43,6 +46,8 @@ from collections.abc import (
     Iterator,
     Mapping,
     MutableMapping,
+    Sequence,
+    Sized,
 )
 from contextvars import ContextVar
 from typing import Any, Literal
@@ -50,12 +55,13 @@ from typing import Any, Literal
 import anyio
 
 from . import _events as events
+from . import _local
 from ._cache import caching
 from ._errors import FlowError, add_note, node_name
 from ._pause import Paused, PauseRequest, PauseRun, Question
 from ._store import CheckpointStore, Record, Saved
 
-__all__ = ["Durability", "Journal", "current", "run_durable"]
+__all__ = ["Durability", "Journal", "current", "item_key", "run_durable"]
 
 #: When a finished step or item counts as recorded (``run(durability=...)``).
 Durability = Literal["async", "sync"]
@@ -140,67 +146,109 @@ def shape_of(flow: Any) -> str:
 
 
 class _Writer:
-    """The run's writer thread: saves what the loop hands it, in one transaction per batch
-    of records, and every ``PROGRESS_EVERY`` seconds collects the items that the batches
-    it watches finished meanwhile."""
+    """The run's writer thread, committing in groups: it takes everything queued (records,
+    and batches whose finished items wait), writes it in one transaction, and goes again at
+    once. Under load, commits batch themselves; at low rates each record is on disk within
+    one commit of being queued. There is no timer: only a batch flow whose store copies
+    cost more than a share of the run waits for its turn (``_Batch.next_flush``).
+
+    Every entry gets a ticket (a counter); ``committed`` is the highest ticket on disk, so a
+    step or item of a ``durability="sync"`` run waits until its ticket is committed.
+    """
 
     _STOP = object()
 
-    def __init__(self, store: CheckpointStore, run_id: str) -> None:
-        self.store, self.run_id = store, run_id
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    def __init__(
+        self, store: CheckpointStore, run_id: str, wake: Callable[[Callable[[], object]], None]
+    ) -> None:
+        self.store, self.run_id, self.wake = store, run_id, wake
+        self.queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self.error: BaseException | None = None
-        self.watched: set[_Batch] = set()
+        self.sent = 0  # tickets handed out (by the loop's thread)
+        self.committed = 0  # the highest ticket saved (by the writer thread)
+        self.busy = False  # taking entries or saving them
+        self.listening = 0  # steps or items of the loop waiting for a commit
+        # Held while the items of a batch are taken from its queue and serialised, so that
+        # the batch's end sees all of them taken or none.
         self.lock = threading.Lock()
+        self.done = threading.Condition()  # for sync batches waiting on the loop's thread
+        #: Batch flows with finished runs to record once the writer is free (or when due).
+        self.wanted: dict[_Batch, None] = {}
+        self.on_commit: Callable[[], object] = lambda: None
         self.thread = threading.Thread(
             target=self._loop, name=f"flowfn-checkpoint-{run_id}", daemon=True
         )
         self.thread.start()
 
-    def put(self, record: Record) -> None:
+    def put(self, entry: Any) -> int:
+        """Queue a record (or a batch whose items wait); returns its ticket."""
         if self.error is not None:
-            raise FlowError(
-                f"run {self.run_id!r}: saving the checkpoint failed: {self.error}"
-            ) from self.error
-        self.queue.put(record)
+            raise self.failed()
+        self.sent += 1
+        self.queue.put((self.sent, entry))
+        return self.sent
 
-    def watch(self, batch: _Batch) -> None:
-        with self.lock:
-            self.watched.add(batch)
-
-    def unwatch(self, batch: _Batch) -> None:
-        with self.lock:
-            self.watched.discard(batch)
+    def failed(self) -> FlowError:
+        error = FlowError(f"run {self.run_id!r}: saving the checkpoint failed: {self.error}")
+        error.__cause__ = self.error
+        return error
 
     def _loop(self) -> None:
         while True:
-            records = []
+            try:
+                entries = [self.queue.get(timeout=self._due())]
+            except queue.Empty:  # a batch flow's turn to record its runs has come
+                entries = []
+            self.busy = True
             with contextlib.suppress(queue.Empty):
-                records.append(self.queue.get(timeout=PROGRESS_EVERY))
-                while len(records) < 4096:
-                    records.append(self.queue.get_nowait())
-            stop = bool(records) and records[-1] is self._STOP
-            if stop:
-                records.pop()
+                while len(entries) < 4096:
+                    entries.append(self.queue.get_nowait())
+            stop, records = False, []
+            ticket = entries[-1][0] if entries else 0  # tickets come in order
             with self.lock:
-                for batch in self.watched:
-                    record = batch.drain()
-                    if record is not None:
-                        records.append(record)
+                for _, entry in entries:
+                    if entry is self._STOP:
+                        stop = True
+                    elif entry.__class__ is _Batch:
+                        record = entry.drain()
+                        if record is not None:
+                            records.append(record)
+                    else:
+                        records.append(entry)
             if records and self.error is None:
                 try:
                     self.store.save(self.run_id, records)
                 except BaseException as exc:
                     self.error = exc
+            if ticket:
+                self.committed = ticket  # (also after an error: the waiters then see it)
+            self.busy = False
+            self._tell()
             if stop:
                 close = getattr(self.store, "close", None)
                 if close is not None:
                     close()
                 return
 
+    def _due(self) -> float | None:
+        """Seconds until the first batch flow waiting for its turn may record, or None."""
+        wanted = list(self.wanted)
+        if not wanted:
+            return None
+        return max(0.0, min(batch.next_flush for batch in wanted) - time.monotonic())
+
+    def _tell(self) -> None:
+        """After a commit: wake whoever waits for one (the loop, sync batches)."""
+        if self.listening or self.wanted:
+            with contextlib.suppress(Exception):  # the loop has ended: nobody waits
+                self.wake(self.on_commit)
+        with self.done:
+            self.done.notify_all()
+
     def close(self) -> None:
         """Save what is queued and end the thread (blocks: call from a worker thread)."""
-        self.queue.put(self._STOP)
+        self.sent += 1
+        self.queue.put((self.sent, self._STOP))
         self.thread.join()
 
 
@@ -208,22 +256,38 @@ class Journal:
     """One durable run, as the walk and the batches see it (event loop thread only)."""
 
     def __init__(
-        self, store: CheckpointStore, run_id: str, saved: Saved | None, shared: Any
+        self,
+        store: CheckpointStore,
+        run_id: str,
+        saved: Saved | None,
+        shared: Any,
+        *,
+        root: Any,
+        durability: Durability = "async",
+        wake: Callable[[Callable[[], object]], None],
     ) -> None:
-        self.store, self.run_id, self.shared = store, run_id, shared
+        self.store, self.run_id, self.shared, self.root = store, run_id, shared, root
         self.dumps, self.loads = store.serializer.dumps, store.serializer.loads
-        self.writer = _Writer(store, run_id)
+        self.sync = durability == "sync"
+        self.writer = _Writer(store, run_id, wake)
+        self.writer.on_commit = self._committed
+        self._commit: anyio.Event | None = None
         last = saved.last if saved is not None else None
         self.seq = 1 if last is None else last.seq + 1
         self.resume: Record | None = last
-        self.finished_items = saved.items if saved is not None else {}
-        # Items of batches that ended, not serialised yet: the step around each batch is
-        # about to be recorded, which makes them moot; they are saved only if it fails.
-        self.unsaved: dict[tuple[int, ...], _Batch] = {}
+        self.resumed_from = last
+        # Resuming inside a batch: its prep runs again, then the store is put back as the
+        # latest record of that batch has it (what finished runs wrote survives the prep).
+        self.restore_at = last.position if last is not None and not last.done else None
+        self.finished_items = _load_items(store, saved)
         self._cached: dict[str, tuple[float | None, bytes]] = {}  # kept during this run
         self.answers: dict[str, Any] = {}  # to the questions of flowfn.ask(), by id
         self.names: dict[tuple[int, ...], str] = {}  # the node of each step, by place
         self._graphs: dict[int, _Graph] = {}
+        # The run's scratch dict, whose `written` says which into= node wrote which key,
+        # and where (node indices) each into= node that ran is: recorded with each step.
+        self.scratch = _local._scratch.get()
+        self.writers: dict[int, tuple[int, ...]] = {}
 
     # -- the walk --------------------------------------------------------------------------
 
@@ -253,10 +317,12 @@ class Journal:
         node: Any,
         action: Any,
         shared: Any,
-    ) -> None:
+    ) -> int:
+        """Record a finished step; returns the record's ticket (see :meth:`until_committed`)."""
+        if getattr(node, "into", None) is not None:
+            self.writers[id(node._work)] = nodes
         blob = self.snapshot(shared, node)
-        self.unsaved.pop(position, None)  # the finished step makes its items moot
-        self.writer.put(
+        return self.writer.put(
             Record(
                 "step",
                 self._next(),
@@ -265,8 +331,51 @@ class Journal:
                 action if action is None or isinstance(action, str) else repr(action),
                 blob,
                 node=node_name(node),
+                owners=self.owners(),
             )
         )
+
+    def owners(self) -> str | None:
+        """Which ``into=`` node (by its node indices) wrote which key of the store, as JSON."""
+        written = getattr(self.scratch, "written", None)
+        if not written:
+            return None
+        import json
+
+        paths = {
+            key: self.writers[id(writer)]
+            for key, (writer, _) in written.items()
+            if id(writer) in self.writers and isinstance(key, str)
+        }
+        return json.dumps(paths) if paths else None
+
+    def restore_owners(self, owners: str | None, shared: Any) -> None:
+        """After the store was restored: the ``into=`` nodes that wrote its keys may write
+        them again (a loop back to them), as in the run that was interrupted."""
+        if not owners or not isinstance(self.scratch, _local.Scratch):
+            return
+        import json
+
+        written: dict[str, tuple[object, object]] = {}
+        for key, path in json.loads(owners).items():
+            node = self._node_at(path)
+            if node is not None and key in shared:
+                self.writers[id(node._work)] = tuple(path)
+                written[key] = (node._work, shared[key])
+        self.scratch.written = written
+
+    def _node_at(self, path: list[int]) -> Any:
+        node: Any = None
+        start = getattr(self.root, "start_node", None)
+        for index in path:
+            if start is None:
+                return None
+            nodes = self.graph(start).nodes
+            if index >= len(nodes):
+                return None
+            node = nodes[index]
+            start = getattr(node, "start_node", None)
+        return node if getattr(node, "_work", None) is not None else None
 
     def snapshot(self, shared: Any, node: Any) -> bytes:
         for _ in range(3):
@@ -299,112 +408,206 @@ class Journal:
         self._cached[key] = (expires, blob)
         self.writer.put(Record("cache", 0, (), shared=blob, node=key, expires=expires))
 
-    def save_unsaved(self) -> None:
-        """The run stops: save the items of batches whose step did not finish."""
-        for batch in self.unsaved.values():
-            with contextlib.suppress(Exception):
-                record = batch.drain(last=True)
-                if record is not None:
-                    self.writer.put(record)
-        self.unsaved.clear()
-
     def _next(self) -> int:
         self.seq += 1
         return self.seq - 1
 
+    # -- waiting for the disk (durability="sync") ------------------------------------------
+
+    def _committed(self) -> None:
+        """On the loop's thread, after each commit that someone waits for."""
+        event, self._commit = self._commit, None
+        if event is not None:
+            event.set()
+        for batch in list(self.writer.wanted):
+            batch.flush_when_due()
+
+    async def until_committed(self, ticket: int) -> None:
+        """Wait until the record with ``ticket`` is on disk."""
+        writer = self.writer
+        while writer.committed < ticket:
+            await self.next_commit(ticket)
+        if writer.error is not None:
+            raise writer.failed()
+
+    async def next_commit(self, ticket: int | None = None) -> None:
+        """Wait for the writer's next commit (at once if ``ticket`` is committed by then)."""
+        writer = self.writer
+        if self._commit is None:
+            self._commit = anyio.Event()
+        event = self._commit
+        writer.listening += 1  # before the test: a commit after it wakes this wait
+        try:
+            if ticket is None or writer.committed < ticket:
+                await event.wait()
+        finally:
+            writer.listening -= 1
+
+    def until_committed_sync(self, ticket: int) -> None:
+        """:meth:`until_committed`, blocking (sync batches on the loop's thread)."""
+        writer = self.writer
+        with writer.done:
+            writer.done.wait_for(lambda: writer.committed >= ticket)
+        if writer.error is not None:
+            raise writer.failed()
+
     # -- batches ---------------------------------------------------------------------------
 
-    def batch(self, node: Any) -> _Batch:
+    def batch(self, node: Any, items: Any) -> _Batch:
+        """The record of the batch starting here. Fresh: its start is recorded (the store
+        as the batch's prep left it, how many items). Resumed: the store is put back as
+        its latest record has it, whatever the prep, which ran again, did to it."""
         position, nodes = _where.get()
-        return _Batch(self, node, position, nodes)
+        batch = _Batch(self, node, position, nodes)
+        if self.restore_at == position:
+            self.restore_at = None
+            self.restore(self.shared)
+        else:
+            total = len(items) if isinstance(items, Sized) else None
+            self.writer.put(
+                Record(
+                    "progress",
+                    self._next(),
+                    position,
+                    nodes,
+                    None,
+                    self.snapshot(self.shared, node),
+                    done=False,
+                    node=node_name(node),
+                    owners=self.owners(),
+                    total=total,
+                )
+            )
+        return batch
+
+    def restore(self, shared: Any) -> None:
+        """Put the store back as the record this run resumes from has it."""
+        if self.resumed_from is None or self.resumed_from.shared is None:
+            return
+        restored = load_saved(self.store, self.resumed_from.shared, "the saved shared store")
+        shared.clear()
+        shared.update(restored)
+        self.restore_owners(self.resumed_from.owners, shared)
 
 
 class _Batch:
     """The items of one batch of a durable run: which are finished, and recording more.
 
-    A batch of functions queues each finished item; the writer thread collects the queue
-    every ``PROGRESS_EVERY`` seconds, and the batch's end collects the rest (on the loop's
-    thread, before post sees the results). A batch flow's finished runs are recorded with a
-    copy of the shared store, taken on the loop's thread.
+    A batch of functions queues each finished item (index, job, result) and tells the writer
+    when its queue was empty, so the writer takes the items in its next commit; the batch's
+    end takes the rest (on the loop's thread, before post sees the results, so that post's
+    changes to them are never what a resume gets). A batch flow's finished runs write to the
+    shared store: they are recorded with a copy of it, taken on the loop's thread whenever
+    the writer is free (and, with ``durability="async"``, at most every 3 copy-times).
+    Each item is recorded with a fingerprint of it, so that a resume whose items moved is
+    refused instead of pairing results with the wrong items.
     """
 
     __slots__ = (
-        "__weakref__",
         "asked",
+        "closed",
         "done",
         "error",
+        "finished_count",
         "flows",
+        "flushes",
+        "indices",
+        "item_of",
+        "jobs",
         "journal",
-        "last_flush",
+        "next_flush",
         "node",
         "nodes",
         "pending",
         "position",
-        "queue",
+        "prints",
+        "ran",
+        "recorded",
+        "results",
+        "signalled",
     )  # fmt: skip
 
     def __init__(
         self, journal: Journal, node: Any, position: tuple[int, ...], nodes: tuple[int, ...]
     ) -> None:
         self.journal, self.node, self.position, self.nodes = journal, node, position, nodes
-        self.done: dict[int, Any] = {}
-        for chunk in journal.finished_items.get(position, ()):
-            indices, results = journal.loads(chunk)
-            self.done.update(zip(indices, results, strict=True))
+        self.done, self.prints = journal.finished_items.get(position, ({}, {}))
         # A batch flow's runs, and item functions that take `shared`, write to the shared
         # store: their items are recorded with a copy of it.
         self.flows = hasattr(node, "start_node") or _takes_shared(node)
-        self.pending: list[tuple[int, Any]] = []  # a batch flow's finished runs
-        self.queue: collections.deque[tuple[int, Any]] = collections.deque()
-        self.last_flush = time.monotonic()
+        self.item_of: Callable[[Any], Any] | None = getattr(node, "_item_of", None)
+        # A batch of functions' finished items, not taken by the writer yet.
+        self.indices: collections.deque[int] = collections.deque()
+        self.jobs: collections.deque[Any] = collections.deque()
+        self.results: collections.deque[Any] = collections.deque()
+        self.signalled = False  # the writer has been told of the queue (and not taken it yet)
+        self.closed = False  # ended: the writer takes nothing more from it
+        self.pending: list[tuple[int, Any, Any]] = []  # a batch flow's runs, not sent yet
+        self.ran: set[int] = set()  # a batch flow's runs finished in this process
+        self.finished_count = 0
+        self.flushes: collections.deque[tuple[int, int]] = collections.deque()
+        self.recorded = 0  # a batch flow's runs known to be on disk
+        self.next_flush = 0.0
         self.error: Exception | None = None  # raised when the batch ends
         self.asked: list[Question] = []  # questions of items that paused
-        if not self.flows:
-            journal.writer.watch(self)
 
-    def finished(self, index: int, result: Any) -> None:
-        """Item ``index`` succeeded with ``result`` (never raises: errors wait for the end)."""
-        if not self.flows:
-            self.queue.append((index, result))
-            return
-        self.pending.append((index, result))
-        if time.monotonic() - self.last_flush >= PROGRESS_EVERY:
-            try:
-                self.flush()
-            except Exception as exc:
-                if self.error is None:
-                    self.error = exc
+    # -- batches of functions --------------------------------------------------------------
 
-    def paused(self, index: int, request: PauseRequest) -> None:
-        """Item ``index`` asked for input: the batch goes on, the run pauses at its end."""
-        q = request.question
-        self.asked.append(Question(q.id, q.payload, node_name(self.node), index))
+    def record(self, index: int, job: Any, result: Any) -> int:
+        """Item ``index`` (``job``) succeeded with ``result``: the pool's hot path. Three
+        queues rather than a tuple per item: a million live tuples cost the garbage
+        collector more than the rest of the recording. The writer is told only when it has
+        taken everything queued before; returns a ticket, or 0."""
+        self.indices.append(index)
+        self.jobs.append(job)
+        self.results.append(result)
+        if self.signalled:
+            return 0
+        self.signalled = True
+        return self.journal.writer.put(self)
 
-    def drain(self, last: bool = False) -> Record | None:
-        """The items finished since the last drain, as a record: by the writer thread while
-        the batch runs, by the loop's thread (``last``) once nothing else drains it."""
-        queue = self.queue
-        if last:
-            pairs = list(queue)
-            queue.clear()
-        else:  # the loop may append meanwhile: take only what is there now
-            take = queue.popleft
-            pairs = [take() for _ in range(len(queue))]
-        if not pairs:
+    def record_now(self, index: int, job: Any, result: Any) -> int:
+        """:meth:`record`, with a ticket of its own to wait for (``durability="sync"``)."""
+        self.record(index, job, result)
+        return self.journal.writer.put(self)
+
+    def drain(self) -> Record | None:
+        """The items finished since the last drain, as a record (the writer's thread)."""
+        self.signalled = False  # before taking: an item queued after this is told again
+        if self.closed:
             return None
-        blob, count = self._serialise(pairs)
+        return self._items_record(self._take())
+
+    def _take(self) -> list[tuple[Any, ...]]:
+        # The loop appends to results last: the other two hold at least as many.
+        count = len(self.results)
+        return [
+            tuple(itertools.starmap(column.popleft, _nothing(count)))
+            for column in (self.indices, self.jobs, self.results)
+        ]
+
+    def _items_record(self, columns: list[tuple[Any, ...]]) -> Record | None:
+        if not columns[0]:
+            return None
+        blob, count = self._serialise(*columns)
         if not count:
             return None
         return Record("items", 0, self.position, items=blob, count=count)
 
-    def _serialise(self, pairs: list[tuple[int, Any]]) -> tuple[bytes, int]:
-        """The finished items as one blob, and how many it holds: an item whose result
-        cannot be saved is left out (it runs again on resume), with a warning."""
+    def _serialise(
+        self, indices: Sequence[int], jobs: Sequence[Any], results: Sequence[Any]
+    ) -> tuple[bytes, int]:
+        """The finished items as one blob (``[indices, results, fingerprints]``), and how
+        many it holds: an item whose result cannot be saved is left out (it runs again on
+        resume), with a warning."""
+        items = jobs if self.item_of is None else list(map(self.item_of, jobs))
+        # Ints are their own fingerprints: a batch over range(n) costs no hashing.
+        prints = items if set(map(type, items)) == {int} else list(map(_fingerprint, items))
         try:
-            return self.journal.dumps(_columns(pairs)), len(pairs)
+            return self.journal.dumps([indices, results, prints]), len(indices)
         except Exception as exc:
-            kept = [(i, result) for i, result in pairs if _saveable(self.journal, result)]
-            left = sorted({i for i, _ in pairs} - {i for i, _ in kept})
+            keep = [n for n, result in enumerate(results) if _saveable(self.journal, result)]
+            left = sorted(set(indices) - {indices[n] for n in keep})
             warnings.warn(
                 f"{node_name(self.node)!r}: the results of items {left[:10]} cannot be saved "
                 f"in the checkpoint ({type(exc).__name__}: {exc}), so a resumed run runs "
@@ -412,20 +615,57 @@ class _Batch:
                 RuntimeWarning,
                 stacklevel=2,
             )
-            if not kept:
+            if not keep:
                 return b"", 0
-            return self.journal.dumps(_columns(kept)), len(kept)
+            columns = [[column[n] for n in keep] for column in (indices, results, prints)]
+            return self.journal.dumps(columns), len(keep)
+
+    def track(self, index: int) -> list[Any]:
+        """A pool worker's cell for :func:`item_key`: ``[batch, index of its item]``."""
+        cell = [self, index]
+        _item.set(cell)
+        return cell
+
+    # -- batch flows -----------------------------------------------------------------------
+
+    def finished_run(self, index: int, item: Any, result: Any) -> int:
+        """A batch flow's run ``index`` finished (never raises: errors wait for the end);
+        returns how many runs have, to wait for with :meth:`until_recorded`."""
+        self.pending.append((index, item, result))
+        self.ran.add(index)
+        self.finished_count += 1
+        try:
+            self.flush_when_due()
+        except Exception as exc:
+            if self.error is None:
+                self.error = exc
+        return self.finished_count
+
+    def flush_when_due(self) -> None:
+        """Record the finished runs now if the writer is free (and, with "async", the last
+        copy of the store was long enough ago); else once it is."""
+        writer = self.journal.writer
+        if self.closed or not self.pending:
+            writer.wanted.pop(self, None)
+            return
+        if writer.busy or (not self.journal.sync and time.monotonic() < self.next_flush):
+            writer.wanted[self] = None
+            return
+        self.flush()
 
     def flush(self) -> None:
         """Send a batch flow's finished runs to the writer, with the shared store."""
+        journal = self.journal
+        journal.writer.wanted.pop(self, None)
         if not self.pending:
             return
+        started = time.monotonic()
         pending, self.pending = self.pending, []
-        self.last_flush = time.monotonic()
-        journal = self.journal
-        items, count = self._serialise(pending)
-        blob = journal.snapshot(journal.shared, self.node)
-        journal.writer.put(
+        items, count = self._serialise(*zip(*pending, strict=True))
+        view = getattr(self.node, "_recorded_store", None)
+        shared = journal.shared if view is None else view(journal.shared, self.ran | set(self.done))
+        blob = journal.snapshot(shared, self.node)
+        ticket = journal.writer.put(
             Record(
                 "progress",
                 journal._next(),
@@ -437,8 +677,56 @@ class _Batch:
                 items=items if count else None,
                 count=count,
                 node=node_name(self.node),
+                owners=journal.owners(),
             )
         )
+        self.flushes.append((ticket, self.finished_count))
+        now = time.monotonic()
+        self.next_flush = now + 3 * (now - started)  # copies take at most a quarter
+
+    async def until_recorded(self, count: int) -> None:
+        """Wait until the first ``count`` finished runs are on disk (``"sync"``)."""
+        journal = self.journal
+        while self._recorded() < count:
+            self.flush_when_due()
+            await journal.next_commit(self.flushes[0][0] if self.flushes else None)
+        if journal.writer.error is not None:
+            raise journal.writer.failed()
+
+    def until_recorded_sync(self, count: int) -> None:
+        self.flush()
+        if self.flushes:
+            self.journal.until_committed_sync(self.flushes[-1][0])
+        self._recorded()
+
+    def _recorded(self) -> int:
+        committed, flushes = self.journal.writer.committed, self.flushes
+        while flushes and flushes[0][0] <= committed:
+            self.recorded = flushes.popleft()[1]
+        return self.recorded
+
+    # -- every batch -----------------------------------------------------------------------
+
+    def paused(self, index: int, request: PauseRequest) -> None:
+        """Item ``index`` asked for input: the batch goes on, the run pauses at its end."""
+        q = request.question
+        self.asked.append(Question(q.id, q.payload, node_name(self.node), index))
+
+    def check(self, index: int, job: Any) -> None:
+        """Refuse a resume whose item ``index`` is not the one recorded at that index."""
+        recorded = self.prints.get(index, _UNKNOWN)
+        if recorded is _UNKNOWN or recorded is None:
+            return
+        item = job if self.item_of is None else self.item_of(job)
+        if _fingerprint(item) != recorded:
+            raise FlowError(
+                f"node {node_name(self.node)!r}: item {index} is not the item that was there "
+                f"when the run was recorded (now {_short(item)}); items are matched to their "
+                f"saved results by position, so the items moved since (a source that "
+                f"changed, or came out in another order). Make the items come out as they "
+                f"did (store the list in the shared store in an earlier step), or start a "
+                f"new run_id"
+            )
 
     def end(self, failed: bool) -> None:
         """Record what finished (on the loop's thread, before post sees the results); after
@@ -446,22 +734,94 @@ class _Batch:
         if self.asked and not failed:
             self.end(failed=True)  # record what finished, as when the batch stops
             raise PauseRun(self.asked)
+        writer = self.journal.writer
         try:
             if self.flows:
                 self.flush()
             else:
-                self.journal.writer.unwatch(self)
-                if failed:
-                    record = self.drain(last=True)
-                    if record is not None:
-                        self.journal.writer.put(record)
-                else:  # left for the step's record, which makes them moot
-                    self.journal.unsaved[self.position] = self
+                with writer.lock:  # the writer is not serialising any of them now
+                    self.closed = True
+                    columns = self._take()
+                record = self._items_record(columns)
+                if record is not None:
+                    writer.put(record)
         except Exception:
             if not failed:
                 raise
+        finally:
+            self.closed = True
+            writer.wanted.pop(self, None)
         if not failed and self.error is not None:
             raise self.error
+
+
+_UNKNOWN = object()
+
+
+def _nothing(count: int) -> Iterator[tuple[()]]:
+    """``count`` empty argument tuples: ``starmap(f, _nothing(n))`` calls ``f()`` n times in C."""
+    return itertools.repeat((), count)
+
+
+def _fingerprint(item: Any) -> Any:
+    """A value that differs, but for chance, between two different items, and is the same
+    for an item made again the same way in another process: ints as they are, text by
+    CRC-32, anything else by the CRC-32 of its pickle (None if it has none)."""
+    cls = item.__class__
+    if cls is int:
+        return item
+    if cls is str:
+        return zlib.crc32(item.encode("utf-8", "surrogatepass"))
+    try:
+        return -1 - zlib.crc32(pickle.dumps(item, protocol=5))
+    except Exception:
+        return None
+
+
+def _short(item: Any) -> str:
+    text = repr(item)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _load_items(
+    store: CheckpointStore, saved: Saved | None
+) -> dict[tuple[int, ...], tuple[dict[int, Any], dict[int, Any]]]:
+    """The finished items of every batch, loaded when the run begins (a damaged chunk is
+    an error before any step runs): {position: ({index: result}, {index: fingerprint})}."""
+    found: dict[tuple[int, ...], tuple[dict[int, Any], dict[int, Any]]] = {}
+    if saved is None:
+        return found
+    for position, chunks in saved.items.items():
+        results: dict[int, Any] = {}
+        prints: dict[int, Any] = {}
+        for chunk in chunks:
+            columns = load_saved(store, chunk, f"the items of the batch at step {position}")
+            try:
+                indices = columns[0]
+                results.update(zip(indices, columns[1], strict=True))
+                if len(columns) > 2:
+                    prints.update(zip(indices, columns[2], strict=True))
+            except (TypeError, ValueError, IndexError, KeyError) as exc:
+                raise FlowError(
+                    f"checkpoint {_where_saved(store)}: the items of the batch at step "
+                    f"{list(position)} are damaged ({type(exc).__name__}: {exc}); resume it "
+                    f"with the flowfn that wrote it, or start a new run_id"
+                ) from None
+        found[position] = (results, prints)
+    return found
+
+
+def load_saved(store: CheckpointStore, blob: bytes, what: str) -> Any:
+    """``store.serializer.loads(blob)``, or a ``FlowError`` naming the file and ``what``."""
+    try:
+        return store.serializer.loads(blob)
+    except Exception as exc:
+        raise FlowError(
+            f"checkpoint {_where_saved(store)}: {what} cannot be read "
+            f"({type(exc).__name__}: {exc}); the file is damaged or was not written by "
+            f"flowfn with the {store.serializer.name!r} serializer. Resume it with the "
+            f"serializer it was written with, or start a new run_id"
+        ) from None
 
 
 def _takes_shared(node: Any) -> bool:
@@ -469,11 +829,6 @@ def _takes_shared(node: Any) -> bool:
         return True
     work = getattr(node, "_work", None)
     return work is not None and any(name == "shared" for name, _ in work.inject)
-
-
-def _columns(pairs: list[tuple[int, Any]]) -> list[list[Any]]:
-    """``[[indices], [results]]``: half the size and time of a list of pairs."""
-    return [[index for index, _ in pairs], [result for _, result in pairs]]
 
 
 def _saveable(journal: Journal, value: Any) -> bool:
@@ -484,24 +839,66 @@ def _saveable(journal: Journal, value: Any) -> bool:
     return True
 
 
+# The batch item whose code runs, for item_key(): a cell [batch, index] (a pool worker keeps
+# one, and moves its index from item to item).
+_item: ContextVar[list[Any] | None] = ContextVar("flowfn_durable_item", default=None)
+
+
+def item_key() -> str:
+    """An idempotency key for the step or batch item whose code calls it, to hand to a
+    service that deduplicates requests by such a key (payments, many LLM and e-mail APIs).
+
+    The key names the run, the step's place and node, and the item's index:
+    ``"nightly/2/summarise/17"``. It is the same for every attempt of that item (retries
+    included) and for the same item when the run resumes after a crash, so a call that was
+    in flight when the process died is not paid twice where the service deduplicates; it
+    differs between items, steps, runs, and visits of a loop to the same node.
+
+    Raises :class:`~flowfn.FlowError` outside a durable run (``checkpoint=``): without a
+    run id there is nothing that makes the key stable across crashes.
+    """
+    current = _item.get()
+    if current is not None:
+        batch, index = current
+        run_id, position, name = batch.journal.run_id, batch.position, node_name(batch.node)
+        return f"{run_id}/{'.'.join(map(str, position))}/{name}/{index}"
+    journal = _journal.get() if _active else None
+    if journal is None:
+        raise FlowError(
+            "flowfn.item_key() names an item of a durable run, stable across resumes: call "
+            "it from a step of a run with checkpoint= (and run_id=)"
+        )
+    position, _ = _where.get()
+    return f"{journal.run_id}/{'.'.join(map(str, position))}/{journal.step_name(position)}"
+
+
 def wrap_batch(
     batch: _Batch, fn: Callable[[Any], Awaitable[Any]], items: Iterable[Any] | AsyncIterable[Any]
 ) -> tuple[Callable[[tuple[int, Any]], Awaitable[Any]], Any]:
-    """``fn`` and ``items`` for a durable batch: items numbered, finished ones skipped."""
-    done, finished = batch.done, batch.finished
+    """``fn`` and ``items`` for a durable batch: items numbered, finished ones skipped
+    (once their fingerprint matches), each finished one recorded."""
+    done, journal = batch.done, batch.journal
+    sync = journal.sync
 
     if not batch.flows:  # the items are functions: nothing inside them walks a flow
 
         async def run_function(pair: tuple[int, Any]) -> Any:
-            index, item = pair
+            index, job = pair
             if done and index in done:  # finished before: its recorded result
+                batch.check(index, job)
                 return done[index]
+            token = _item.set([batch, index])
             try:
-                result = await fn(item)
+                result = await fn(job)
             except PauseRequest as request:
                 batch.paused(index, request)
                 return None
-            finished(index, result)
+            finally:
+                _item.reset(token)
+            if sync:
+                await journal.until_committed(batch.record_now(index, job, result))
+            else:
+                batch.record(index, job, result)
             return result
 
         return run_function, _numbered(items)
@@ -509,16 +906,21 @@ def wrap_batch(
     async def run_flow(pair: tuple[int, Any]) -> Any:
         index, item = pair
         if done and index in done:
+            batch.check(index, item)
             return done[index]
-        token = _journal.set(None)  # a run is redone whole: nothing inside is recorded
+        # A run is redone whole: nothing inside is recorded.
+        token, key = _journal.set(None), _item.set([batch, index])
         try:
             result = await fn(item)
         except PauseRequest as request:
             batch.paused(index, request)
             return None
         finally:
+            _item.reset(key)
             _journal.reset(token)
-        finished(index, result)
+        count = batch.finished_run(index, item, result)
+        if sync:
+            await batch.until_recorded(count)
         return result
 
     return run_flow, _numbered(items)
@@ -527,21 +929,31 @@ def wrap_batch(
 def wrap_batch_sync(
     journal: Journal, node: Any, fn: Callable[[Any], Any], items: Iterable[Any]
 ) -> tuple[Callable[[tuple[int, Any]], Any], Iterable[tuple[int, Any]], _Batch]:
-    batch = journal.batch(node)
+    batch = journal.batch(node, items)
 
     def run(pair: tuple[int, Any]) -> Any:
         index, item = pair
         if index in batch.done:
+            batch.check(index, item)
             return batch.done[index]
-        token = _journal.set(None)
+        token, key = _journal.set(None), _item.set([batch, index])
         try:
             result = fn(item)
         except PauseRequest as request:
             batch.paused(index, request)
             return None
         finally:
+            _item.reset(key)
             _journal.reset(token)
-        batch.finished(index, result)
+        if not batch.flows:
+            if journal.sync:
+                journal.until_committed_sync(batch.record_now(index, item, result))
+            else:
+                batch.record(index, item, result)
+        else:
+            count = batch.finished_run(index, item, result)
+            if journal.sync:
+                batch.until_recorded_sync(count)
         return result
 
     return run, enumerate(items), batch
@@ -552,21 +964,21 @@ async def durable(
     node: Any,
     fn: Callable[[Any], Awaitable[Any]],
     items: Iterable[Any] | AsyncIterable[Any],
-    runner: Callable[[Any, Any, Any, Any], Awaitable[list[Any]]],
+    runner: Callable[..., Awaitable[list[Any]]],
     *,
     reports: bool,
 ) -> list[Any]:
-    """``runner(fn, items, record)`` (the batch), with finished items recorded and, on
-    resume, the recorded ones not run again. A runner that ``reports`` calls
-    ``record(index, result)`` for each item that succeeded (the pool does), so a fresh
-    batch of functions needs no wrapper around each item."""
-    batch = journal.batch(node)
+    """``runner(fn, items, record, paused, track)`` (the batch), with finished items
+    recorded and, on resume, the recorded ones not run again. A runner that ``reports``
+    calls ``record((index, item, result))`` for each item that succeeded (the pool does), so
+    a fresh batch of functions needs no wrapper around each item; see ``_run_pool``."""
+    batch = journal.batch(node, items)
     try:
-        if reports and not batch.done and not batch.flows:
-            results = await runner(fn, items, batch.queue.append, batch.paused)
+        if reports and not batch.done and not batch.flows and not journal.sync:
+            results = await runner(fn, items, batch.record, batch.paused, batch.track)
         else:
             run, numbered = wrap_batch(batch, fn, items)
-            results = await runner(run, numbered, None, None)
+            results = await runner(run, numbered, None, None, None)
     except BaseException:
         batch.end(failed=True)
         raise
@@ -700,7 +1112,13 @@ async def run_durable(
             shared.update(restored)
             if saved.status == "done":  # nothing left to do: the store and result it gave
                 return _finished(store, saved, shared)
-        journal = Journal(store, run_id, saved, shared)
+        from ._remote import _waker
+
+        journal = Journal(
+            store, run_id, saved, shared, root=flow, durability=durability, wake=_waker()
+        )
+        if saved is not None and saved.last is not None:
+            journal.restore_owners(saved.last.owners, shared)
         watch = events.current()
         if saved is not None and watch is not None:
             watch.emit("resume", root)  # this run goes on from a saved one
@@ -723,7 +1141,6 @@ async def run_durable(
         return result
     except (PauseRequest, PauseRun) as pause:
         assert journal is not None
-        journal.save_unsaved()
         questions = pause.questions if isinstance(pause, PauseRun) else [pause.question]
         with anyio.CancelScope(shield=True):
             waiting = _waiting(store, questions, journal.answers)
@@ -731,7 +1148,6 @@ async def run_durable(
         return Paused(run_id, questions)
     except BaseException as exc:
         if journal is not None:
-            journal.save_unsaved()
             status = "failed" if isinstance(exc, Exception) else "interrupted"
             with anyio.CancelScope(shield=True):
                 await _end(store, run_id, journal, status, f"{type(exc).__name__}: {exc}", None)

@@ -178,7 +178,7 @@ async def each(
     checkpoint: once the batch is cancelled, no further item starts."""
     if _journal._active and node is not None and (journal := _journal.current()) is not None:
 
-        async def one_by_one(fn: Any, items: Any, record: Any, paused: Any) -> list[Any]:
+        async def one_by_one(fn: Any, items: Any, *hooks: Any) -> list[Any]:
             return await _each(fn, items, where, node)
 
         return await _journal.durable(journal, node, fn, items, one_by_one, reports=False)
@@ -264,8 +264,8 @@ async def map_ordered(
     limit, errors = check_limit(limit, where), check_errors(errors, where)
     if _journal._active and node is not None and (journal := _journal.current()) is not None:
 
-        async def pool(fn: Any, items: Any, record: Any, paused: Any) -> list[Any]:
-            return await _map_ordered(fn, items, limit, where, errors, node, record, paused)
+        async def pool(fn: Any, items: Any, *hooks: Any) -> list[Any]:
+            return await _map_ordered(fn, items, limit, where, errors, node, *hooks)
 
         return await _journal.durable(journal, node, fn, items, pool, reports=True)
     return await _map_ordered(fn, items, limit, where, errors, node)
@@ -278,13 +278,14 @@ async def _map_ordered(
     where: str,
     errors: Errors,
     node: object | None,
-    record: Callable[[tuple[int, Any]], None] | None = None,
+    record: Callable[[int, Any, Any], object] | None = None,
     paused: Callable[[int, Any], None] | None = None,
+    track: Callable[[int], list[Any]] | None = None,
 ) -> list[R]:
     results: list[Any] = []
     started = time.perf_counter()
     seen = _batch_events(node, items)
-    await _run_pool(fn, items, limit, where, errors, results, None, seen, record, paused)
+    await _run_pool(fn, items, limit, where, errors, results, None, seen, record, paused, track)
     _batch_done(node, started)
     return BatchResults(results) if errors == "collect" else results
 
@@ -298,14 +299,17 @@ async def _run_pool(
     results: list[Any] | None,
     emit: Callable[[int, Any], Awaitable[None]] | None = None,
     seen: events.ItemEvents | None = None,
-    record: Callable[[tuple[int, Any]], None] | None = None,
+    record: Callable[[int, Any, Any], object] | None = None,
     paused: Callable[[int, Any], None] | None = None,
+    track: Callable[[int], list[Any]] | None = None,
 ) -> None:
     """The pool behind :func:`map_ordered` and :func:`stream`. Each result goes to its
     slot in ``results`` (slots are made as items are pulled) or, without ``results``, to
-    ``await emit(index, result)`` (the stream's backpressure); ``record((index, result))``
-    is told of each item that succeeded (a durable run records it), and ``paused(index,
-    request)`` of each item that asked for input (the batch goes on without it).
+    ``await emit(index, result)`` (the stream's backpressure); ``record(index, item,
+    result)`` is told of each item that succeeded (a durable run records it), ``paused(index,
+    request)`` of each item that asked for input (the batch goes on without it), and
+    ``track(index)``, called once per worker, gives a cell whose second place the worker
+    keeps at the index of the item it runs (``flowfn.item_key()`` reads it).
 
     Workers start only when they are needed: the task that owns the task group starts
     one, and the rest (up to ``limit``) once every running worker waits inside an item.
@@ -445,6 +449,7 @@ async def _run_pool(
 
             async def awork(index: int, item: T) -> None:
                 nonlocal busy, wake
+                cell = None if track is None else track(index)
                 while True:
                     token = None if seen is None else seen.start(index)
                     busy += 1
@@ -468,7 +473,7 @@ async def _run_pool(
                         if seen is not None:
                             seen.end(index, token)
                         if record is not None:
-                            record((index, value))
+                            record(index, item, value)
                     if results is not None:
                         results[index] = value
                     elif emit is not None:
@@ -479,6 +484,8 @@ async def _run_pool(
                     if pair is None:
                         return
                     index, item = pair
+                    if cell is not None:
+                        cell[1] = index
                     if not index & 63 and (pool_cancelled() or not index & _YIELD_ITEMS_MASK):
                         await checkpoint()  # as in ``work``
 
@@ -514,6 +521,7 @@ async def _run_pool(
                 # pull inlined. Sharing one loop (a pull function per item) measured 1.45x
                 # slower on a million no-op items, so the two stay apart on purpose.
                 nonlocal pulled, busy, wake, exhausted
+                cell = None if track is None else track(index)
                 while True:
                     token = None if seen is None else seen.start(index)
                     busy += 1
@@ -537,7 +545,7 @@ async def _run_pool(
                         if seen is not None:
                             seen.end(index, token)
                         if record is not None:
-                            record((index, value))
+                            record(index, item, value)
                     if results is not None:
                         results[index] = value
                     elif emit is not None:
@@ -554,6 +562,8 @@ async def _run_pool(
                         return
                     index = pulled
                     pulled += 1
+                    if cell is not None:
+                        cell[1] = index
                     if index >= reserved:  # once per _CHUNK items: slots for the next ones
                         reserve()
                         if pool_cancelled() or not index & _YIELD_ITEMS_MASK:

@@ -13,6 +13,7 @@ JSON for plain data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -142,6 +143,9 @@ class Record(NamedTuple):
     #: On the "progress" record written when a batch starts: how many items it has (None
     #: when its items are pulled lazily and their number is not known).
     total: int | None = None
+    #: On "step" and "progress" records: which ``into=`` node wrote which key of the store
+    #: (JSON: {key: node indices}), so that a loop back to that node may write it again.
+    owners: str | None = None
 
 
 @dataclass
@@ -232,7 +236,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS steps (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, position TEXT NOT NULL, nodes TEXT NOT NULL,
-    node TEXT NOT NULL, action TEXT, done INTEGER NOT NULL, shared BLOB,
+    node TEXT NOT NULL, action TEXT, done INTEGER NOT NULL, shared BLOB, owners TEXT,
     PRIMARY KEY (run_id, seq)
 );
 CREATE TABLE IF NOT EXISTS items (
@@ -329,6 +333,10 @@ class SQLiteStore:
                 f"and this flowfn reads format {FORMAT}; finish its runs with the flowfn "
                 f"that wrote it, or start afresh in a new file"
             )
+        columns = {row[1] for row in db.execute("PRAGMA table_info(steps)")}
+        if "owners" not in columns:  # written before into= owners were recorded
+            with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                _retry_busy(lambda: db.execute("ALTER TABLE steps ADD COLUMN owners TEXT"))
         return db
 
     # -- the protocol ----------------------------------------------------------------------
@@ -369,12 +377,12 @@ class SQLiteStore:
             saved = Saved(run_id, status, saved_shape, serializer, FORMAT, saved_initial)
             saved.detail = detail
             last = db.execute(
-                "SELECT seq, position, nodes, node, action, done, shared FROM steps "
+                "SELECT seq, position, nodes, node, action, done, shared, owners FROM steps "
                 "WHERE run_id=? ORDER BY seq DESC LIMIT 1",
                 (run_id,),
             ).fetchone()
             if last is not None:
-                seq, position, nodes, node, action, done, shared = last
+                seq, position, nodes, node, action, done, shared, owners = last
                 saved.last = Record(
                     "step" if done else "progress",
                     seq,
@@ -384,6 +392,7 @@ class SQLiteStore:
                     shared,
                     bool(done),
                     node=node,
+                    owners=owners,
                 )
             for batch, results in db.execute(
                 "SELECT batch, results FROM items WHERE run_id=? ORDER BY chunk", (run_id,)
@@ -415,6 +424,7 @@ class SQLiteStore:
                         record.action,
                         int(record.done),
                         record.shared,
+                        record.owners,
                     )
                 )
                 latest = max(latest, record.seq)
@@ -434,7 +444,9 @@ class SQLiteStore:
                 )
             if steps:
                 db.executemany(
-                    "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?)", steps
+                    "INSERT OR REPLACE INTO steps (run_id, seq, position, nodes, node, action, "
+                    "done, shared, owners) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    steps,
                 )
                 # Only the latest shared store is needed to resume; older ones are history.
                 db.execute(
