@@ -2,8 +2,9 @@
 
     python benchmarks/durable.py [--repeat 5]
 
-Two workloads, on asyncio and trio, each measured in a fresh process (alternating with
-and without, medians), the event loop warmed up before timing:
+Two workloads, on asyncio and trio, each measured in a fresh process (alternating without a
+checkpoint, with ``durability="async"`` and with ``durability="sync"``; medians), the event
+loop warmed up before timing:
 
 * 100,000 no-op items in a parallel batch (limit 1000): time and peak memory;
 * 5,000 runs of a 3-step sub-flow in a parallel batch flow, each step awaiting
@@ -63,16 +64,21 @@ def subflows_flow() -> Flow:
     return Flow(fan)
 
 
-def measure_one(workload: str, durable: bool, backend: str) -> dict[str, float]:
-    """Runs in the child: one timed run, its seconds and the process's peak memory."""
+def measure_one(workload: str, mode: str, backend: str) -> dict[str, float]:
+    """Runs in the child: one timed run, its seconds and the process's peak memory.
+    ``mode``: "none" (no checkpoint), or the run's ``durability=`` ("async", "sync")."""
     flow = items_flow() if workload == "items" else subflows_flow()
 
     async def main() -> float:
         await anyio.sleep(0)
         folder = tempfile.mkdtemp()
         started = time.perf_counter()
-        if durable:
-            await flow.run_async({}, checkpoint=os.path.join(folder, "runs.db"))
+        if mode != "none":
+            await flow.run_async(
+                {},
+                checkpoint=os.path.join(folder, "runs.db"),
+                durability=mode,  # type: ignore[arg-type]
+            )
         else:
             await flow.run_async({})
         return time.perf_counter() - started
@@ -83,8 +89,8 @@ def measure_one(workload: str, durable: bool, backend: str) -> dict[str, float]:
     return {"seconds": seconds, "mb": peak}
 
 
-def measure(workload: str, durable: bool, backend: str) -> dict[str, float]:
-    command = [sys.executable, __file__, "--child", workload, str(int(durable)), backend]
+def measure(workload: str, mode: str, backend: str) -> dict[str, float]:
+    command = [sys.executable, __file__, "--child", workload, mode, backend]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
@@ -95,27 +101,32 @@ def main() -> None:
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        workload, durable, backend = args.child
-        print(json.dumps(measure_one(workload, durable == "1", backend)))
+        workload, mode, backend = args.child
+        print(json.dumps(measure_one(workload, mode, backend)))
         return
     print(f"checkpoint cost, median of {args.repeat} fresh processes each\n")
-    print("| workload | backend | without | with checkpoint | ratio | peak memory with |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| workload | backend | without | durability=\"async\" | ratio | "
+        "durability=\"sync\" | ratio | peak memory with |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for workload, label in (
         ("items", "100k no-op items, parallel batch"),
         ("subflows", "5k x 3-step sub-flows, parallel batch flow"),
     ):
         for backend in ("asyncio", "trio"):
-            plain, durable, memory = [], [], []
-            for _ in range(args.repeat):  # alternating, so drift hits both alike
-                plain.append(measure(workload, False, backend)["seconds"])
-                result = measure(workload, True, backend)
-                durable.append(result["seconds"])
-                memory.append(result["mb"])
-            p, d = statistics.median(plain), statistics.median(durable)
+            times: dict[str, list[float]] = {"none": [], "async": [], "sync": []}
+            memory = []
+            for _ in range(args.repeat):  # alternating, so drift hits all alike
+                for mode, seconds in times.items():
+                    result = measure(workload, mode, backend)
+                    seconds.append(result["seconds"])
+                    if mode != "none":
+                        memory.append(result["mb"])
+            p, a, s = (statistics.median(times[mode]) for mode in ("none", "async", "sync"))
             print(
-                f"| {label} | {backend} | {p * 1000:.0f} ms | {d * 1000:.0f} ms | "
-                f"{d / p:.2f}x | {max(memory):.0f} MB |"
+                f"| {label} | {backend} | {p * 1000:.0f} ms | {a * 1000:.0f} ms | "
+                f"{a / p:.2f}x | {s * 1000:.0f} ms | {s / p:.2f}x | {max(memory):.0f} MB |"
             )
 
 

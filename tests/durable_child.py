@@ -2,6 +2,8 @@
 
     python durable_child.py DB RUN_ID LOG BACKEND [--kill-at N] [--fail-at N] [--slow]
 
+``--slow`` holds the squares until a file named ``release`` appears beside LOG.
+
 Every step and item appends a line to LOG before it works; with ``--kill-at N`` the
 process kills itself (SIGKILL) on the Nth line, with ``--fail-at N`` that call raises.
 On success the final shared store is printed as JSON.
@@ -46,7 +48,11 @@ def start(shared: dict[str, Any]) -> None:
 @parallel_batch(items=lambda shared: range(shared["n"]), into="squares", limit=3)
 async def square(i: int) -> int:
     log(f"square {i}")
-    await anyio.sleep(0.3 if args.slow else 0.002)
+    if args.slow:  # held until the test lets it go (a file named "release" beside LOG)
+        with anyio.move_on_after(60):
+            while not Path(args.log).with_name("release").exists():
+                await anyio.sleep(0.02)
+    await anyio.sleep(0.002)
     return i * i
 
 

@@ -153,6 +153,7 @@ def test_two_processes_resuming_one_run_one_proceeds_the_other_is_refused(
     assert second.returncode == 1
     assert "FlowError: run 'run-1'" in second.stdout
     assert "is running in another process" in second.stdout
+    (tmp_path / "release").touch()
     out, _ = slow.communicate(timeout=120)
     assert slow.returncode == 0
     assert json.loads(out) == EXPECTED

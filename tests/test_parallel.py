@@ -113,8 +113,9 @@ async def test_items_are_pulled_lazily_at_most_limit_ahead(anyio_backend: str) -
 async def test_no_limit_runs_every_item_at_once(anyio_backend: str) -> None:
     tracker = Tracker()
     n = DEFAULT_LIMIT + 50
-    # Items wait long enough for the pool to start every worker (1050 task starts).
-    await Squares(tracker, dict.fromkeys(range(n), 0.1), limit=None).run_async(
+    # Items wait long enough for the pool to start every worker (1050 task starts, which
+    # took over 0.1 s on a loaded 2-core machine).
+    await Squares(tracker, dict.fromkeys(range(n), 0.5), limit=None).run_async(
         {"numbers": range(n)}
     )
     assert tracker.peak == n
