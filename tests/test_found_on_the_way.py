@@ -51,3 +51,56 @@ def test_a_refused_append_merge_leaves_the_store_as_it_was_in_a_sync_flow() -> N
     with pytest.raises(FlowError, match="merge='append'"):
         Flow(Parallel(sets_a, scores, merge="append")).run(shared)
     assert shared == {"log": [], "score": 0}
+
+
+# -- 18: the consumer's exception is what `async with flow.stream(...)` raises ----------------
+
+
+@pytest.mark.anyio
+async def test_a_consumers_exception_survives_a_failing_clean_up_of_the_flow() -> None:
+    import anyio
+
+    from flowfn import emit, other_errors
+
+    @node
+    async def talk(shared: dict[str, Any]) -> None:
+        try:
+            await emit("hello")
+            await anyio.sleep_forever()
+        finally:
+            raise RuntimeError("clean-up failed")
+
+    async def consume() -> None:
+        async with AsyncFlow(talk).stream({}) as output:
+            async for value in output:
+                assert value == "hello"
+                raise ValueError("the consumer failed")
+
+    with pytest.raises(ValueError, match="the consumer failed") as caught:
+        await consume()
+    (other,) = other_errors(caught.value)
+    assert isinstance(other, RuntimeError)
+    assert str(other) == "clean-up failed"
+    assert any("RuntimeError: clean-up failed" in n for n in caught.value.__notes__)
+
+
+@pytest.mark.anyio
+async def test_a_flows_own_failure_is_still_raised_from_a_stream() -> None:
+    from flowfn import emit, other_errors
+
+    @node
+    async def fails(shared: dict[str, Any]) -> None:
+        await emit(1)
+        raise KeyError("the flow failed")
+
+    seen: list[Any] = []
+
+    async def consume() -> None:
+        async with AsyncFlow(fails).stream({}) as output:
+            async for value in output:
+                seen.append(value)
+
+    with pytest.raises(KeyError, match="the flow failed") as caught:
+        await consume()
+    assert seen == [1]
+    assert other_errors(caught.value) == ()
