@@ -3,11 +3,20 @@ stream, an unpicklable result on Dask, option errors of batch flows, OpenTelemet
 
 from __future__ import annotations
 
+import sys
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Executor
 from typing import Any
 
+import anyio
+import cloudpickle
 import pytest
 
-from flowfn import AsyncFlow, Flow, FlowError, Parallel, node
+from flowfn import AsyncFlow, Flow, FlowError, Parallel, node, parallel_batch
+
+# The Dask workers cannot import this module: its functions travel by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 # -- 17: a merge= that fails changes nothing --------------------------------------------------
 
@@ -58,8 +67,6 @@ def test_a_refused_append_merge_leaves_the_store_as_it_was_in_a_sync_flow() -> N
 
 @pytest.mark.anyio
 async def test_a_consumers_exception_survives_a_failing_clean_up_of_the_flow() -> None:
-    import anyio
-
     from flowfn import emit, other_errors
 
     @node
@@ -104,3 +111,92 @@ async def test_a_flows_own_failure_is_still_raised_from_a_stream() -> None:
         await consume()
     assert seen == [1]
     assert other_errors(caught.value) == ()
+
+
+# -- 19: on Dask, a result that cannot be pickled fails its own item ------------------------
+
+
+@pytest.fixture(scope="module")
+def dask_executor() -> Iterator[Executor]:
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+    client = Client(cluster, set_as_default=False)
+    try:
+        yield client.get_executor()
+    finally:
+        client.close()
+        cluster.close()
+
+
+def lock_for_two(x: int) -> Any:
+    return threading.Lock() if x == 2 else x
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("chunksize", [1, 3])
+async def test_a_result_dask_cannot_send_back_fails_only_its_item(
+    dask_executor: Executor, chunksize: int
+) -> None:
+    step = parallel_batch(
+        items="xs", into="out", errors="collect", workers=dask_executor, chunksize=chunksize
+    )(lock_for_two)
+    shared: dict[str, Any] = {"xs": [0, 1, 2, 3]}
+    with anyio.fail_after(120):  # today's bug is a hang: fail instead of waiting for ever
+        await AsyncFlow(step).run_async(shared)
+    out = shared["out"]
+    assert [out[0], out[1], out[3]] == [0, 1, 3]
+    assert isinstance(out[2], FlowError)
+    assert "node 'lock_for_two': the function returned a lock" in str(out[2])
+    assert "cannot be pickled" in str(out[2])
+
+
+# -- 21: the option errors of @batch(flow=...) and @parallel_batch(flow=...) name the function
+
+
+@node
+def cook(shared: dict[str, Any]) -> None:
+    pass
+
+
+def make_orders(shared: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"order": i} for i in range(3)]
+
+
+@pytest.mark.parametrize("decorator", ["batch", "parallel_batch"])
+@pytest.mark.parametrize(
+    ("option", "error", "says"),
+    [
+        ({"wait": -1}, ValueError, "wait must be a finite number >= 0, got -1"),
+        ({"wait": "1s"}, TypeError, "wait must be a finite number >= 0, got '1s'"),
+        ({"retries": -1}, ValueError, "retries must be an int >= 0, got -1"),
+        ({"retries": "2"}, TypeError, "retries must be an int >= 0, got '2'"),
+        ({"into": 3}, TypeError, "into= must be a key"),
+        ({"overwrite": "yes"}, TypeError, "overwrite= is True"),
+        ({"name": 3}, TypeError, "name= is the node's name"),
+        ({"workers": "gpu"}, ValueError, "workers must be 'thread'"),
+        ({"workers": "process"}, TypeError, "runs the function returning the param dicts"),
+    ],
+)
+def test_batch_flow_option_errors_name_the_decorated_function(
+    decorator: str, option: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    import flowfn
+
+    decorate = getattr(flowfn, decorator)(flow=Flow(cook), **option)
+    with pytest.raises(error, match=f"^make_orders: .*{says}"):
+        decorate(make_orders)
+
+
+@pytest.mark.parametrize(
+    ("option", "error", "says"),
+    [
+        ({"limit": 0}, ValueError, "limit must be a positive int"),
+        ({"errors": "ignore"}, ValueError, "errors must be 'fail_fast' or 'collect'"),
+    ],
+)
+def test_parallel_batch_flow_option_errors_name_the_decorated_function(
+    option: dict[str, Any], error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error, match=f"^make_orders: {says}"):
+        parallel_batch(flow=Flow(cook), **option)(make_orders)
