@@ -200,3 +200,135 @@ def test_parallel_batch_flow_option_errors_name_the_decorated_function(
 ) -> None:
     with pytest.raises(error, match=f"^make_orders: {says}"):
         parallel_batch(flow=Flow(cook), **option)(make_orders)
+
+
+# -- 22: OTelObserver makes each step's and item's span current while its code runs ---------
+
+
+def otel_tracer() -> tuple[Any, Any]:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer("test"), exporter
+
+
+def parents_and_traces(exporter: Any) -> tuple[dict[str, str | None], set[int]]:
+    """Each span's name with its parent's name, and the trace ids of all spans."""
+    spans = exporter.get_finished_spans()
+    by_id = {span.context.span_id: span for span in spans}
+    parents = {s.name: (by_id[s.parent.span_id].name if s.parent else None) for s in spans}
+    return parents, {span.context.trace_id for span in spans}
+
+
+@pytest.mark.anyio
+async def test_spans_a_step_or_item_starts_nest_under_its_span() -> None:
+    from opentelemetry import trace
+
+    from flowfn.otel import OTelObserver
+
+    tracer, exporter = otel_tracer()
+
+    @node
+    async def load(shared: dict[str, Any]) -> None:
+        with tracer.start_as_current_span("user load"):
+            await anyio.sleep(0)
+        shared["xs"] = [0, 1]
+
+    @node
+    def check(shared: dict[str, Any]) -> None:  # sync: runs in a worker thread
+        with tracer.start_as_current_span("user check"):
+            pass
+
+    @parallel_batch(items="xs", into="ys")
+    async def fetch(x: int) -> int:
+        with tracer.start_as_current_span(f"user fetch {x}"):
+            await anyio.sleep(0.001 * (2 - x))  # the items overlap
+        return x
+
+    @node
+    async def cook(shared: dict[str, Any], order: int) -> None:
+        with tracer.start_as_current_span(f"user cook {order}"):
+            await anyio.sleep(0)
+
+    @parallel_batch(flow=Flow(cook))
+    def orders(shared: dict[str, Any]) -> list[dict[str, int]]:
+        with tracer.start_as_current_span("user orders"):
+            return [{"order": 0}, {"order": 1}]
+
+    load >> check >> fetch >> orders
+    flow = AsyncFlow(load)
+    flow.name = "shop"
+    with tracer.start_as_current_span("caller") as caller:
+        await flow.run_async({}, on_event=OTelObserver(tracer))
+        assert trace.get_current_span() is caller  # the run leaves nothing current behind
+    assert not trace.get_current_span().get_span_context().is_valid
+
+    parents, traces = parents_and_traces(exporter)
+    assert len(traces) == 1
+    assert parents["flowfn run shop"] == "caller"
+    assert parents["user load"] == "node shop/load"
+    assert parents["user check"] == "node shop/check"
+    assert parents["user fetch 0"] == "item shop/fetch[0]"
+    assert parents["user fetch 1"] == "item shop/fetch[1]"
+    assert parents["user orders"] == "node shop/orders"
+    assert parents["user cook 1"] == "node shop/orders[1]/Flow/cook"
+
+
+def test_spans_a_step_starts_nest_under_it_in_a_sync_flow() -> None:
+    from opentelemetry import trace
+
+    from flowfn import batch
+    from flowfn.otel import OTelObserver
+
+    tracer, exporter = otel_tracer()
+
+    @node
+    def load(shared: dict[str, Any]) -> None:
+        with tracer.start_as_current_span("user load"):
+            shared["xs"] = [0, 1]
+
+    @batch(items="xs", into="ys")
+    def double(x: int) -> int:
+        with tracer.start_as_current_span(f"user double {x}"):
+            return 2 * x
+
+    load >> double
+    Flow(load).run({}, on_event=OTelObserver(tracer))
+    assert not trace.get_current_span().get_span_context().is_valid
+
+    parents, traces = parents_and_traces(exporter)
+    assert len(traces) == 1
+    assert parents["user load"] == "node Flow/load"
+    assert parents["user double 1"] == "item Flow/double[1]"
+
+
+@pytest.mark.anyio
+async def test_a_failed_run_leaves_no_span_current(caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry import trace
+
+    from flowfn.otel import OTelObserver
+
+    tracer, exporter = otel_tracer()
+
+    waiting: list[int] = []
+
+    @parallel_batch(items="xs", into="ys")
+    async def fails(x: int) -> int:
+        if x == 0:
+            while len(waiting) < 2:  # the others are running: the failure cancels them
+                await anyio.sleep(0)
+            raise KeyError("item 0")
+        waiting.append(x)
+        await anyio.sleep_forever()
+        return x
+
+    with pytest.raises(KeyError):
+        await AsyncFlow(fails).run_async({"xs": [0, 1, 2]}, on_event=OTelObserver(tracer))
+    assert not trace.get_current_span().get_span_context().is_valid
+    assert "Failed to detach context" not in caplog.text
+    parents, _ = parents_and_traces(exporter)
+    assert parents["item AsyncFlow/fails[1]"] == "batch AsyncFlow/fails"  # ended by the run
