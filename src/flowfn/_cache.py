@@ -1,7 +1,7 @@
 """Caching a step's results across runs: ``@node(cache=Cache(...))``.
 
 A cached function's result is kept in the run's checkpoint store under a key made of the
-node, the function's name and code (see :func:`code_fingerprint`), ``Cache(version=...)`` and
+node, the function's name and code (see ``code_fingerprint``), ``Cache(version=...)`` and
 its arguments (or what ``key=`` makes of them). A later call with the same key (in this run
 or any later run on the same store) returns the kept result instead of calling the function,
 until ``ttl`` seconds have passed. On batches the key is per item.
@@ -45,7 +45,9 @@ class Cache:
     ``ttl`` is how many seconds a result stays good (None: for ever). ``version`` (a str or
     an int) is part of every key: change it to drop the kept results when something the key
     does not follow has changed (a helper the function calls, a global, a library, a model).
-    The key follows the function's own code by itself: see :func:`code_fingerprint`.
+    The key follows the function's own code by itself: its bytecode, constants, the names
+    it uses, its defaults and the functions written inside it (comments and line numbers do
+    not count).
     ``cache=True`` is ``Cache()``.
     """
 
