@@ -18,8 +18,8 @@ error (on the item's span for a batch item); a failed step, item or run has stat
 and the exception recorded. A batch stopped by a failure ends with its node, and whatever a
 failure or a cancellation left open ends with the run, with ``flowfn.stopped`` set.
 
-While a step's or an item's code runs, its span is the current span (so are the run's
-span around the run), on asyncio and trio alike, also in the worker threads that run sync
+While a step's or an item's code runs, its span is the current span (and the run's span
+around the whole run), on asyncio and trio alike, also in the worker threads that run sync
 functions: spans that code starts itself (an instrumented HTTP client, an LLM SDK,
 ``tracer.start_as_current_span``) nest under it, in the run's trace. Functions sent to
 other processes (``workers="process"``, Dask, Ray) do not see it.
