@@ -34,7 +34,7 @@ from types import EllipsisType
 from typing import Any, Literal
 
 from . import _journal
-from ._errors import FlowError, node_name
+from ._errors import FlowError, add_note, node_name
 from ._nodes import BaseNode
 from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
 
@@ -151,6 +151,9 @@ class Parallel(BaseNode):
             ) from exc
 
     def _merge_back(self, shared: MutableMapping[Any, Any], copies: list[Any]) -> None:
+        """Write what the branches changed into ``shared``: every key is merged first, and
+        only then written, so a merge that fails (a rule refused, a ``merge=`` function
+        raising) leaves ``shared`` as it was before the branches ran."""
         original = dict(shared)
         changes: list[dict[Any, Any]] = []
         for store in copies:
@@ -160,13 +163,23 @@ class Parallel(BaseNode):
             changed.update({k: _GONE for k in original if k not in store})
             changes.append(changed)
         keys = [k for change in changes for k in change]
+        merged: dict[Any, Any] = {}
         for key in dict.fromkeys(keys):  # each key once, in the order the branches changed them
             values = [change[key] for change in changes if key in change]
-            merged = self._merged(key, original.get(key, _GONE), values)
-            if merged is _GONE:
+            try:
+                merged[key] = self._merged(key, original.get(key, _GONE), values)
+            except Exception as exc:
+                add_note(
+                    exc,
+                    f"flowfn: merging shared[{key!r}] after the branches of {self.name!r} "
+                    f"failed; the shared store was left as it was before them",
+                )
+                raise
+        for key, value in merged.items():
+            if value is _GONE:
                 shared.pop(key, None)
             else:
-                shared[key] = merged
+                shared[key] = value
 
     def _merged(self, key: Any, original: Any, values: list[Any]) -> Any:
         if self.merge == "update":
@@ -190,7 +203,10 @@ class Parallel(BaseNode):
                 merged.extend(value[len(start) :])
             return merged
         assert callable(self.merge)
-        return self.merge(key, None if original is _GONE else original, values)
+        # A copy: a function that edits the original in place and then fails must not
+        # leave the store half-merged.
+        start = None if original is _GONE else copy.deepcopy(original)
+        return self.merge(key, start, values)
 
     def __repr__(self) -> str:
         inside = ", ".join(node_name(b) for b in self.branches)

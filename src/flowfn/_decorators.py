@@ -111,6 +111,7 @@ class _Steps(BaseNode):
         workers: Workers,
         chunksize: int | None = None,
     ) -> None:
+        _check_name_and_overwrite(fn, name, overwrite)
         # __name__, __doc__ and __wrapped__ (so inspect.signature) of the function
         functools.update_wrapper(cast(Any, self), fn)
         self.name = name or getattr(fn, "__name__", None) or type(self).__name__
@@ -490,6 +491,22 @@ _NODE_OPTIONS = (
 )  # fmt: skip
 
 
+def _check_name_and_overwrite(fn: Callable[..., Any], name: object, overwrite: object) -> None:
+    """Refuse a ``name=`` that is no non-empty str and an ``overwrite=`` that is no bool,
+    naming the decorated function (the name cannot name itself)."""
+    label = str(getattr(fn, "__name__", fn))
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(
+            f"{label}: name= is the node's name in notes, events and pictures, a non-empty "
+            f"str, got {name!r}"
+        )
+    if not isinstance(overwrite, bool):
+        raise TypeError(
+            f"{label}: overwrite= is True (let into= replace a value already in the store) or "
+            f"False, got {overwrite!r}"
+        )
+
+
 def _unknown_options(name: str, options: Any, known: Any) -> TypeError:
     """The error for options a decorator does not take, with what was probably meant."""
     import difflib
@@ -645,13 +662,18 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
         retries: int = 0,
         wait: float = 0,
     ) -> None:
+        _check_name_and_overwrite(fn, name, overwrite)
         label = name or str(getattr(fn, "__name__", fn))
         if not isinstance(flow, BaseNode):
             raise TypeError(
                 f"{label}: flow= must be a flow or node to run per item, got {type(flow).__name__}"
             )
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        if not isinstance(retries, int) or isinstance(retries, bool):
+            raise TypeError(f"{label}: retries must be an int >= 0, got {retries!r}")
+        if retries < 0:
             raise ValueError(f"{label}: retries must be an int >= 0, got {retries!r}")
+        # Named before BatchFlow checks wait=, so that its error names the function.
+        self.name = label
         BatchFlow.__init__(self, start=flow, max_retries=retries + 1, wait=wait)
         self.kind = "parallel_batch" if parallel else "batch"
         self._setup(fn, into=into, overwrite=overwrite, name=name, workers=workers)
@@ -847,16 +869,17 @@ def _batch_decorator(
                 f"{', '.join(sorted(allowed))}; not {extra}"
                 + ("" if parallel else " (limit= and errors= are for @parallel_batch)")
             )
-        chosen = options.get("workers")
-        if chosen == "process" or isinstance(chosen, (Executor, RemoteWorkers)):
-            raise TypeError(
-                f"@{kind}(flow=...): the function returning the param dicts runs in a thread "
-                f"or inline, not in a process or on remote workers (those are for the steps: "
-                f"give workers= to the sub-flow's nodes)"
-            )
 
     def make(fn: Callable[..., Any]) -> Any:
         if flow is not None:
+            chosen = options.get("workers")
+            if chosen == "process" or isinstance(chosen, (Executor, RemoteWorkers)):
+                label = options.get("name") or getattr(fn, "__name__", fn)
+                raise TypeError(
+                    f"{label}: @{kind}(flow=...) runs the function returning the param dicts "
+                    f"in a thread or inline, not in a process or on remote workers (those "
+                    f"are for the steps: give workers= to the sub-flow's nodes)"
+                )
             return FunctionBatchFlow(fn, flow=flow, parallel=parallel, **options)
         if parallel:
             return FunctionParallelBatchNode(fn, items=items, **options)

@@ -8,8 +8,10 @@ down instead of letting output pile up). Leaving the block normally (the output 
 a ``break``) waits for the flow to finish, dropping what it emits after; leaving it with
 an exception or a cancellation cancels the flow and waits for it. Either way nothing runs
 on after the block. An exception raised by the flow is raised when the block ends, as
-itself (not in an exception group). Without a consumer (a plain ``run``), ``emit`` does
-nothing.
+itself (not in an exception group). An exception raised by the consumer is raised as itself
+even when the flow, being stopped for it, fails too (in a ``finally``, say): the flow's
+failure is then in ``flowfn.other_errors(exc)`` and named in a note. Without a consumer (a
+plain ``run``), ``emit`` does nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import anyio
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._errors import FlowError, node_name
+from ._errors import FlowError, keep_others, node_name
 
 if sys.version_info >= (3, 11):
     _GROUP: type[BaseException] = BaseExceptionGroup  # noqa: F821 - a builtin since 3.11
@@ -103,29 +105,39 @@ async def stream_run(
             _output.set(send)  # this task's context: the flow's tasks inherit it
             output.result = await node.run_async(shared, **run_options)
 
+    consumer_error: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
             try:
                 yield output
-            except BaseException:
+            except BaseException as exc:
+                consumer_error = exc
                 tg.cancel_scope.cancel()  # the consumer failed or was cancelled: stop
                 raise
             finally:
                 receive.close()  # what the flow emits from now on is dropped
     except _GROUP as group:
-        raise _single(group) from None
+        raise _single(group, consumer_error) from None
 
 
-def _single(group: BaseException) -> BaseException:
-    """The one real failure inside a task group's exception group."""
+def _single(group: BaseException, consumer_error: BaseException | None) -> BaseException:
+    """The one failure to raise for a task group's exception group: the consumer's own
+    exception if it raised one (the caller's code failed first: the flow only failed while
+    being stopped for it), else the first real failure; the others are kept on it (see
+    :func:`flowfn.other_errors`)."""
     leaves = []
     todo = [group]
     while todo:
         exc = todo.pop()
         if isinstance(exc, _GROUP):
-            todo.extend(exc.exceptions)
+            todo.extend(reversed(exc.exceptions))
         else:
             leaves.append(exc)
     real = [e for e in leaves if not isinstance(e, anyio.get_cancelled_exc_class())]
-    return (real or leaves)[0]
+    if consumer_error is not None and consumer_error in real:
+        first = consumer_error
+    else:
+        first = (real or leaves)[0]
+    keep_others(first, [e for e in real if e is not first])
+    return first

@@ -24,6 +24,8 @@ How a call travels:
   finishes on its worker (Dask reports it cancelled at once).
 * **Errors.** An exception raised by the function reaches the caller as itself, with the
   remote traceback (as text) in its ``__cause__``; Ray's ``RayTaskError`` is unwrapped.
+  A result that cannot be pickled to travel back fails only its own item, with a
+  ``FlowError`` (on Dask, whose task would never report back, the worker checks it first).
 """
 
 from __future__ import annotations
@@ -113,26 +115,55 @@ class _Failure:
 
 
 def run_chunk(
-    target: Any, kwargs: dict[str, Any], chunk: list[Any], nonce: int, pickler: str = "pickle"
+    target: Any,
+    kwargs: dict[str, Any],
+    chunk: list[Any],
+    nonce: int,
+    pickler: str = "pickle",
+    check_results: bool = False,
 ) -> list[Any]:
     """Run on the worker: ``fn(*data, **kwargs)`` for each call of ``chunk``.
 
-    Returns one entry per call: ``(True, result)``, ``(False, _Failure)`` or ``None`` for a
-    withdrawn call. ``nonce`` makes every attempt a distinct task for executors that cache
-    results by their arguments (Dask's ``pure=True``). ``pickler`` is how the outcome
-    travels back ("pickle", "cloudpickle", or "" in the same process: nothing to check).
+    Returns one entry per call: ``(True, result)``, ``(False, _Failure)``, ``(False,
+    _Unsendable)`` or ``None`` for a withdrawn call. ``nonce`` makes every attempt a
+    distinct task for executors that cache results by their arguments (Dask's
+    ``pure=True``). ``pickler`` is how the outcome travels back ("pickle", "cloudpickle", or
+    "" in the same process: nothing to check). ``check_results`` pickles each result here
+    first, for executors whose task never ends when its result cannot travel (Dask's): such
+    a result fails its own call instead.
     """
     fn = _resolve(target)
+    dumps = importlib.import_module(pickler).dumps if check_results and pickler else None
     outcomes: list[Any] = []
     for data in chunk:
         if data is _WITHDRAWN:
             outcomes.append(None)
             continue
         try:
-            outcomes.append((True, fn(*data, **kwargs)))
+            result = fn(*data, **kwargs)
         except Exception as exc:
             outcomes.append((False, _failure(exc, pickler) if pickler else exc))
+            continue
+        if dumps is not None:
+            try:
+                dumps(result)
+            except Exception as why:
+                outcomes.append((False, _Unsendable(type(result).__qualname__, repr(why))))
+                continue
+        outcomes.append((True, result))
     return outcomes
+
+
+class _Unsendable:
+    """A result the worker could not pickle to send back: the caller raises a FlowError."""
+
+    __slots__ = ("kind", "why")
+
+    def __init__(self, kind: str, why: str) -> None:
+        self.kind, self.why = kind, why
+
+    def __reduce__(self) -> Any:
+        return (_Unsendable, (self.kind, self.why))
 
 
 def _resolve(target: Any) -> Callable[..., Any]:
@@ -257,6 +288,9 @@ class ExecutorWorkers(RemoteWorkers):
             "joblib",
         )
         self.pickler = "" if self._in_threads else "cloudpickle" if self.by_value else "pickle"
+        # A Dask task whose result cannot be pickled never reports back (its future waits
+        # for ever): the worker checks each result first, so only that item fails.
+        self._check_results = kind.__module__.split(".")[0] == "distributed"
 
     def _check_function(self, fn: Callable[..., Any], owner: str) -> Any:
         if self._in_threads:
@@ -271,7 +305,9 @@ class ExecutorWorkers(RemoteWorkers):
     def submit(
         self, target: Any, kwargs: dict[str, Any], chunk: list[Any]
     ) -> tuple[Future[Any], Any]:
-        future = self.executor.submit(run_chunk, target, kwargs, chunk, next(_nonces), self.pickler)
+        future = self.executor.submit(
+            run_chunk, target, kwargs, chunk, next(_nonces), self.pickler, self._check_results
+        )
         return future, None
 
     async def stop(self, future: Future[Any], handle: Any, done: anyio.Event) -> None:
@@ -496,6 +532,13 @@ class Batcher:
         ok, value = chunk.outcomes[position]
         if ok:
             return value
+        if isinstance(value, _Unsendable):
+            raise FlowError(
+                f"node {self.owner!r}: the function returned a {value.kind} on the worker, "
+                f"which cannot be pickled to send it back ({value.why}); return plain data "
+                f"(numbers, strings, lists, dicts, dataclasses) and keep clients, locks and "
+                f"files on the worker"
+            )
         if not isinstance(value, _Failure):  # a thread's exception, as it was raised
             raise value
         # Pickling shares one object between the items that raised the same one: a copy

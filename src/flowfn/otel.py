@@ -17,17 +17,26 @@ count, when known); retries and fallbacks are span events with ``flowfn.attempt`
 error (on the item's span for a batch item); a failed step, item or run has status ERROR
 and the exception recorded. A batch stopped by a failure ends with its node, and whatever a
 failure or a cancellation left open ends with the run, with ``flowfn.stopped`` set.
+
+While a step's or an item's code runs, its span is the current span (and the run's span
+around the whole run), on asyncio and trio alike, also in the worker threads that run sync
+functions: spans that code starts itself (an instrumented HTTP client, an LLM SDK,
+``tracer.start_as_current_span``) nest under it, in the run's trace. Functions sent to
+other processes (``workers="process"``, Dask, Ray) do not see it.
 """
 
 from __future__ import annotations
 
 import re
+from contextvars import Token
 from typing import Any
 
 from ._events import Event
 
 try:
+    from opentelemetry import context as otel_context
     from opentelemetry import trace
+    from opentelemetry.context import Context
     from opentelemetry.trace import Span, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError(
@@ -51,6 +60,8 @@ class OTelObserver:
             tracer = trace.get_tracer("flowfn", tracer_provider=tracer_provider)
         self.tracer = tracer
         self._open: dict[tuple[Any, ...], Span] = {}
+        # The tokens that made a run's, step's or item's span current, by span key.
+        self._current: dict[tuple[Any, ...], Token[Context]] = {}
         self._root: tuple[str, ...] = ()
 
     def __call__(self, event: Event) -> None:
@@ -58,15 +69,18 @@ class OTelObserver:
         kind = event.kind
         if kind == "run_start":
             self._root = (event.node,)
-            self._start(("run",), f"flowfn run {event.node}", None, event)
+            self._start(("run",), f"flowfn run {event.node}", None, event, True)
         elif kind == "run_end":
             # Spans a failure or a cancellation left open end first, children before parents.
             for key in reversed([key for key in self._open if key != ("run",)]):
                 self._end(key, event, stopped=True)
             self._end(("run",), event)
+            # Spans left current by steps a failure or cancellation stopped are dropped:
+            # their tasks are gone, and the run's token already restored what was current.
+            self._current.clear()
         elif kind == "node_start":
             key = ("node", event.path, event.node)
-            self._start(key, f"node {event.where}", self._parent_of(event.path), event)
+            self._start(key, f"node {event.where}", self._parent_of(event.path), event, True)
         elif kind in ("node_end", "node_error"):
             # A batch that failed ends with its node (the engine sends it no batch_end).
             self._end(("batch", event.path, event.node), event, stopped=True)
@@ -80,7 +94,7 @@ class OTelObserver:
         elif kind == "item_start":
             parent = self._open.get(("batch", event.path, event.node))
             key = ("item", event.path, event.node, event.item)
-            self._start(key, f"item {event.where}[{event.item}]", parent, event)
+            self._start(key, f"item {event.where}[{event.item}]", parent, event, True)
         elif kind in ("item_end", "item_error"):
             self._end(("item", event.path, event.node, event.item), event)
         elif kind in ("retry", "fallback"):
@@ -112,7 +126,17 @@ class OTelObserver:
                 return span
         return self._open.get(("node", path[:-1], last)) or self._open.get(("run",))
 
-    def _start(self, key: tuple[Any, ...], name: str, parent: Span | None, event: Event) -> None:
+    def _start(
+        self,
+        key: tuple[Any, ...],
+        name: str,
+        parent: Span | None,
+        event: Event,
+        current: bool = False,
+    ) -> None:
+        """Start the span of ``key``; ``current``: make it the current span until it ends
+        (the event comes from the task that then runs the step's or item's code, and its
+        end from the same task: the token is reset where it was set)."""
         context = None if parent is None else trace.set_span_in_context(parent)
         attributes: dict[str, Any] = {
             "flowfn.node": event.node,
@@ -122,10 +146,18 @@ class OTelObserver:
             attributes["flowfn.item"] = event.item
         if event.total is not None:
             attributes["flowfn.total"] = event.total
-        self._open[key] = self.tracer.start_span(name, context=context, attributes=attributes)
+        span = self._open[key] = self.tracer.start_span(
+            name, context=context, attributes=attributes
+        )
+        if current:
+            self._current[key] = otel_context.attach(trace.set_span_in_context(span))
 
     def _end(self, key: tuple[Any, ...], event: Event, stopped: bool = False) -> None:
         span = self._open.pop(key, None)
+        token = self._current.pop(key, None)
+        if token is not None and not stopped:
+            # Reset in the task that set it (a stopped span's task may be gone).
+            otel_context.detach(token)
         if span is None:
             return
         if stopped:
