@@ -656,7 +656,10 @@ def test_a_paused_run_is_answered_from_the_command_line(tmp_path: Path) -> None:
     shown = flowfn(tmp_path, "runs", "show", "runs.db", "m")
     assert "run m: paused" in shown.stdout
     assert f"  question {question['id']} (approve): " in shown.stdout
-    assert "waiting for answers: flowfn runs resume runs.db m --answers" in shown.stdout
+    assert (
+        "waiting for answers: flowfn runs resume runs.db m --target approval.py:flow "
+        "--serializer pickle --backend asyncio --durability async --answers" in shown.stdout
+    )
     answer = json.dumps({question["id"]: "yes"})
     done = flowfn(tmp_path, "runs", "resume", "runs.db", "m", "--answers", answer, "--trust")
     assert json.loads(done.stdout)["shared"] == {"draft": "Dear team, ...", "sent": True}
