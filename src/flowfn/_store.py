@@ -384,7 +384,9 @@ class SQLiteStore:
             if found == "1":  # an older checkpoint: add what format 2 records, keep the rest
                 db.execute("BEGIN IMMEDIATE")
                 if self._format_of(db) == "1":  # not migrated by another process meanwhile
-                    db.executescript(_FROM_FORMAT_1.replace("; ", ";\n"))
+                    for statement in _FROM_FORMAT_1.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
                     db.execute("UPDATE meta SET value=? WHERE key='format'", (str(FORMAT),))
                 db.execute("COMMIT")
                 found = str(FORMAT)
@@ -934,7 +936,10 @@ def _transaction(db: sqlite3.Connection) -> Any:
             db.execute("BEGIN IMMEDIATE")
 
         def __exit__(self, kind: object, exc: object, tb: object) -> None:
-            db.execute("COMMIT" if kind is None else "ROLLBACK")
+            if kind is None:
+                db.execute("COMMIT")
+            elif db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                db.execute("ROLLBACK")
 
     return Transaction()
 
