@@ -876,8 +876,10 @@ def _target_of(root: Any) -> str | None:
         if not module_name or module_name.startswith("flowfn"):
             continue
         module = sys.modules.get(module_name)
-        names = [name for name, value in vars(module or {}).items() if value is root]
-        if module is None or not names:
+        if module is None:
+            continue
+        names = [name for name, value in list(vars(module).items()) if value is root]
+        if not names:
             continue
         if module_name != "__main__":
             return f"{module_name}:{names[0]}"
