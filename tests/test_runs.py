@@ -482,6 +482,10 @@ def test_a_read_only_checkpoint_is_inspected_and_a_run_says_what_is_wrong() -> N
         db = folder / "runs.db"
         run = ("-m", "flowfn", "run", "flaky.py:flow", "--checkpoint")
         assert subprocess.run([sys.executable, *run, "runs.db"], cwd=folder, check=False).returncode
+        inspect = [sys.executable, "-m", "flowfn", "runs", "list", "runs.db"]
+        assert subprocess.run(inspect, cwd=folder, check=False).returncode == 0
+        beside = sorted(path.name for path in folder.glob("runs.db*"))
+        assert beside == ["runs.db", "runs.db-flowfn.lock"]  # no -wal, -shm left by a reader
         db.chmod(0o444)
         folder.chmod(0o555)  # owned by this user: read-only to anyone, root aside
         listed = as_someone_else("-m", "flowfn", "runs", "list", "runs.db", cwd=folder)

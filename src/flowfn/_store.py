@@ -407,9 +407,12 @@ class SQLiteStore:
         if self.path.stat().st_size == 0:
             raise FlowError(f"checkpoint {where!r} is an empty file, not a flowfn checkpoint")
         uri = self.path.resolve().as_uri()
-        # A WAL file needs its -shm file, which a read-only folder cannot hold: then read
-        # it as unchanging (nobody can write beside it either).
-        modes = ["?mode=ro"] if os.access(self.path.parent, os.W_OK) else []
+        # Without a -wal file nobody is writing (the last writer to close deletes it), and
+        # the file is read as unchanging, which creates no -wal and -shm files beside it
+        # (they would outlive this reader). With one, read through them; in a read-only
+        # folder without a -shm file, read as unchanging all the same.
+        wal = os.path.exists(f"{self.path}-wal")
+        modes = ["?mode=ro"] if wal else []
         modes.append("?mode=ro&immutable=1")
         for mode in modes:
             try:
