@@ -24,7 +24,7 @@ import pytest
 
 from flowfn import Flow, FlowError, JSONSerializer, Paused, SQLiteStore, _store, ask, node
 from flowfn._cli import main
-from flowfn._store import Batch, Record
+from flowfn._store import BatchInfo, Record
 
 backends = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
@@ -206,7 +206,7 @@ def test_a_batch_shows_items_recorded_of_items_known(
     store.save("r", [started, Record("items", 0, (1,), items=items, count=3)])
     store.finish("r", "failed", "ValueError: no", None)
     store.release("r")
-    assert SQLiteStore(db, read_only=True).batches("r") == [Batch((1,), "work", 3, 10, False)]
+    assert SQLiteStore(db, read_only=True).batches("r") == [BatchInfo((1,), "work", 3, 10, False)]
     out = flowfn(capsys, "runs", "show", str(db), "r")[1]
     assert "  batch 1       work: 3 of 10 items recorded" in out.splitlines()
 

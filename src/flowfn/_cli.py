@@ -570,6 +570,8 @@ def _runs_resume(args: argparse.Namespace) -> int:
     flow = node if isinstance(node, Flow) else Flow(node)
     answers = None if args.answers is None else _json_object(args.answers, "--answers")
     store = SQLiteStore(args.checkpoint, target=target, serializer=_SERIALIZERS[serializer]())
+    with _readable(store):  # can it be written (read-only, full disk)? before importing
+        store.runs()
     shared: dict[str, Any] = {}
     with _flow_output(args):
         action = flow.run(

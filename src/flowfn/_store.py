@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT",
-    "Batch",
+    "BatchInfo",
     "CheckpointStore",
     "JSONSerializer",
     "PickleSerializer",
@@ -187,7 +187,7 @@ class RunInfo(NamedTuple):
     durability: str | None = None
 
 
-class Batch(NamedTuple):
+class BatchInfo(NamedTuple):
     """A batch of a run, as ``flowfn runs show`` shows it: its place, its node, the items
     recorded as finished and how many it has (None if not known), and whether its step
     finished (then every item did)."""
@@ -745,7 +745,7 @@ class SQLiteStore:
             )
         return found
 
-    def batches(self, run_id: str) -> list[Batch]:
+    def batches(self, run_id: str) -> list[BatchInfo]:
         """The batches of ``run_id`` in the order they ran: items recorded of items known."""
         import json
 
@@ -774,7 +774,8 @@ class SQLiteStore:
                 node, total = known.get(position, (steps.get(position, ("?", False))[0], None))
                 finished = steps.get(position, ("", False))[1]
                 place = tuple(int(p) for p in json.loads(position))
-                found.append(Batch(place, node, int(recorded.get(position, 0)), total, finished))
+                done = int(recorded.get(position, 0))
+                found.append(BatchInfo(place, node, done, total, finished))
         return sorted(found)
 
     def questions(self, run_id: str) -> list[dict[str, Any]] | None:
