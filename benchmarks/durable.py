@@ -106,8 +106,8 @@ def main() -> None:
         return
     print(f"checkpoint cost, median of {args.repeat} fresh processes each\n")
     print(
-        "| workload | backend | without | durability=\"async\" | ratio | "
-        "durability=\"sync\" | ratio | peak memory with |"
+        '| workload | backend | without | durability="async" | ratio | '
+        'durability="sync" | ratio | peak memory with |'
     )
     print("|---|---|---|---|---|---|---|---|")
     for workload, label in (

@@ -431,22 +431,26 @@ def test_runs_list_show_and_resume_on_the_command_line(tmp_path: Path) -> None:
 
     listed = flowfn(tmp_path, "runs", "list", "runs.db")
     assert listed.returncode == 0
-    assert listed.stdout.startswith("r1  failed ")
+    assert listed.stdout.splitlines()[1].startswith("r1      failed ")
     assert listed.stdout.rstrip().endswith("RuntimeError: broken at 2")
 
     shown = flowfn(tmp_path, "runs", "show", "runs.db", "r1")
-    assert shown.stdout.splitlines() == [
-        shown.stdout.splitlines()[0],
-        "target: flaky.py:flow",
+    lines = shown.stdout.splitlines()
+    # The batch's node and item count come from the record written as it starts.
+    assert lines[4] == "  batch 1       work: 2 of 3 items recorded"
+    assert lines == [
+        lines[0],
+        "target: flaky.py:flow (serializer pickle, backend asyncio, durability async)",
         "error: RuntimeError: broken at 2",
         "  step 0        start -> default",
-        "  step 1        work (in progress)",
-        "resume with: flowfn runs resume runs.db r1",
+        lines[4],
+        "resume with: flowfn runs resume runs.db r1 --target flaky.py:flow --serializer pickle "
+        "--backend asyncio --durability async",
     ]
     assert shown.stdout.startswith("run r1: failed, flow Flow, started ")
 
     (tmp_path / "broken").unlink()
-    resumed = flowfn(tmp_path, "runs", "resume", "runs.db", "r1", "--backend", "trio")
+    resumed = flowfn(tmp_path, "runs", "resume", "runs.db", "r1", "--backend", "trio", "--trust")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout) == {"action": None, "shared": {"n": 3, "out": [0, 10, 20]}}
     assert (tmp_path / "calls.log").read_text().split() == ["0", "1", "2", "2"]
@@ -652,9 +656,12 @@ def test_a_paused_run_is_answered_from_the_command_line(tmp_path: Path) -> None:
     shown = flowfn(tmp_path, "runs", "show", "runs.db", "m")
     assert "run m: paused" in shown.stdout
     assert f"  question {question['id']} (approve): " in shown.stdout
-    assert "waiting for answers: flowfn runs resume runs.db m --answers" in shown.stdout
+    assert (
+        "waiting for answers: flowfn runs resume runs.db m --target approval.py:flow "
+        "--serializer pickle --backend asyncio --durability async --answers" in shown.stdout
+    )
     answer = json.dumps({question["id"]: "yes"})
-    done = flowfn(tmp_path, "runs", "resume", "runs.db", "m", "--answers", answer)
+    done = flowfn(tmp_path, "runs", "resume", "runs.db", "m", "--answers", answer, "--trust")
     assert json.loads(done.stdout)["shared"] == {"draft": "Dear team, ...", "sent": True}
 
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ._backend import BACKENDS
 from ._errors import FlowError
@@ -41,6 +41,9 @@ from ._observers import LogObserver, RunSummary
 from ._pause import Paused
 from ._progress import EchoHandler, LinesAboveBars
 from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
+
+if TYPE_CHECKING:
+    from ._journal import Durability
 
 __all__ = ["UsageError", "command", "load_target", "main"]
 
@@ -195,32 +198,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--run-id", metavar="ID", help="the run's name in the checkpoint (resumes it if there)"
     )
+    _add_durable_options(run)
     run.set_defaults(handler=_run_command)
 
-    runs = commands.add_parser("runs", help="list, show or resume the runs in a checkpoint file")
-    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
-    listing = runs_commands.add_parser("list", help="one line per run")
-    listing.add_argument("checkpoint", metavar="FILE")
-    listing.set_defaults(handler=_runs_list)
-    show = runs_commands.add_parser("show", help="a run's status, error and steps")
-    show.add_argument("checkpoint", metavar="FILE")
-    show.add_argument("run_id", metavar="ID")
-    show.set_defaults(handler=_runs_show)
-    resume = runs_commands.add_parser("resume", help="run a run again from where it stopped")
-    resume.add_argument("checkpoint", metavar="FILE")
-    resume.add_argument("run_id", metavar="ID")
-    resume.add_argument(
-        "--target", metavar="TARGET", help=f"{target_help} (default: the one it started with)"
-    )
-    resume.add_argument("--backend", choices=BACKENDS, help="the event loop (default: asyncio)")
-    resume.add_argument("--progress", action="store_true", help="show a progress bar per batch")
-    _add_output_options(resume)
-    resume.add_argument(
-        "--answers",
-        metavar="JSON",
-        help='answers to a paused run\'s questions, a JSON object: \'{"q-1a2b...": "yes"}\'',
-    )
-    resume.set_defaults(handler=_runs_resume)
+    _add_runs_commands(commands, target_help)
 
     graph = commands.add_parser("graph", help="draw a flow as Mermaid, DOT or PNG")
     graph.add_argument("target", metavar="TARGET", help=target_help)
@@ -233,6 +214,87 @@ def _parser() -> argparse.ArgumentParser:
     graph.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     graph.set_defaults(handler=_graph_command)
     return parser
+
+
+def _add_runs_commands(commands: Any, target_help: str) -> None:
+    runs = commands.add_parser(
+        "runs", help="list, show, resume, delete or prune the runs in a checkpoint file"
+    )
+    runs_commands = runs.add_subparsers(dest="runs_command", required=True, metavar="ACTION")
+    listing = runs_commands.add_parser("list", help="one line per run (reads, never writes)")
+    listing.add_argument("checkpoint", metavar="FILE")
+    listing.add_argument("--json", action="store_true", help="a JSON array, one object per run")
+    listing.set_defaults(handler=_runs_list)
+    show = runs_commands.add_parser(
+        "show", help="a run's state, batches, questions, error and steps (reads, never writes)"
+    )
+    show.add_argument("checkpoint", metavar="FILE")
+    show.add_argument("run_id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="a JSON object")
+    show.set_defaults(handler=_runs_show)
+    resume = runs_commands.add_parser("resume", help="run a run again from where it stopped")
+    resume.add_argument("checkpoint", metavar="FILE")
+    resume.add_argument("run_id", metavar="ID")
+    resume.add_argument(
+        "--target", metavar="TARGET", help=f"{target_help} (or --trust: the one it started with)"
+    )
+    resume.add_argument(
+        "--trust",
+        action="store_true",
+        help="take the target and serializer recorded in FILE (importing the target and "
+        "loading a pickle run code: only for files you trust)",
+    )
+    resume.add_argument(
+        "--backend", choices=BACKENDS, help="the event loop (default: the one it started with)"
+    )
+    resume.add_argument("--progress", action="store_true", help="show a progress bar per batch")
+    _add_output_options(resume)
+    resume.add_argument(
+        "--answers",
+        metavar="JSON",
+        help='answers to a paused run\'s questions, a JSON object: \'{"q-1a2b...": "yes"}\'',
+    )
+    _add_durable_options(resume, resuming=True)
+    resume.set_defaults(handler=_runs_resume)
+    delete = runs_commands.add_parser("delete", help="delete a run (not a live one)")
+    delete.add_argument("checkpoint", metavar="FILE")
+    delete.add_argument("run_id", metavar="ID")
+    delete.set_defaults(handler=_runs_delete)
+    prune = runs_commands.add_parser(
+        "prune", help="delete the runs not updated for a while (live runs are kept)"
+    )
+    prune.add_argument("checkpoint", metavar="FILE")
+    prune.add_argument(
+        "--older-than",
+        metavar="AGE",
+        required=True,
+        help="how long since a run was last updated: 30s, 15m, 12h, 7d or 2w",
+    )
+    prune.add_argument(
+        "--status", choices=_PRUNABLE, help="only the runs in this state (default: any)"
+    )
+    prune.set_defaults(handler=_runs_prune)
+
+
+def _add_durable_options(command: argparse.ArgumentParser, resuming: bool = False) -> None:
+    started = " (default: the one it started with)"
+    command.add_argument(
+        "--durability",
+        choices=("async", "sync"),
+        help="async: records committed in groups as they come; sync: a step or item counts "
+        "as finished once its record is committed" + (started if resuming else " (default: async)"),
+    )
+    command.add_argument(
+        "--serializer",
+        choices=tuple(_SERIALIZERS),
+        help="how values are saved: pickle (any Python value; loading one runs code) or json "
+        "(plain data, safe to load from anywhere)"
+        + (
+            " (default: with --trust, the one it started with)"
+            if resuming
+            else " (default: pickle)"
+        ),
+    )
 
 
 # -- run --------------------------------------------------------------------------------
@@ -295,9 +357,13 @@ def _run_command(args: argparse.Namespace) -> int:
     summary = RunSummary() if args.summary else None
     checkpoint = None
     if args.checkpoint is not None:
-        checkpoint = SQLiteStore(args.checkpoint, target=args.target)
-    elif args.run_id is not None:
-        raise UsageError("--run-id names a run in a checkpoint: add --checkpoint FILE")
+        serializer = _SERIALIZERS[args.serializer or "pickle"]()
+        checkpoint = SQLiteStore(args.checkpoint, target=args.target, serializer=serializer)
+    else:
+        for option in ("run_id", "durability", "serializer"):
+            if getattr(args, option) is not None:
+                name = "--" + option.replace("_", "-")
+                raise UsageError(f"{name} is about a run in a checkpoint: add --checkpoint FILE")
     with _flow_output(args):
         action = flow.run(
             shared,
@@ -306,6 +372,7 @@ def _run_command(args: argparse.Namespace) -> int:
             on_event=_observers(args, summary),
             checkpoint=checkpoint,
             run_id=args.run_id,
+            durability=args.durability,
         )
     if summary is not None:
         print(summary, file=sys.stderr)
@@ -335,105 +402,260 @@ def _print_result(action: Any, shared: Any, output: str | None = None) -> None:
 # -- runs -------------------------------------------------------------------------------
 
 
-def _store(path: str) -> SQLiteStore:
-    if not Path(path).is_file():
-        raise UsageError(f"no checkpoint file {path!r} (looked in {os.getcwd()})")
+_SERIALIZERS: dict[str, type[Serializer]] = {"pickle": PickleSerializer, "json": JSONSerializer}
+_PRUNABLE = ("finished", "failed", "interrupted", "paused", "crashed")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _inspect(path: str) -> SQLiteStore:
+    """The checkpoint ``path``, opened read-only: inspecting never writes into it, and
+    never unpickles anything from it. A ``UsageError`` if it is not a readable checkpoint."""
+    store = SQLiteStore(path, read_only=True)
     try:
-        store = SQLiteStore(path)
         store.runs()
     except FlowError as exc:
         raise UsageError(str(exc)) from None
     return store
 
 
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
 def _runs_list(args: argparse.Namespace) -> int:
-    """``flowfn runs list FILE``: one line per run, oldest first."""
-    runs = _store(args.checkpoint).runs()
+    """``flowfn runs list FILE``: one line per run, oldest first, under a header."""
+    runs = _inspect(args.checkpoint).runs()
+    if args.json:
+        print(json.dumps([run._asdict() for run in runs], indent=2))
+        return 0
     if not runs:
         print(f"no runs in {args.checkpoint}")
         return 0
-    width = max(len(run.run_id) for run in runs)
-    for run in runs:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.updated))
-        line = f"{run.run_id:<{width}}  {run.status:<11}  {when}  {run.flow}  {run.steps} steps"
-        print(line + (f"  {run.error}" if run.error else ""))
+    header = ("RUN ID", "STATE", "UPDATED", "FLOW", "STEPS", "ITEMS", "ERROR")
+    rows = [
+        (run.run_id, run.state, _when(run.updated), run.flow, str(run.steps), str(run.items),
+         run.error or "")
+        for run in runs
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
     return 0
 
 
 def _run_info(store: SQLiteStore, run_id: str) -> RunInfo:
-    for run in store.runs():
+    runs = store.runs()
+    for run in runs:
         if run.run_id == run_id:
             return run
-    known = ", ".join(run.run_id for run in store.runs()) or "none"
+    known = ", ".join(run.run_id for run in runs) or "none"
     raise UsageError(f"no run {run_id!r} in {str(store.path)!r} (its runs: {known})")
 
 
+def _resume_command(checkpoint: str, run: RunInfo) -> str:
+    """The command that resumes ``run`` as it was started, with every value spelled out
+    (nothing is taken from the file unless the user says so)."""
+    from shlex import quote
+
+    parts = ["flowfn", "runs", "resume", quote(checkpoint), quote(run.run_id)]
+    parts += ["--target", quote(run.target) if run.target else "<module:name>"]
+    parts += ["--serializer", quote(run.serializer)]
+    if run.backend:
+        parts += ["--backend", quote(run.backend)]
+    if run.durability:
+        parts += ["--durability", quote(run.durability)]
+    return " ".join(parts)
+
+
+def _state_line(run: RunInfo) -> str:
+    if run.state == "live":
+        return f"live ({run.holder or 'another process'})"
+    if run.state == "crashed":
+        return "crashed (recorded as running, but no process holds it)"
+    return run.state
+
+
 def _runs_show(args: argparse.Namespace) -> int:
-    """``flowfn runs show FILE ID``: the run's status, error and recorded steps."""
-    store = _store(args.checkpoint)
+    """``flowfn runs show FILE ID``: the run's state, batches, questions, error and steps."""
+    store = _inspect(args.checkpoint)
     run = _run_info(store, args.run_id)
-    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.created))
-    print(f"run {run.run_id}: {run.status}, flow {run.flow}, started {started}")
-    if run.target:
-        print(f"target: {run.target}")
+    with _readable(store):
+        steps = store.steps(run.run_id)
+        batches = store.batches(run.run_id)
+        questions = store.questions(run.run_id) if run.state == "paused" else None
+    resume = None if run.state in ("live", "finished") else _resume_command(args.checkpoint, run)
+    if args.json:
+        shown = {
+            **run._asdict(),
+            "step_records": [
+                {"position": list(position), "node": node, "action": action, "done": done}
+                for _, position, node, action, done in steps
+            ],
+            "batches": [{**b._asdict(), "position": list(b.position)} for b in batches],
+            "questions": questions,
+            "resume": resume,
+        }
+        print(json.dumps(_jsonable(shown), indent=2, default=repr))
+        return 0
+    print(f"run {run.run_id}: {_state_line(run)}, flow {run.flow}, started {_when(run.created)}")
+    how = f"serializer {run.serializer}"
+    if run.backend:
+        how += f", backend {run.backend}, durability {run.durability or 'async'}"
+    print(f"target: {run.target or '(not recorded)'} ({how})")
     if run.error:
-        print(f"error: {run.error}")
-    for _, position, node, action, done in store.steps(run.run_id):
-        place = ".".join(str(step) for step in position) or "-"
-        what = f"-> {action or 'default'}" if done else "(in progress)"
-        print(f"  step {place:<8} {node} {what}")
-    if run.status in ("failed", "interrupted", "running"):
-        print(f"resume with: flowfn runs resume {args.checkpoint} {run.run_id}")
-    if run.status == "paused":
-        detail = store.detail(run.run_id)
-        waiting = {} if detail is None else _serializer(run).loads(detail)
-        for qid, payload, node, item in waiting.get("questions", ()):
-            where = node if item is None else f"{node}, item {item}"
-            print(f"  question {qid} ({where}): {json.dumps(_jsonable(payload), default=repr)}")
-        print(
-            f"waiting for answers: flowfn runs resume {args.checkpoint} {run.run_id} "
-            f"--answers '{{\"<question id>\": ...}}'"
-        )
+        print(f"{'error' if run.state in ('failed', 'interrupted') else 'last error'}: {run.error}")
+    _print_steps(steps, batches)
+    if run.state == "paused":
+        _print_questions(questions, resume, args.checkpoint, run)
+    elif resume is not None:
+        print(f"resume with: {resume}")
     return 0
 
 
-def _serializer(run: RunInfo) -> Serializer:
-    if run.serializer == "json":
-        return JSONSerializer()
-    if run.serializer == "pickle":
-        return PickleSerializer()
-    raise UsageError(
-        f"run {run.run_id!r} was saved with the {run.serializer!r} serializer, which the "
-        f"command line does not know; resume it from Python with that serializer"
-    )
+@contextlib.contextmanager
+def _readable(store: SQLiteStore) -> Iterator[None]:
+    try:
+        yield
+    except FlowError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _print_steps(steps: list[tuple[Any, ...]], batches: list[Any]) -> None:
+    in_batches = {tuple(batch.position) for batch in batches}
+    for _, position, node, action, done in steps:
+        if not done and tuple(position) in in_batches:
+            continue  # a batch in progress: its own line below says how far it is
+        place = ".".join(str(step) for step in position) or "-"
+        what = f"-> {action or 'default'}" if done else "(in progress)"
+        print(f"  step {place:<8} {node} {what}")
+    for batch in batches:
+        place = ".".join(str(step) for step in batch.position) or "-"
+        if batch.finished:
+            counted = "all items finished"
+        else:
+            known = "?" if batch.total is None else str(batch.total)
+            counted = f"{batch.recorded} of {known} items recorded"
+        print(f"  batch {place:<7} {batch.node}: {counted}")
+
+
+def _print_questions(
+    questions: list[dict[str, Any]] | None, resume: str | None, checkpoint: str, run: RunInfo
+) -> None:
+    if questions is None:
+        print("  (its questions are kept only serialised, in a checkpoint of format 1)")
+    for question in questions or ():
+        node, item = question["node"], question["item"]
+        where = node if item is None else f"{node}, item {item}"
+        payload = json.dumps(_jsonable(question["question"]), default=repr)
+        print(f"  question {question['id']} ({where}): {payload}")
+    print(f"waiting for answers: {resume} --answers '{{\"<question id>\": ...}}'")
 
 
 def _runs_resume(args: argparse.Namespace) -> int:
     """``flowfn runs resume FILE ID``: run it again; it goes on where it stopped."""
-    store = _store(args.checkpoint)
-    run = _run_info(store, args.run_id)
-    target = args.target or run.target
-    if target is None:
+    run = _run_info(_inspect(args.checkpoint), args.run_id)
+    target = args.target or (run.target if args.trust else None)
+    # A JSON checkpoint is safe to load from anywhere; a pickle runs code.
+    trusted = args.trust or run.serializer == "json"
+    serializer = args.serializer or (run.serializer if trusted else None)
+    if target is None or serializer is None:
+        raise UsageError(_untrusted(args.checkpoint, run))
+    if serializer not in _SERIALIZERS:
         raise UsageError(
-            f"run {run.run_id!r} was not started by `flowfn run`, so its flow is unknown: "
-            f"name it with --target module:name or path/to/file.py:name"
+            f"run {run.run_id!r} was saved with the {serializer!r} serializer, which the "
+            f"command line does not know; resume it from Python with that serializer"
         )
+    backend = args.backend or run.backend
+    if backend == "trio" and importlib.util.find_spec("trio") is None:
+        raise UsageError("this run is on trio, which is not installed: pip install 'flowfn[trio]'")
     node = load_target(target)
     flow = node if isinstance(node, Flow) else Flow(node)
     answers = None if args.answers is None else _json_object(args.answers, "--answers")
+    store = SQLiteStore(args.checkpoint, target=target, serializer=_SERIALIZERS[serializer]())
+    with _readable(store):  # can it be written (read-only, full disk)? before importing
+        store.runs()
     shared: dict[str, Any] = {}
     with _flow_output(args):
         action = flow.run(
             shared,
-            backend=args.backend,
+            backend=backend,
             progress=args.progress,
             on_event=_observers(args),
-            checkpoint=SQLiteStore(args.checkpoint, target=target, serializer=_serializer(run)),
+            checkpoint=store,
             run_id=run.run_id,
             answers=answers,
+            durability=cast("Durability | None", args.durability or run.durability),
         )
     _print_result(action, shared, args.output)
     return 0
+
+
+def _untrusted(checkpoint: str, run: RunInfo) -> str:
+    """Why ``runs resume`` will not take the target and serializer from the file alone."""
+    command = _resume_command(checkpoint, run)
+    if run.target is None:
+        return (
+            f"run {run.run_id!r} records no target (it was started from Python, with a flow "
+            f"that is not at the top level of a module): name its flow, as in `{command}`"
+        )
+    return (
+        f"run {run.run_id!r} in {checkpoint!r} records target {run.target!r} and serializer "
+        f"{run.serializer!r}; resuming imports that target and loads the file's values, "
+        f"which runs code. If you trust {checkpoint!r}, add --trust; or give them yourself: "
+        f"{command}"
+    )
+
+
+def _writable(path: str) -> SQLiteStore:
+    """The checkpoint ``path`` for deleting runs: checked read-only first, so a file that
+    is not a checkpoint is reported, not turned into one."""
+    _inspect(path)
+    return SQLiteStore(path)
+
+
+def _runs_delete(args: argparse.Namespace) -> int:
+    """``flowfn runs delete FILE ID``: delete a run that is not live."""
+    store = _writable(args.checkpoint)
+    try:
+        deleted = store.delete(args.run_id)
+    except FlowError as exc:
+        raise UsageError(str(exc)) from None
+    if not deleted:
+        _run_info(store, args.run_id)  # says which runs there are
+    print(f"deleted run {args.run_id} from {args.checkpoint}")
+    return 0
+
+
+def _runs_prune(args: argparse.Namespace) -> int:
+    """``flowfn runs prune FILE --older-than AGE [--status S]``: delete old runs."""
+    age = _age(args.older_than)
+    store = _writable(args.checkpoint)
+    try:
+        deleted = store.prune(age, status=args.status)
+    except FlowError as exc:
+        raise UsageError(str(exc)) from None
+    what = f"{args.status} runs" if args.status else "runs"
+    if not deleted:
+        print(f"no {what} older than {args.older_than} in {args.checkpoint}")
+        return 0
+    print(f"deleted {len(deleted)} {what} older than {args.older_than}: {', '.join(deleted)}")
+    return 0
+
+
+def _age(text: str) -> float:
+    """``7d`` (s, m, h, d, w) in seconds, or a ``UsageError``."""
+    number, unit = text[:-1], text[-1:]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _AGE_UNITS or value < 0:
+        raise UsageError(
+            f"--older-than {text!r} must be a number and a unit, s, m, h, d or w: 30s, 15m, "
+            f"12h, 7d, 2w"
+        )
+    return value * _AGE_UNITS[unit]
 
 
 def _json_object(text: str, option: str) -> dict[str, Any]:

@@ -59,7 +59,7 @@ from . import _local
 from ._cache import caching
 from ._errors import FlowError, add_note, node_name
 from ._pause import Paused, PauseRequest, PauseRun, Question
-from ._store import CheckpointStore, Record, Saved
+from ._store import CheckpointStore, Record, Saved, load_saved
 
 __all__ = ["Durability", "Journal", "current", "item_key", "run_durable"]
 
@@ -484,7 +484,12 @@ class Journal:
         """Put the store back as the record this run resumes from has it."""
         if self.resumed_from is None or self.resumed_from.shared is None:
             return
-        restored = load_saved(self.store, self.resumed_from.shared, "the saved shared store")
+        restored = load_saved(
+            self.store.serializer,
+            self.resumed_from.shared,
+            what=f"the shared store of run {self.run_id!r}",
+            where=_file(self.store),
+        )
         shared.clear()
         shared.update(restored)
         self.restore_owners(self.resumed_from.owners, shared)
@@ -795,7 +800,12 @@ def _load_items(
         results: dict[int, Any] = {}
         prints: dict[int, Any] = {}
         for chunk in chunks:
-            columns = load_saved(store, chunk, f"the items of the batch at step {position}")
+            columns = load_saved(
+                store.serializer,
+                chunk,
+                what=f"the items of the batch at step {list(position)} of run {saved.run_id!r}",
+                where=_file(store),
+            )
             try:
                 indices = columns[0]
                 results.update(zip(indices, columns[1], strict=True))
@@ -803,25 +813,12 @@ def _load_items(
                     prints.update(zip(indices, columns[2], strict=True))
             except (TypeError, ValueError, IndexError, KeyError) as exc:
                 raise FlowError(
-                    f"checkpoint {_where_saved(store)}: the items of the batch at step "
+                    f"checkpoint {_file(store)!r}: the items of the batch at step "
                     f"{list(position)} are damaged ({type(exc).__name__}: {exc}); resume it "
                     f"with the flowfn that wrote it, or start a new run_id"
                 ) from None
         found[position] = (results, prints)
     return found
-
-
-def load_saved(store: CheckpointStore, blob: bytes, what: str) -> Any:
-    """``store.serializer.loads(blob)``, or a ``FlowError`` naming the file and ``what``."""
-    try:
-        return store.serializer.loads(blob)
-    except Exception as exc:
-        raise FlowError(
-            f"checkpoint {_where_saved(store)}: {what} cannot be read "
-            f"({type(exc).__name__}: {exc}); the file is damaged or was not written by "
-            f"flowfn with the {store.serializer.name!r} serializer. Resume it with the "
-            f"serializer it was written with, or start a new run_id"
-        ) from None
 
 
 def _takes_shared(node: Any) -> bool:
@@ -1097,7 +1094,7 @@ async def run_durable(
             f"{node_name(root)}: the shared store you passed cannot be saved in the checkpoint "
             f"({type(exc).__name__}: {exc})"
         ) from exc
-    target = target or getattr(store, "target", None)
+    target = target or getattr(store, "target", None) or _target_of(root)
     meta = {"backend": backend_name(), "durability": durability}
     saved = await anyio.to_thread.run_sync(
         lambda: store.begin(
@@ -1123,7 +1120,7 @@ async def run_durable(
         if saved is not None and watch is not None:
             watch.emit("resume", root)  # this run goes on from a saved one
         if saved is not None and saved.status == "paused" and saved.detail is not None:
-            journal.answers.update(store.serializer.loads(saved.detail)["answers"])
+            journal.answers.update(_answers(store, saved))
         journal.answers.update(answers or {})
         token, cache_token = _journal.set(journal), caching.set(journal)
         _active += 1
@@ -1225,7 +1222,10 @@ def _saveable_end(store: CheckpointStore, shared: Any, result: Any) -> bytes | N
 
 def _finished(store: CheckpointStore, saved: Saved, shared: Any) -> Any:
     """What running a finished run again gives: its final shared store and its result."""
-    end = None if saved.detail is None else store.serializer.loads(saved.detail)
+    end = None
+    if saved.detail is not None:
+        what = f"the result of run {saved.run_id!r}"
+        end = load_saved(store.serializer, saved.detail, what=what, where=_file(store))
     if not isinstance(end, dict) or not end.get("saved"):
         raise FlowError(
             f"run {saved.run_id!r} has finished, but what it returned (or its shared store) "
@@ -1254,8 +1254,51 @@ def _waiting(store: CheckpointStore, questions: list[Question], answers: dict[st
 
 
 def _where_saved(store: CheckpointStore) -> str:
+    return repr(_file(store))
+
+
+def _file(store: CheckpointStore) -> str:
     path = getattr(store, "path", None)
-    return repr(str(path)) if path is not None else repr(store)
+    return str(path) if path is not None else repr(store)
+
+
+def _answers(store: CheckpointStore, saved: Saved) -> Any:
+    """The answers a paused run had when it paused."""
+    assert saved.detail is not None
+    what = f"the questions and answers of paused run {saved.run_id!r}"
+    waiting = load_saved(store.serializer, saved.detail, what=what, where=_file(store))
+    if not isinstance(waiting, dict) or not isinstance(waiting.get("answers"), dict):
+        raise FlowError(
+            f"checkpoint {_file(store)!r}: {what} cannot be read (not a dict of answers); "
+            f"resume from an intact copy, or start a new run_id"
+        )
+    return waiting["answers"]
+
+
+def _target_of(root: Any) -> str | None:
+    """Where ``root`` can be imported from (``module:name``, or ``path/to/script.py:name``
+    for a script run as ``__main__``), for ``flowfn runs resume``; None if it is not at the
+    top level of its module."""
+    import sys
+
+    candidates = [type(root).__module__]
+    for part in (root, getattr(root, "start_node", None)):
+        fn = getattr(part, "fn", None)
+        candidates.append(getattr(fn, "__module__", None) or type(part).__module__)
+    for module_name in dict.fromkeys(candidates):
+        if not module_name or module_name.startswith("flowfn"):
+            continue
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        names = [name for name, value in list(vars(module).items()) if value is root]
+        if not names:
+            continue
+        if module_name != "__main__":
+            return f"{module_name}:{names[0]}"
+        script = getattr(module, "__file__", None)
+        return None if script is None else f"{os.path.abspath(script)}:{names[0]}"
+    return None
 
 
 def _restore(
@@ -1274,10 +1317,14 @@ def _restore(
             f"run {run} was saved with the {saved.serializer!r} serializer, and this store "
             f"uses {store.serializer.name!r}; open it with the same serializer"
         )
-    loads = store.serializer.loads
+
+    def loads(blob: bytes, what: str) -> Any:
+        return load_saved(store.serializer, blob, what=f"{what} of run {run}", where=_file(store))
+
     if shared and saved.initial is not None and saved.initial != initial:
+        started = loads(saved.initial, "the shared store it started with")
         try:
-            same = loads(saved.initial) == dict(shared)
+            same = started == dict(shared)
         except Exception:
             same = False
         if not same:
@@ -1287,5 +1334,14 @@ def _restore(
                 f"(the saved state replaces it), or start a new run_id"
             )
     last = saved.last
-    blob = last.shared if last is not None and last.shared is not None else saved.initial
-    return {} if blob is None else loads(blob)
+    if last is not None and last.shared is not None:
+        restored = loads(last.shared, f"the shared store after step {last.node!r}")
+    else:
+        restored = {} if saved.initial is None else loads(saved.initial, "the shared store")
+    if not isinstance(restored, dict):
+        raise FlowError(
+            f"checkpoint {_file(store)!r}: the shared store of run {run} cannot be read (a "
+            f"{type(restored).__name__}, not a dict); resume from an intact copy, or start a "
+            f"new run_id"
+        )
+    return restored
