@@ -238,7 +238,11 @@ def test_stream_tokens_streams_every_word_in_order_under_one_quota(
     for question, reply in module.REPLIES.items():  # each reply's words arrive in order
         assert [w for who, w in shared["tokens"] if who == question] == reply.split()
     for text, title in zip(shared["answers"], shared["titles"], strict=True):
-        assert [w for who, w in shared["tokens"] if who == f"title: {text[:8]}"] == title.split()
+        tag = f"title: {module.short(text, 13)}"
+        assert [w for who, w in shared["tokens"] if who == tag] == title.split()
+        # Titles and tags end between words: every word shown is a whole word of the answer.
+        shown = title.removeprefix("A title for: ").split() + tag.split()[1:]
+        assert set(shown) - {"…"} <= set(text.split()), (title, tag)
     assert lines(capsys)[-1].startswith(f"{len(shared['tokens'])} tokens streamed")
 
 
