@@ -213,6 +213,9 @@ def test_scale_out_runs_the_same_batch_on_processes_dask_and_ray(engine: str) ->
     assert "pi ~ 3.1426 from 16 simulations" in out  # the same seeds give the same estimate
     assert out[-1].startswith("took ")
     assert out[-1].endswith(" s on trio")
+    if engine == "ray":  # Ray's start-up lines (INFO, a token warning) stay out of it
+        assert "the first start takes a few seconds" in out[1]
+        assert result.stderr == ""
 
 
 @backends
