@@ -10,6 +10,7 @@ Run: python examples/scale_out.py [processes|dask|ray] [asyncio|trio]
 
 from __future__ import annotations
 
+import logging
 import random
 import sys
 import time
@@ -61,10 +62,11 @@ def main(backend: str = "asyncio", engine: str = "processes", runs: int = 16) ->
 
         from flowfn.ray import RayWorkers
 
-        # Ray logs its start-up (a token-authentication warning, "Started a local Ray
-        # instance") on stderr; only its errors are shown, so that the output is the example's.
         print("starting a local Ray: the first start takes a few seconds")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        # Ray logs its start-up on stderr (a token-authentication warning, "Started a local
+        # Ray instance"): only its errors are shown, so that the output is the example's.
+        quiet = logging.ERROR
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=quiet)
         try:
             return run(RayWorkers(chunksize=2), backend, runs)
         finally:
