@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,6 +19,20 @@ import anyio
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def python_m_flowfn(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m flowfn ARGS`` in the repository, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "flowfn", *args],
+        cwd=EXAMPLES.parent,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+
+
 backends = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
 
@@ -222,13 +239,43 @@ def test_scale_out_runs_the_same_batch_on_processes_dask_and_ray(engine: str) ->
 def test_resume_batch_resumes_a_killed_run_without_redoing_recorded_summaries(
     backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    shared = example("resume_batch").main(backend, checkpoint=str(tmp_path / "runs.db"))
+    db = tmp_path / "runs.db"
+    shared = example("resume_batch").main(backend, checkpoint=str(db))
     out = lines(capsys)
     assert shared["report"] == "60 summaries"
     assert shared["summaries"] == [f"summary of document {i}" for i in range(60)]
-    resumed = int(re.search(r"resumed: (\d+) LLM calls now", out[1]).group(1))  # type: ignore[union-attr]
+    resumed = int(re.search(r"resumed: (\d+) LLM calls now", out[2]).group(1))  # type: ignore[union-attr]
     assert resumed <= 60 - 16  # at least the 16 recorded summaries were not asked again
     assert shared["calls"] >= 60
+    # It says where the checkpoint is, and the commands it prints work on it.
+    assert out[0] == f"checkpoint: {db}"
+    commands = [line.split("flowfn ", 1)[1].split() for line in out if "flowfn runs" in line]
+    assert [c[:2] for c in commands] == [["runs", "list"], ["runs", "show"]]
+    for command in commands:
+        done = python_m_flowfn(*command)
+        assert done.returncode == 0, done.stderr
+        assert "nightly" in done.stdout
+        assert "done" in done.stdout  # the run finished
+
+
+@backends
+def test_resume_batch_resumed_by_the_command_line_logs_beside_its_checkpoint(
+    backend: str, tmp_path: Path
+) -> None:
+    module = example("resume_batch")
+    db = str(tmp_path / "runs.db")
+    module.kill_halfway(backend, db)
+    log = Path(db + ".calls.log")
+    before = len(log.read_text().splitlines())
+    target = "examples/resume_batch.py:flow"  # what a user types; the run also remembers it
+    done = python_m_flowfn("runs", "resume", db, "nightly", "--target", target)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["shared"]["report"] == "60 summaries"
+    assert before >= 16
+    # The resumed calls landed in the same log: together they cover every document.
+    assert {line.strip() for line in log.read_text().splitlines()} == {
+        f"document {i}" for i in range(60)
+    }
 
 
 @backends
