@@ -2,7 +2,7 @@
 
 flowfn's docstrings use Sphinx's ``:class:`~flowfn.Event``` roles, which read well in
 ``help()``. On the site, a role naming a public flowfn object becomes a cross-reference
-(autorefs checks it: a broken one fails ``mkdocs build --strict``); any other role
+(autorefs checks it: a broken one fails ``properdocs build --strict``); any other role
 becomes inline code.
 """
 
