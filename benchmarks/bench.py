@@ -10,6 +10,8 @@ Needs ``pip install -e '.[bench]'`` (PocketFlow 0.0.3, trio and aiometer).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import importlib.util
 import json
 import platform
 import resource
@@ -21,6 +23,25 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BACKENDS = ("asyncio", "trio")
+#: The peers flowfn is measured against: import name, distribution, version (None: any).
+PEERS = (
+    ("pocketflow", "pocketflow", "0.0.3"),
+    ("trio", "trio", None),
+    ("aiometer", "aiometer", None),
+)
+INSTALL = "pip install -e '.[bench]'"
+
+
+def missing_peers() -> list[str]:
+    """What of :data:`PEERS` is not installed (or not at the measured version), as phrases."""
+    missing = []
+    for module, dist, version in PEERS:
+        if importlib.util.find_spec(module) is None:
+            missing.append(dist if version is None else f"{dist}=={version}")
+        elif version is not None and importlib.metadata.version(dist) != version:
+            found = importlib.metadata.version(dist)
+            missing.append(f"{dist}=={version} (found {found})")
+    return missing
 
 
 @dataclass(frozen=True)
@@ -137,10 +158,11 @@ def run_child(case: str, impl: str, backend: str) -> None:
 def measure(case: Case, impl: str, backend: str) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--child", case.name, impl, backend],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode != 0:  # the child's own error, not a bare CalledProcessError
+        raise SystemExit(f"bench.py: {case.name} on {label(impl, backend)} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -171,6 +193,12 @@ def main() -> None:
     if args.child:
         run_child(*args.child)
         return
+    missing = missing_peers()
+    if missing:  # say so now, not after half a minute of measuring
+        raise SystemExit(
+            f"bench.py measures flowfn against its peers; missing: {', '.join(missing)}.\n"
+            f"Install them with: {INSTALL}"
+        )
 
     sys.path.insert(0, str(HERE))
     import workloads

@@ -1,8 +1,8 @@
-"""mkdocs hooks: the examples the guide links to become files of the site.
+"""ProperDocs (MkDocs) hooks: the examples the guide links to become files of the site.
 
 The guide links to ``../examples/name.py``, which GitHub shows beside ``docs/``. On the
 site, those links point at copies of the scripts served with it, so that no link is
-broken and ``mkdocs build --strict`` can fail on any link that is.
+broken and ``properdocs build --strict`` can fail on any link that is.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from mkdocs.structure.files import File, Files
+from properdocs.structure.files import File, Files
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 _LINK = re.compile(r"\]\(\.\./examples/")

@@ -1,15 +1,17 @@
 """A long batch killed halfway and resumed: checkpoints in SQLite (docs/durable.md).
 
-Sixty documents are summarised by a fake LLM (anyio.sleep and a fixed answer stand in for
-the API), eight at a time, with checkpoint= and a run_id. The script first runs the flow in
-a child process and kills it with SIGKILL once the checkpoint holds 16 summaries, then
-resumes the same run here: only the documents whose summary was not recorded run again.
-Run: python examples/resume_batch.py [asyncio|trio]
+Sixty documents are summarised by a fake LLM (anyio.sleep stands in for the API), eight at
+a time. The script starts run "nightly" with `flowfn run --checkpoint` in a child process,
+kills it with SIGKILL once 16 summaries are recorded, then resumes it here: only documents
+whose summary was not recorded run again. It prints where the checkpoint is, and the
+`flowfn runs` commands that look into it. Run: python examples/resume_batch.py [asyncio|trio]
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -21,9 +23,6 @@ import anyio
 
 from flowfn import Flow, SQLiteStore, node, parallel_batch
 
-# One line per LLM call; main() puts it beside the checkpoint, so runs at once keep apart.
-CALLS = Path(tempfile.gettempdir(), "flowfn-resume-calls.log")
-
 
 @node
 def load(shared: dict[str, Any]) -> None:
@@ -31,9 +30,10 @@ def load(shared: dict[str, Any]) -> None:
 
 
 @parallel_batch(items="docs", into="summaries", limit=8)
-async def summarise(doc: str) -> str:
+async def summarise(doc: str, shared: dict[str, Any]) -> str:
     await anyio.sleep(0.2)  # the LLM call
-    with CALLS.open("a") as log:
+    # One line per call, to the file shared names: kept in the checkpoint, resumes log there.
+    with open(shared.get("calls_log", os.devnull), "a") as log:
         log.write(doc + "\n")
     return f"summary of {doc}"
 
@@ -47,30 +47,33 @@ load >> summarise >> report
 flow = Flow(load)
 
 
-def main(backend: str = "asyncio", checkpoint: str | None = None) -> dict[str, Any]:
-    global CALLS
-    db = checkpoint or os.path.join(tempfile.mkdtemp(), "runs.db")
-    CALLS = Path(db + ".calls.log")
-    CALLS.unlink(missing_ok=True)
-    child = subprocess.Popen([sys.executable, __file__, backend, "--child", db])
+def kill_halfway(backend: str, db: str) -> None:
+    """`flowfn run` this flow as run "nightly" of ``db``; SIGKILL it at 16 summaries."""
+    first = json.dumps({"calls_log": db + ".calls.log"})
+    args = ["--backend", backend, "--checkpoint", db, "--run-id", "nightly", "--shared", first]
+    child = subprocess.Popen([sys.executable, "-m", "flowfn", "run", f"{__file__}:flow", *args])
     while not os.path.exists(db) or sum(run.items for run in SQLiteStore(db).runs()) < 16:
-        time.sleep(0.05)  # let it summarise some documents, then pull the plug
+        time.sleep(0.05)
     child.kill()
     child.wait()
-    before = len(CALLS.read_text().splitlines()) if CALLS.exists() else 0
+
+
+def main(backend: str = "asyncio", checkpoint: str | None = None) -> dict[str, Any]:
+    db = checkpoint or os.path.join(tempfile.mkdtemp(prefix="flowfn-"), "runs.db")
+    print(f"checkpoint: {db}")
+    kill_halfway(backend, db)
+    log = Path(db + ".calls.log")  # one line per LLM call
+    before = len(log.read_text().splitlines()) if log.exists() else 0
     print(f"killed the first run after {before} LLM calls")
-    shared: dict[str, Any] = {}
+    shared: dict[str, Any] = {"calls_log": str(log)}
     flow.run(shared, backend=backend, checkpoint=db, run_id="nightly")
-    after = len(CALLS.read_text().splitlines()) - before
-    print(f"resumed: {after} LLM calls now, {60 - after} summaries from the checkpoint")
+    shared["calls"] = len(log.read_text().splitlines())
+    print(f"resumed: {shared['calls'] - before} LLM calls now, the rest from the checkpoint")
     print(shared["report"], "|", shared["summaries"][0], "...", shared["summaries"][-1])
-    shared["calls"] = before + after
+    print(f"look into it: flowfn runs list {shlex.quote(db)}")
+    print(f"              flowfn runs show {shlex.quote(db)} nightly")
     return shared
 
 
 if __name__ == "__main__":
-    if "--child" in sys.argv:  # the first run, killed by the parent
-        CALLS = Path(sys.argv[3] + ".calls.log")
-        flow.run({}, backend=sys.argv[1], checkpoint=sys.argv[3], run_id="nightly")
-    else:
-        main(sys.argv[1] if len(sys.argv) > 1 else "asyncio")
+    main(sys.argv[1] if len(sys.argv) > 1 else "asyncio")

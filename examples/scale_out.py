@@ -3,12 +3,14 @@
 Each item is a small Monte Carlo simulation (pure CPU: estimate pi from 100k random points
 with the item's own seed), sent two at a time (chunksize=2), eight in flight (limit=8).
 flowfn never starts a cluster: this script starts a local one in one line; to use a real
-cluster, connect to it instead (docs/scale-out.md). Needs pip install 'flowfn[ray,dask]'.
+cluster, connect to it instead (docs/scale-out.md); a local Ray takes a few seconds to
+start. Needs pip install 'flowfn[ray,dask]'.
 Run: python examples/scale_out.py [processes|dask|ray] [asyncio|trio]
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import sys
 import time
@@ -60,7 +62,11 @@ def main(backend: str = "asyncio", engine: str = "processes", runs: int = 16) ->
 
         from flowfn.ray import RayWorkers
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        print("starting a local Ray: the first start takes a few seconds")
+        # Ray logs its start-up on stderr (a token-authentication warning, "Started a local
+        # Ray instance"): only its errors are shown, so that the output is the example's.
+        quiet = logging.ERROR
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=quiet)
         try:
             return run(RayWorkers(chunksize=2), backend, runs)
         finally:

@@ -11,6 +11,7 @@ Run: python examples/stream_tokens.py [asyncio|trio]
 from __future__ import annotations
 
 import sys
+import textwrap
 from typing import Any
 
 import anyio
@@ -25,9 +26,14 @@ REPLIES = {
 }
 
 
+def short(text: str, width: int) -> str:
+    """``text`` cut to at most ``width`` characters between words (never mid-word)."""
+    return textwrap.shorten(text, width, placeholder=" …")
+
+
 async def fake_llm(prompt: str, who: str) -> str:
     """The 'API': streams the reply word by word, tagged with who asked."""
-    words = REPLIES.get(prompt, f"A title for: {prompt[:20]}").split()
+    words = REPLIES.get(prompt, f"A title for: {short(prompt, 24)}").split()
     for word in words:
         await anyio.sleep(0.01)
         await emit((who, word))
@@ -41,7 +47,7 @@ async def answer(question: str) -> str:
 
 @parallel_batch(items="answers", into="titles", limit=3, limiter=API)
 async def title(text: str) -> str:
-    return await fake_llm(text, f"title: {text[:8]}")
+    return await fake_llm(text, f"title: {short(text, 13)}")
 
 
 answer >> title
@@ -54,7 +60,7 @@ async def run(backend: str) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     async with flow.stream(shared) as output:
         async for who, word in output:
             seen.append((who, word))
-            print(f"[{who[:14]:>14}] {word}")
+            print(f"[{who:>20}] {word}")
     return shared, seen
 
 

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -16,6 +19,20 @@ import anyio
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def python_m_flowfn(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m flowfn ARGS`` in the repository, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "flowfn", *args],
+        cwd=EXAMPLES.parent,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+
+
 backends = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
 
@@ -213,19 +230,52 @@ def test_scale_out_runs_the_same_batch_on_processes_dask_and_ray(engine: str) ->
     assert "pi ~ 3.1426 from 16 simulations" in out  # the same seeds give the same estimate
     assert out[-1].startswith("took ")
     assert out[-1].endswith(" s on trio")
+    if engine == "ray":  # Ray's start-up lines (INFO, a token warning) stay out of it
+        assert "the first start takes a few seconds" in out[1]
+        assert result.stderr == ""
 
 
 @backends
 def test_resume_batch_resumes_a_killed_run_without_redoing_recorded_summaries(
     backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    shared = example("resume_batch").main(backend, checkpoint=str(tmp_path / "runs.db"))
+    db = tmp_path / "runs.db"
+    shared = example("resume_batch").main(backend, checkpoint=str(db))
     out = lines(capsys)
     assert shared["report"] == "60 summaries"
     assert shared["summaries"] == [f"summary of document {i}" for i in range(60)]
-    resumed = int(re.search(r"resumed: (\d+) LLM calls now", out[1]).group(1))  # type: ignore[union-attr]
+    resumed = int(re.search(r"resumed: (\d+) LLM calls now", out[2]).group(1))  # type: ignore[union-attr]
     assert resumed <= 60 - 16  # at least the 16 recorded summaries were not asked again
     assert shared["calls"] >= 60
+    # It says where the checkpoint is, and the commands it prints work on it.
+    assert out[0] == f"checkpoint: {db}"
+    commands = [line.split("flowfn ", 1)[1].split() for line in out if "flowfn runs" in line]
+    assert [c[:2] for c in commands] == [["runs", "list"], ["runs", "show"]]
+    for command in commands:
+        done = python_m_flowfn(*command)
+        assert done.returncode == 0, done.stderr
+        assert "nightly" in done.stdout
+        assert "done" in done.stdout  # the run finished
+
+
+@backends
+def test_resume_batch_resumed_by_the_command_line_logs_beside_its_checkpoint(
+    backend: str, tmp_path: Path
+) -> None:
+    module = example("resume_batch")
+    db = str(tmp_path / "runs.db")
+    module.kill_halfway(backend, db)
+    log = Path(db + ".calls.log")
+    before = len(log.read_text().splitlines())
+    target = "examples/resume_batch.py:flow"  # what a user types; the run also remembers it
+    done = python_m_flowfn("runs", "resume", db, "nightly", "--target", target)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["shared"]["report"] == "60 summaries"
+    assert before >= 16
+    # The resumed calls landed in the same log: together they cover every document.
+    assert {line.strip() for line in log.read_text().splitlines()} == {
+        f"document {i}" for i in range(60)
+    }
 
 
 @backends
@@ -238,7 +288,11 @@ def test_stream_tokens_streams_every_word_in_order_under_one_quota(
     for question, reply in module.REPLIES.items():  # each reply's words arrive in order
         assert [w for who, w in shared["tokens"] if who == question] == reply.split()
     for text, title in zip(shared["answers"], shared["titles"], strict=True):
-        assert [w for who, w in shared["tokens"] if who == f"title: {text[:8]}"] == title.split()
+        tag = f"title: {module.short(text, 13)}"
+        assert [w for who, w in shared["tokens"] if who == tag] == title.split()
+        # Titles and tags end between words: every word shown is a whole word of the answer.
+        shown = title.removeprefix("A title for: ").split() + tag.split()[1:]
+        assert set(shown) - {"…"} <= set(text.split()), (title, tag)
     assert lines(capsys)[-1].startswith(f"{len(shared['tokens'])} tokens streamed")
 
 

@@ -1,7 +1,7 @@
 """The public API: every name is in the reference, states its contract, and says ``flowfn``.
 
 The reference pages (``docs/reference/*.md``) are generated from the docstrings by
-mkdocstrings; ``.ci/run`` builds them with ``mkdocs build --strict``, so a cross-reference
+mkdocstrings; ``.ci/run`` builds them with ``properdocs build --strict``, so a cross-reference
 that no longer resolves fails CI. These tests catch what a build cannot: a public name left
 out of the reference, or one with nothing to say.
 """
@@ -156,8 +156,8 @@ def test_public_functions_report_module_flowfn() -> None:
 
 
 def test_the_site_config_lists_every_reference_page() -> None:
-    config = (DOCS.parent / "mkdocs.yml").read_text()
+    config = (DOCS.parent / "properdocs.yml").read_text()
     for page in REFERENCE.glob("*.md"):
-        assert f"reference/{page.name}" in config, f"mkdocs.yml's nav misses {page.name}"
+        assert f"reference/{page.name}" in config, f"properdocs.yml's nav misses {page.name}"
     assert "strict: true" in config
-    assert "mkdocs build --strict" in (DOCS.parent / ".ci" / "run").read_text()
+    assert "properdocs build --strict" in (DOCS.parent / ".ci" / "run").read_text()
