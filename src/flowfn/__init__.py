@@ -25,6 +25,7 @@ from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from ._progress import EchoHandler, Progress, echo
 from ._remote import RemoteTraceback
 from ._store import (
+    BatchInfo,
     CheckpointStore,
     JSONSerializer,
     PickleSerializer,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_LIMIT",
+    "BatchInfo",
     "Cache",
     "EchoHandler",
     "CheckpointStore",

@@ -5,7 +5,7 @@
     flowfn run examples/resume_batch.py:flow --checkpoint runs.db --run-id nightly
     flowfn runs list runs.db
     flowfn runs show runs.db nightly
-    flowfn runs resume runs.db nightly
+    flowfn runs resume runs.db nightly --trust
 
 TARGET names a flow (or a node) at the top level of a module or a file:
 ``package.module:name`` or ``path/to/file.py:name``. A mistake in the command (a missing

@@ -191,9 +191,15 @@ class RunInfo(NamedTuple):
 
 
 class BatchInfo(NamedTuple):
-    """A batch of a run, as ``flowfn runs show`` shows it: its place, its node, the items
-    recorded as finished and how many it has (None if not known), and whether its step
-    finished (then every item did)."""
+    """A batch of a run, as ``flowfn runs show`` shows it (``SQLiteStore.batches``).
+
+    Attributes:
+        position: its place in the flow (the step counters of the walks around it).
+        node: the name of its node.
+        recorded: how many of its items are recorded as finished.
+        total: how many items it has (None when they are pulled lazily).
+        finished: whether its step finished (then every item did).
+    """
 
     position: tuple[int, ...]
     node: str
