@@ -6,7 +6,12 @@ progress bars with rate, ETA, failures and retries."""
 from __future__ import annotations
 
 import io
+import json
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from terminal import Terminal
 
 from flowfn import Event, Flow, LogObserver, Parallel, Progress, node, parallel_batch
+from flowfn._cli import main
 from flowfn.otel import OTelObserver
 
 # -- 21.6: a failing branch of Parallel(...) is named by its name ----------------------------
@@ -207,3 +213,141 @@ async def test_retries_in_a_batch_flow_count_for_its_bar(anyio_backend: str) -> 
     out = io.StringIO()
     await Flow(fan).run_async({}, on_event=Progress(out))
     assert out.getvalue().startswith("Flow/fan: 100% 3/3 done, 0 failed, 3 retries, ")
+
+
+# -- 21.9 and 21.10: the command line's --shared, and failures in its result JSON -----------
+
+COLLECTING = """
+from flowfn import Flow, Parallel, node, parallel_batch
+
+
+class QuotaError(Exception):
+    pass
+
+
+@parallel_batch(items="questions", into="answers", errors="collect")
+async def ask(question):
+    if question == 5:
+        raise ValueError(f"model refused question {question}")
+    if question == 6:
+        raise QuotaError("out of tokens")
+    return f"answer {question}"
+
+
+flow = Flow(ask)
+
+
+@node
+def news(shared):
+    shared["news"] = "calm"
+
+
+@node
+def weather(shared):
+    raise KeyError("weather")
+
+
+branches = Flow(Parallel(news, weather, errors="collect", into="actions", name="fetch"))
+"""
+
+
+@pytest.fixture
+def collecting(tmp_path: Path) -> Path:
+    path = tmp_path / "collecting.py"
+    path.write_text(COLLECTING, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def restore_import_state() -> Iterator[None]:
+    """Loading a TARGET puts its folder on sys.path and its module in sys.modules: undo it."""
+    path, modules = list(sys.path), set(sys.modules)
+    yield
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        del sys.modules[name]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_shared_from_a_file_with_at(
+    collecting: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "input.json").write_text('{"questions": [1, 2]}', encoding="utf-8")
+    target = f"{collecting}:flow"
+    result = run_cli(capsys, "run", target, "--shared", f"@{tmp_path / 'input.json'}")
+    assert result["shared"]["answers"] == ["answer 1", "answer 2"]
+
+
+def test_shared_from_standard_input_with_a_dash(collecting: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "flowfn", "run", f"{collecting}:flow", "--shared", "-"],
+        input='{"questions": [3]}',
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["shared"] == {"questions": [3], "answers": ["answer 3"]}
+
+
+def test_params_read_a_file_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "greet.py").write_text(
+        "from flowfn import Flow, node\n"
+        "@node\n"
+        "def greet(shared, greeting):\n"
+        "    shared['message'] = greeting\n"
+        "flow = Flow(greet)\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "params.json").write_text('{"greeting": "Hi"}', encoding="utf-8")
+    target = f"{tmp_path / 'greet.py'}:flow"
+    result = run_cli(capsys, "run", target, "--params", f"@{tmp_path / 'params.json'}")
+    assert result["shared"] == {"message": "Hi"}
+
+
+def test_a_missing_or_bad_shared_file_is_one_line_naming_it(
+    collecting: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = f"{collecting}:flow"
+    assert main(["run", target, "--shared", "@nowhere.json"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flowfn: error: --shared @nowhere.json: no file 'nowhere.json'")
+    (tmp_path / "bad.json").write_text("[1, 2]", encoding="utf-8")
+    assert main(["run", target, "--shared", f"@{tmp_path / 'bad.json'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"--shared @{tmp_path / 'bad.json'} must be a JSON object" in err
+    assert main(["run", target, "--shared", "-", "--params", "-"]) == 2
+    assert "both read standard input" in capsys.readouterr().err
+
+
+def test_collected_failures_are_objects_in_the_result(
+    collecting: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = '{"questions": [4, 5, 6]}'
+    result = run_cli(capsys, "run", f"{collecting}:flow", "--shared", shared)
+    assert result["shared"]["answers"] == [
+        "answer 4",
+        {"error": "ValueError", "message": "model refused question 5", "node": "ask", "item": 1},
+        {"error": "collecting.QuotaError", "message": "out of tokens", "node": "ask", "item": 2},
+    ]
+
+
+def test_a_collected_branch_failure_names_its_branch(
+    collecting: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_cli(capsys, "run", f"{collecting}:branches")
+    assert result["shared"]["actions"] == [
+        None,
+        {
+            "error": "KeyError",
+            "message": "'weather'",
+            "node": "fetch",
+            "item": None,
+            "branch": "weather",
+        },
+    ]
