@@ -5,6 +5,7 @@ progress bars with rate, ETA, failures and retries."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -351,3 +352,75 @@ def test_a_collected_branch_failure_names_its_branch(
             "branch": "weather",
         },
     ]
+
+
+# -- 21.7: asyncio-only code under trio gets a note saying what to do, and no retries -------
+
+ASYNCIO_HINT = "Await anyio.sleep(...)"
+
+
+def asyncio_hint(exc: BaseException) -> bool:
+    return any(ASYNCIO_HINT in note for note in getattr(exc, "__notes__", ()))
+
+
+@pytest.mark.anyio
+async def test_a_ported_node_awaiting_asyncio_sleep_under_trio(anyio_backend: str) -> None:
+    from flowfn.compat import AsyncFlow, AsyncNode
+
+    attempts: list[int] = []
+
+    class Wait(AsyncNode):  # a PocketFlow node, ported by its import
+        async def exec_async(self, prep_res: Any) -> None:
+            attempts.append(self.cur_retry)
+            await asyncio.sleep(0.001)
+
+    flow = AsyncFlow(start=Wait(max_retries=3, wait=0.01))
+    if anyio_backend == "asyncio":
+        await flow.run_async({})  # asyncio code runs on asyncio
+        assert attempts == [0]
+        return
+    with pytest.raises(RuntimeError, match="no running event loop") as caught:
+        await flow.run_async({})
+    assert attempts == [0]  # not retried: every attempt would fail the same way
+    assert asyncio_hint(caught.value)
+    assert "docs/compat.md" in caught.value.__notes__[0]
+
+
+def test_the_hint_when_run_starts_trio_itself() -> None:
+    seen: list[Event] = []
+
+    @node(retries=3, wait=0)
+    async def wait(shared: dict[str, Any]) -> None:
+        await asyncio.sleep(0)  # no loop needed: a bare yield, which trio refuses (TypeError)
+
+    with pytest.raises(TypeError, match="unrecognized yield message") as caught:
+        Flow(wait).run({}, backend="trio", on_event=seen.append)
+    assert asyncio_hint(caught.value)
+    assert [e.kind for e in seen if e.kind in ("retry", "fallback")] == ["fallback"]
+    Flow(wait).run({}, backend="asyncio")
+
+
+def test_an_asyncio_only_item_of_a_parallel_batch_gets_the_hint() -> None:
+    @parallel_batch(items=lambda shared: range(3))
+    async def each(i: int) -> None:
+        asyncio.get_running_loop()
+
+    with pytest.raises(RuntimeError) as caught:
+        Flow(each).run({}, backend="trio")
+    assert asyncio_hint(caught.value)
+    assert caught.value.__notes__.count(caught.value.__notes__[0]) == 1  # the hint once
+
+
+@pytest.mark.anyio
+async def test_other_runtime_errors_are_retried_without_the_hint(anyio_backend: str) -> None:
+    attempts: list[int] = []
+
+    @node(retries=2, wait=0)
+    async def flaky(shared: dict[str, Any]) -> None:
+        attempts.append(1)
+        raise RuntimeError("the service said no")
+
+    with pytest.raises(RuntimeError, match="the service said no") as caught:
+        await Flow(flaky).run_async({})
+    assert len(attempts) == 3  # the first attempt and two retries
+    assert not asyncio_hint(caught.value)
