@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,13 +256,13 @@ branches = Flow(Parallel(news, weather, errors="collect", into="actions", name="
 
 
 @pytest.fixture
-def collecting(tmp_path: Path) -> Path:
+def collecting(tmp_path: Path, restore_import_state: None) -> Path:
     path = tmp_path / "collecting.py"
     path.write_text(COLLECTING, encoding="utf-8")
     return path
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def restore_import_state() -> Iterator[None]:
     """Loading a TARGET puts its folder on sys.path and its module in sys.modules: undo it."""
     path, modules = list(sys.path), set(sys.modules)
@@ -296,7 +299,9 @@ def test_shared_from_standard_input_with_a_dash(collecting: Path) -> None:
     assert json.loads(done.stdout)["shared"] == {"questions": [3], "answers": ["answer 3"]}
 
 
-def test_params_read_a_file_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_params_read_a_file_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_import_state: None
+) -> None:
     (tmp_path / "greet.py").write_text(
         "from flowfn import Flow, node\n"
         "@node\n"
@@ -424,3 +429,127 @@ async def test_other_runtime_errors_are_retried_without_the_hint(anyio_backend: 
         await Flow(flaky).run_async({})
     assert len(attempts) == 3  # the first attempt and two retries
     assert not asyncio_hint(caught.value)
+
+
+# -- 21.8: workers="process" in a script without `if __name__ == "__main__":` -------------
+
+SCRIPT = """
+from flowfn import Flow, parallel_batch
+
+
+@parallel_batch(items=lambda shared: [1, 2, 3], into="squares", workers="process")
+def square(x):
+    return x * x
+
+
+shared = {}
+RUN
+print(shared["squares"])
+"""
+
+
+def run_script(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_process_workers_in_a_script_without_a_main_guard_fail_at_once(tmp_path: Path) -> None:
+    done = run_script(tmp_path, "squares.py", SCRIPT.replace("RUN", "Flow(square).run(shared)"))
+    assert done.returncode == 1
+    assert done.stderr.count("Traceback") == 1  # one error, not one per worker
+    assert "flowfn.FlowError: workers='process' starts fresh Python processes" in done.stderr
+    assert "line 11 of it" in done.stderr
+    assert 'under `if __name__ == "__main__":` at the end of squares.py' in done.stderr
+    assert "flowfn: item 0 of parallel batch node 'square'" in done.stderr
+    assert "BrokenProcessPool" not in done.stderr
+    assert "bootstrapping phase" not in done.stderr
+
+
+def test_process_workers_in_a_script_with_a_main_guard_run(tmp_path: Path) -> None:
+    guarded = SCRIPT.replace("RUN", 'if __name__ == "__main__":\n    Flow(square).run(shared)')
+    guarded = guarded.replace('print(shared["squares"])', '    print(shared["squares"])')
+    done = run_script(tmp_path, "guarded.py", guarded)
+    assert (done.returncode, done.stdout) == (0, "[1, 4, 9]\n"), done.stderr
+    in_main = SCRIPT.replace("RUN", "def main():\n    Flow(square).run(shared)\n")
+    in_main = in_main.replace('print(shared["squares"])', 'if "__main__" == __name__:\n    main()')
+    in_main += '    print(shared["squares"])\n'
+    done = run_script(tmp_path, "in_main.py", in_main)
+    assert (done.returncode, done.stdout) == (0, "[1, 4, 9]\n"), done.stderr
+
+
+def test_which_lines_are_under_the_main_guard(tmp_path: Path) -> None:
+    from flowfn._processes import _under_main_guard
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os\n"  # 1
+        "run()\n"  # 2
+        "if __name__ == '__main__':\n"  # 3
+        "    try:\n"  # 4
+        "        run()\n"  # 5
+        "    finally:\n"  # 6
+        "        pass\n"  # 7
+        "else:\n"  # 8
+        "    run()\n"  # 9
+        "with open(os.devnull) as f:\n"  # 10
+        "    if __name__ == '__main__':\n"  # 11
+        "        run()\n",  # 12
+        encoding="utf-8",
+    )
+    guarded = {line: _under_main_guard(str(script), line) for line in (2, 5, 7, 9, 12)}
+    assert guarded == {2: False, 5: True, 7: True, 9: False, 12: True}
+    assert _under_main_guard(str(tmp_path / "gone.py"), 1) is None
+
+
+# -- 20.20: a dead process worker fails each job in flight with an exception of its own ------
+
+
+@parallel_batch(items="signals", workers="process")
+def dies(signal: str) -> None:
+    """Waits until the other flow's job runs (a file says so), then kills its worker."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(signal) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os._exit(1)
+
+
+@parallel_batch(items="signals", workers="process")
+def waits(signal: str) -> None:
+    """Says it runs, then waits long enough to be in flight when the other job's worker dies."""
+    Path(signal).touch()
+    time.sleep(60)
+
+
+def test_each_flow_gets_its_own_broken_pool_error(tmp_path: Path) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    signal = str(tmp_path / "running")
+    raised: dict[str, BaseException] = {}
+
+    def run(step: Any) -> None:
+        try:
+            Flow(step).run({"signals": [signal]})
+        except BaseException as exc:
+            raised[step.name] = exc
+
+    threads = [threading.Thread(target=run, args=(step,)) for step in (dies, waits)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    left, right = raised["dies"], raised["waits"]
+    assert isinstance(left, BrokenProcessPool)
+    assert isinstance(right, BrokenProcessPool)
+    assert left is not right
+    assert [n for n in left.__notes__ if "waits" in n] == []  # each its own notes only
+    assert [n for n in right.__notes__ if "dies" in n] == []
+    assert "flowfn: item 0 of parallel batch node 'dies'" in left.__notes__
+    assert "flowfn: item 0 of parallel batch node 'waits'" in right.__notes__
+    assert isinstance(left.__cause__, BrokenProcessPool)  # chained to the pool's own
