@@ -12,8 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,7 +72,7 @@ def test_branches_sharing_a_name_are_told_apart_by_position() -> None:
     def same(shared: dict[str, Any]) -> None:
         pass
 
-    other = node(lambda shared: None, name="other")
+    other = node(name="other")(lambda shared: None)
     assert Parallel(same, other, same).branch_names() == ["same[0]", "other", "same[2]"]
 
 
@@ -511,45 +509,50 @@ def test_which_lines_are_under_the_main_guard(tmp_path: Path) -> None:
 # -- 20.20: a dead process worker fails each job in flight with an exception of its own ------
 
 
-@parallel_batch(items="signals", workers="process")
-def dies(signal: str) -> None:
-    """Waits until the other flow's job runs (a file says so), then kills its worker."""
-    deadline = time.monotonic() + 30
-    while not os.path.exists(signal) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    os._exit(1)
+@parallel_batch(items="codes", workers="process")
+def dies(code: int) -> None:
+    """Kills the worker process that runs it."""
+    os._exit(code)
 
 
-@parallel_batch(items="signals", workers="process")
-def waits(signal: str) -> None:
-    """Says it runs, then waits long enough to be in flight when the other job's worker dies."""
-    Path(signal).touch()
-    time.sleep(60)
-
-
-def test_each_flow_gets_its_own_broken_pool_error(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_jobs_failed_by_one_dead_worker_get_exceptions_of_their_own(
+    anyio_backend: str,
+) -> None:
+    """The executor sets one BrokenProcessPool on every job in flight, as here."""
+    from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
-    signal = str(tmp_path / "running")
-    raised: dict[str, BaseException] = {}
+    from flowfn._processes import _wait
 
-    def run(step: Any) -> None:
-        try:
-            Flow(step).run({"signals": [signal]})
-        except BaseException as exc:
-            raised[step.name] = exc
+    shared_by_all = BrokenProcessPool("A process in the process pool was terminated abruptly")
+    jobs: list[Future[Any]] = [Future(), Future()]
+    for job in jobs:
+        job.set_exception(shared_by_all)
+    raised = []
+    for job in jobs:
+        with pytest.raises(BrokenProcessPool) as caught:
+            await _wait(job)
+        raised.append(caught.value)
+    assert raised[0] is not raised[1]
+    assert all(exc is not shared_by_all and exc.__cause__ is shared_by_all for exc in raised)
+    assert str(raised[0]) == str(shared_by_all)
+    raised[0].add_note("flowfn: item 0 of parallel batch node 'left'")
+    assert getattr(raised[1], "__notes__", []) == []  # another flow's notes stay its own
 
-    threads = [threading.Thread(target=run, args=(step,)) for step in (dies, waits)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(90)
-    left, right = raised["dies"], raised["waits"]
-    assert isinstance(left, BrokenProcessPool)
-    assert isinstance(right, BrokenProcessPool)
-    assert left is not right
-    assert [n for n in left.__notes__ if "waits" in n] == []  # each its own notes only
-    assert [n for n in right.__notes__ if "dies" in n] == []
-    assert "flowfn: item 0 of parallel batch node 'dies'" in left.__notes__
-    assert "flowfn: item 0 of parallel batch node 'waits'" in right.__notes__
-    assert isinstance(left.__cause__, BrokenProcessPool)  # chained to the pool's own
+
+def test_a_dead_worker_fails_its_job_with_a_broken_pool_error_of_its_own() -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    with pytest.raises(BrokenProcessPool) as caught:
+        Flow(dies).run({"codes": [1]})
+    assert isinstance(caught.value.__cause__, BrokenProcessPool)  # the pool's, chained
+    assert caught.value.__notes__[0] == "flowfn: item 0 of parallel batch node 'dies'"
+    shared: dict[str, Any] = {}
+    Flow(square_in_process).run(shared)  # the next job gets a new pool
+    assert shared["squares"] == [1, 4]
+
+
+@parallel_batch(items=lambda shared: [1, 2], into="squares", workers="process")
+def square_in_process(x: int) -> int:
+    return x * x
