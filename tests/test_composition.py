@@ -598,7 +598,7 @@ async def test_a_failing_branch_cancels_the_others_unless_collecting() -> None:
     with anyio.fail_after(2), pytest.raises(KeyError) as caught:
         await AsyncFlow(Parallel(slow, boom, name="pair")).run_async({})
     assert finished == []
-    assert "flowfn: item 1 of parallel branches 'pair'" in caught.value.__notes__
+    assert "flowfn: branch 'boom' of parallel branches 'pair'" in caught.value.__notes__
 
     @node
     async def quick(shared: dict[str, Any]) -> str:

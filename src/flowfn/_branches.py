@@ -103,7 +103,7 @@ class Parallel(BaseNode):
                 f"{self.name}: parallel branches need a dict-like shared store, "
                 f"got {type(shared).__name__}"
             )
-        names = [node_name(b) for b in self.branches]
+        names = self.branch_names()
         if self.merge is None:
             owners: dict[Any, int] = {}
             before: dict[Any, Any] = {}  # each key's value before a branch first wrote it
@@ -127,6 +127,7 @@ class Parallel(BaseNode):
             where=f"parallel branches {self.name!r}",
             errors=self.errors,
             node=self,
+            branches=self.branch_names(),
         )
         if self.merge is None:
             actions = await branches
@@ -139,6 +140,13 @@ class Parallel(BaseNode):
         if self.into is not None:
             shared[self.into] = actions
         return None
+
+    def branch_names(self) -> list[str]:
+        """The names that notes, events, spans and progress give the branches, in order: each
+        branch's node or flow name (``name=``, else its function's or class's name), with
+        ``[position]`` added to a name that several branches share."""
+        names = [node_name(b) for b in self.branches]
+        return [f"{n}[{i}]" if names.count(n) > 1 else n for i, n in enumerate(names)]
 
     def _copy(self, shared: MutableMapping[Any, Any]) -> dict[Any, Any]:
         try:

@@ -17,6 +17,7 @@ its traceback shows, with flowfn's notes naming the node.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import importlib
 import importlib.util
@@ -24,6 +25,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,8 +183,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--backend", choices=BACKENDS, help="the event loop (default: asyncio, if one is needed)"
     )
-    run.add_argument("--shared", metavar="JSON", help="the shared store, a JSON object")
-    run.add_argument("--params", metavar="JSON", help="the flow's params, a JSON object")
+    run.add_argument(
+        "--shared",
+        metavar="JSON",
+        help="the shared store, a JSON object: inline, @FILE to read it from a file, or - to "
+        "read it from standard input",
+    )
+    run.add_argument(
+        "--params",
+        metavar="JSON",
+        help="the flow's params, a JSON object: inline, @FILE or - (standard input)",
+    )
     run.add_argument(
         "--progress", action="store_true", help="show a progress bar per batch (on stderr)"
     )
@@ -346,8 +357,10 @@ def _observers(args: argparse.Namespace, *more: Any) -> list[Any] | None:
 
 def _run_command(args: argparse.Namespace) -> int:
     """``flowfn run``: load, run, print ``{"action": ..., "shared": {...}}`` as JSON."""
-    shared = {} if args.shared is None else _json_object(args.shared, "--shared")
-    params = None if args.params is None else _json_object(args.params, "--params")
+    if args.shared == "-" and args.params == "-":
+        raise UsageError("--shared - and --params - both read standard input: give one @FILE")
+    shared = {} if args.shared is None else _json_object(*_read_json(args.shared, "--shared"))
+    params = None if args.params is None else _json_object(*_read_json(args.params, "--params"))
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         raise UsageError("--backend trio needs trio: pip install 'flowfn[trio]'")
     node = load_target(args.target)
@@ -389,7 +402,7 @@ def _print_result(action: Any, shared: Any, output: str | None = None) -> None:
         result: dict[str, Any] = {"paused": action.run_id, "questions": questions}
     else:
         result = {"action": action, "shared": shared}
-    text = json.dumps(_jsonable(result), indent=2, default=repr, ensure_ascii=False)
+    text = json.dumps(_jsonable(result), indent=2, default=_json_default, ensure_ascii=False)
     if output is None:
         print(text)
         return
@@ -397,6 +410,66 @@ def _print_result(action: Any, shared: Any, output: str | None = None) -> None:
         Path(output).write_text(text + "\n", encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot write {output!r}: {exc.strerror or exc}") from None
+
+
+def _read_json(value: str, option: str) -> tuple[str, str]:
+    """The JSON text an option names, as curl and the GitHub CLI read it: ``-`` reads
+    standard input, ``@FILE`` a file, anything else is the JSON itself; with the name to
+    give it in errors (``--shared @input.json``)."""
+    if value == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError(f"{option} - reads JSON from standard input: pipe it in")
+        return sys.stdin.read(), f"{option} - (standard input)"
+    if not value.startswith("@"):
+        return value, option
+    path = Path(value[1:])
+    try:
+        return path.read_text(encoding="utf-8"), f"{option} {value}"
+    except FileNotFoundError:
+        where = f"no file {str(path)!r} (looked in {os.getcwd()})"
+        raise UsageError(f"{option} {value}: {where}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise UsageError(f"{option} {value}: cannot read {str(path)!r}: {reason}") from None
+
+
+# The notes flowfn puts on an item's or a node's exception (names are reprs: '...' or "...").
+_NAME = r"""(?:'.*'|".*")"""
+_ITEM_NOTE = re.compile(
+    rf"flowfn: (?:item (?P<item>\d+)|branch (?P<branch>{_NAME})) of .*? (?P<node>{_NAME})$"
+)
+_NODE_NOTE = re.compile(rf"flowfn: in node (?P<node>{_NAME}) of flow {_NAME}$")
+
+
+def _json_default(value: Any) -> Any:
+    """How the result JSON holds what JSON cannot: an exception (a failure kept by
+    ``errors="collect"``) as an object, anything else as its repr."""
+    if isinstance(value, BaseException):
+        return _error_object(value)
+    return repr(value)
+
+
+def _error_object(exc: BaseException) -> dict[str, Any]:
+    """``{"error": "ValueError", "message": ..., "node": ..., "item": ...}``: the type (as
+    users import it), the message, and the node and item flowfn's notes name (``None`` when
+    unknown); a failed branch of a Parallel node adds ``"branch"``."""
+    name = type(exc).__qualname__
+    if type(exc).__module__ != "builtins":
+        name = f"{_public_module(type(exc))}.{name}"
+    found: dict[str, Any] = {"error": name, "message": str(exc), "node": None, "item": None}
+    for note in getattr(exc, "__notes__", ()):  # the innermost first: where it failed
+        item = _ITEM_NOTE.match(str(note))
+        if item is not None:
+            found["node"] = ast.literal_eval(item["node"])
+            if item["branch"] is None:
+                found["item"] = int(item["item"])
+            else:
+                found["branch"] = ast.literal_eval(item["branch"])
+            break
+        in_node = _NODE_NOTE.match(str(note))
+        if in_node is not None and found["node"] is None:
+            found["node"] = ast.literal_eval(in_node["node"])
+    return found
 
 
 # -- runs -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ __all__ = [
     "FlowEndsWarning",
     "FlowError",
     "add_note",
+    "asyncio_under_trio",
     "keep_others",
     "node_name",
     "other_errors",
@@ -94,6 +95,49 @@ def _where(exc: BaseException) -> str:
         if isinstance(note, str) and note.startswith("flowfn: item "):
             return note[len("flowfn: ") :].split(" of ", 1)[0] + ": "
     return ""
+
+
+ASYNCIO_UNDER_TRIO = (
+    "flowfn: this error comes from asyncio-only code (asyncio.sleep, asyncio.get_running_loop, "
+    "a library built on asyncio) running under trio, where no asyncio event loop exists, so it "
+    "fails the same way on every attempt (flowfn did not retry it). Await anyio.sleep(...) and "
+    "anyio's other calls, which run on both, or run the flow on asyncio (backend='asyncio'); "
+    "see 'asyncio code under trio' in docs/compat.md"
+)
+
+
+def asyncio_under_trio(exc: BaseException, *, on_trio: bool | None = None) -> bool:
+    """Whether ``exc`` is asyncio-only code failing under trio for want of an asyncio event
+    loop (a ``RuntimeError`` raised in asyncio, or saying it found no event loop, or trio's
+    ``TypeError`` for an await that yielded to asyncio, as ``asyncio.sleep(0)`` does); if so,
+    it gets a note saying what to do, once. ``on_trio``: whether the run was on trio
+    (default: whether this thread is inside a trio run now)."""
+    if not isinstance(exc, (RuntimeError, TypeError)):
+        return False
+    if ASYNCIO_UNDER_TRIO in getattr(exc, "__notes__", ()):
+        return True
+    if on_trio is None:
+        from ._backend import running_async_library
+
+        on_trio = running_async_library() == "trio"
+    if not on_trio or not _from_asyncio(exc):
+        return False
+    add_note(exc, ASYNCIO_UNDER_TRIO)
+    return True
+
+
+def _from_asyncio(exc: RuntimeError | TypeError) -> bool:
+    if isinstance(exc, TypeError):  # trio's words for a bare yield from asyncio code
+        return "unrecognized yield message" in str(exc)
+    asyncio = sys.modules.get("asyncio")
+    folder = os.path.dirname(asyncio.__file__) + os.sep if asyncio and asyncio.__file__ else None
+    trace = exc.__traceback__
+    while trace is not None and folder is not None:
+        if trace.tb_frame.f_code.co_filename.startswith(folder):
+            return True
+        trace = trace.tb_next
+    message = str(exc)
+    return "event loop" in message or "inside a task" in message
 
 
 # Frames in these packages' folders are the engine's or the event loop's, never the user's.

@@ -47,7 +47,9 @@ class Event(NamedTuple):
     0-based attempt of a retry, ``duration`` the seconds a node, item, batch or run took,
     ``action`` the action a node returned, ``total`` the number of items of a batch when its
     source has a length, ``error`` the exception of an ``*_error``, ``retry`` or
-    ``fallback`` event, ``time`` when it happened (``time.monotonic()``).
+    ``fallback`` event, ``time`` when it happened (``time.monotonic()``), ``branch`` the name
+    of the branch of a :class:`~flowfn.Parallel` node whose item event this is (``item`` is
+    its position).
     """
 
     kind: EventKind
@@ -60,6 +62,7 @@ class Event(NamedTuple):
     total: int | None = None
     error: BaseException | None = None
     time: float = 0.0
+    branch: str | None = None
 
     @property
     def where(self) -> str:
@@ -164,23 +167,27 @@ class Watch:
         self.emit("node_end", node, duration=time.perf_counter() - started, action=_as(action))
         return action
 
-    def items(self, node: object) -> ItemEvents:
-        """Events for the items of ``node``'s batch (a batch node's, or a batch flow's runs)."""
-        return ItemEvents(self, node)
+    def items(self, node: object, branches: Sequence[str] | None = None) -> ItemEvents:
+        """Events for the items of ``node``'s batch (a batch node's, or a batch flow's runs);
+        ``branches`` names the items when they are the branches of a Parallel node."""
+        return ItemEvents(self, node, branches)
 
 
 class ItemEvents:
     """item_start / item_end / item_error for one batch. The runs of a batch *flow* see the
     item index in their path (``orders[3]/bake``), so concurrent runs stay apart."""
 
-    __slots__ = ("node", "watch")
+    __slots__ = ("branches", "node", "watch")
 
-    def __init__(self, watch: Watch, node: object) -> None:
-        self.watch, self.node = watch, node
+    def __init__(self, watch: Watch, node: object, branches: Sequence[str] | None = None) -> None:
+        self.watch, self.node, self.branches = watch, node, branches
+
+    def _branch(self, index: int) -> str | None:
+        return None if self.branches is None else self.branches[index]
 
     def start(self, index: int) -> Token[Any]:
         watch = self.watch
-        watch.emit("item_start", self.node, item=index)
+        watch.emit("item_start", self.node, item=index, branch=self._branch(index))
         if self.node is not watch.owner or not hasattr(self.node, "start_node"):
             # An item of a batch node: the retries of its attempts report its index.
             return _item.set(index)
@@ -191,10 +198,11 @@ class ItemEvents:
     def end(self, index: int, token: Token[Any] | None, error: BaseException | None = None) -> None:
         if token is not None:
             token.var.reset(token)
+        branch = self._branch(index)
         if error is None:
-            self.watch.emit("item_end", self.node, item=index)
+            self.watch.emit("item_end", self.node, item=index, branch=branch)
         else:
-            self.watch.emit("item_error", self.node, item=index, error=error)
+            self.watch.emit("item_error", self.node, item=index, error=error, branch=branch)
 
 
 def _as(action: Any) -> str | None:

@@ -26,7 +26,7 @@ from typing_extensions import TypeVar, Unpack
 from . import _events as events
 from . import _journal
 from ._backend import start_event_loop
-from ._errors import FlowError, node_name
+from ._errors import FlowError, asyncio_under_trio, node_name
 from ._limiter import Limiter, check_limiter, limited
 from ._local import fresh_local
 from ._pause import PauseRequest
@@ -168,25 +168,34 @@ class BaseNode(_Generic[S]):
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
-        with events.observing(_observers(on_event, progress), self), fresh_local():
-            if checkpoint is not None or run_id is not None or answers is not None or durability:
-                return start_event_loop(
-                    self._run_durable,
-                    shared,
-                    checkpoint,
-                    run_id,
-                    answers,
-                    durability,
-                    backend=backend,
-                    who=node_name(self),
-                )
-            # A run started inside a step of a durable run is not part of that run.
-            with _journal.detached():
-                if backend is None and not self._needs_loop():
-                    return self._run(shared)
-                return start_event_loop(
-                    self._run_async, shared, backend=backend, who=node_name(self)
-                )
+        try:
+            with events.observing(_observers(on_event, progress), self), fresh_local():
+                if (
+                    checkpoint is not None
+                    or run_id is not None
+                    or answers is not None
+                    or durability
+                ):
+                    return start_event_loop(
+                        self._run_durable,
+                        shared,
+                        checkpoint,
+                        run_id,
+                        answers,
+                        durability,
+                        backend=backend,
+                        who=node_name(self),
+                    )
+                # A run started inside a step of a durable run is not part of that run.
+                with _journal.detached():
+                    if backend is None and not self._needs_loop():
+                        return self._run(shared)
+                    return start_event_loop(
+                        self._run_async, shared, backend=backend, who=node_name(self)
+                    )
+        except (RuntimeError, TypeError) as exc:
+            asyncio_under_trio(exc, on_trio=backend == "trio")
+            raise
 
     async def _run_durable(
         self,
@@ -222,13 +231,22 @@ class BaseNode(_Generic[S]):
         await _checkpoint()  # as every async call of trio and anyio is: cancelled, nothing runs
         if self.successors:
             warnings.warn("Node won't run successors. Use AsyncFlow.", stacklevel=2)
-        with events.observing(_observers(on_event, progress), self), fresh_local():
-            if checkpoint is not None or run_id is not None or answers is not None or durability:
-                return await self._run_durable(shared, checkpoint, run_id, answers, durability)
-            if not _journal._active:
-                return await self._run_async(shared)
-            with _journal.detached():
-                return await self._run_async(shared)
+        try:
+            with events.observing(_observers(on_event, progress), self), fresh_local():
+                if (
+                    checkpoint is not None
+                    or run_id is not None
+                    or answers is not None
+                    or durability
+                ):
+                    return await self._run_durable(shared, checkpoint, run_id, answers, durability)
+                if not _journal._active:
+                    return await self._run_async(shared)
+                with _journal.detached():
+                    return await self._run_async(shared)
+        except (RuntimeError, TypeError) as exc:
+            asyncio_under_trio(exc)
+            raise
 
     def stream(
         self,
@@ -506,11 +524,14 @@ def _coroutine_from_sync_exec(node: Node) -> FlowError:
     )
 
 
-def _observe_failure(node: Node, attempt: int, exc: Exception) -> None:
-    """A failed attempt: a ``retry`` event, or ``fallback`` after the last one."""
+def _observe_failure(node: Node, attempt: int, exc: Exception, last: bool | None = None) -> None:
+    """A failed attempt: a ``retry`` event, or ``fallback`` after the last one (``last``:
+    by default, the attempt ``max_retries`` allows last)."""
     watch = events.current()
     if watch is not None:
-        kind: events.EventKind = "fallback" if attempt == node.max_retries - 1 else "retry"
+        if last is None:
+            last = attempt == node.max_retries - 1
+        kind: events.EventKind = "fallback" if last else "retry"
         watch.emit(kind, node, attempt=attempt, error=exc, item=events.current_item())
 
 
@@ -612,6 +633,7 @@ class AsyncNode(Node[S]):
             except PauseRequest:
                 raise
             except Exception as e:
+                asyncio_under_trio(e)
                 _observe_failure(self, 0, e)
                 return await self.exec_fallback_async(prep_res, e)
         for i in range(self.max_retries):
@@ -628,8 +650,10 @@ class AsyncNode(Node[S]):
             except PauseRequest:
                 raise  # a step asking for input: not a failure to retry or fall back from
             except Exception as e:
-                _observe_failure(self, i, e)
-                if i == self.max_retries - 1:
+                # asyncio-only code under trio fails the same way every time: no retry.
+                last = asyncio_under_trio(e) or i == self.max_retries - 1
+                _observe_failure(self, i, e, last)
+                if last:
                     return await self.exec_fallback_async(prep_res, e)
                 # Between attempts: a checkpoint, so that a cancelled flow retries no more.
                 await (anyio.sleep(self._retry_delay(i)) if self.wait > 0 else checkpoint())

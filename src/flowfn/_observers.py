@@ -41,6 +41,7 @@ class LogObserver:
             f"{name}={value}"
             for name, value in (
                 ("item", event.item),
+                ("branch", event.branch),
                 ("attempt", event.attempt),
                 ("action", event.action),
                 ("total", event.total),

@@ -18,6 +18,7 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
+    Sequence,
     Sized,
 )
 from contextlib import asynccontextmanager
@@ -113,14 +114,16 @@ def check_errors(errors: object, owner: str) -> Errors:
     raise ValueError(f"{owner}: errors must be 'fail_fast' or 'collect', got {errors!r}")
 
 
-def _batch_events(node: object | None, items: object) -> events.ItemEvents | None:
+def _batch_events(
+    node: object | None, items: object, branches: Sequence[str] | None = None
+) -> events.ItemEvents | None:
     """Item events for ``node``'s batch when the run is observed (and batch_start now)."""
     watch = events.current() if node is not None else None
     if watch is None:
         return None
     total = len(items) if isinstance(items, Sized) else None
     watch.emit("batch_start", node, total=total)
-    return watch.items(node)
+    return watch.items(node, branches)
 
 
 def _batch_done(node: object | None, started: float) -> None:
@@ -248,6 +251,7 @@ async def map_ordered(
     where: str = "parallel batch",
     errors: Errors = "fail_fast",
     node: object | None = None,
+    branches: Sequence[str] | None = None,
 ) -> list[R]:
     """Await ``fn(item)`` for every item, at most ``limit`` at once, results in input order.
 
@@ -259,16 +263,19 @@ async def map_ordered(
     no task outlives this call. With ``errors="collect"`` every item runs: a failing item's
     exception (with its note) takes its place in the results, returned as
     :class:`BatchResults`. ``node``, if given, is the node whose batch events observers
-    get (see ``run(on_event=...)``).
+    get (see ``run(on_event=...)``). ``branches`` names the items when they are the branches
+    of a :class:`~flowfn.Parallel` node: notes and events then say ``branch 'weather'``.
     """
     limit, errors = check_limit(limit, where), check_errors(errors, where)
     if _journal._active and node is not None and (journal := _journal.current()) is not None:
 
-        async def pool(fn: Any, items: Any, *hooks: Any) -> list[Any]:
-            return await _map_ordered(fn, items, limit, where, errors, node, *hooks)
+        async def pool(fn: Any, items: Any, record: Any, paused: Any, track: Any) -> list[Any]:
+            return await _map_ordered(
+                fn, items, limit, where, errors, node, record, paused, track, branches
+            )
 
         return await _journal.durable(journal, node, fn, items, pool, reports=True)
-    return await _map_ordered(fn, items, limit, where, errors, node)
+    return await _map_ordered(fn, items, limit, where, errors, node, branches=branches)
 
 
 async def _map_ordered(
@@ -281,11 +288,14 @@ async def _map_ordered(
     record: Callable[[int, Any, Any], object] | None = None,
     paused: Callable[[int, Any], None] | None = None,
     track: Callable[[int], list[Any]] | None = None,
+    branches: Sequence[str] | None = None,
 ) -> list[R]:
     results: list[Any] = []
     started = time.perf_counter()
-    seen = _batch_events(node, items)
-    await _run_pool(fn, items, limit, where, errors, results, None, seen, record, paused, track)
+    seen = _batch_events(node, items, branches)
+    await _run_pool(
+        fn, items, limit, where, errors, results, None, seen, record, paused, track, branches
+    )
     _batch_done(node, started)
     return BatchResults(results) if errors == "collect" else results
 
@@ -302,6 +312,7 @@ async def _run_pool(
     record: Callable[[int, Any, Any], object] | None = None,
     paused: Callable[[int, Any], None] | None = None,
     track: Callable[[int], list[Any]] | None = None,
+    branches: Sequence[str] | None = None,
 ) -> None:
     """The pool behind :func:`map_ordered` and :func:`stream`. Each result goes to its
     slot in ``results`` (slots are made as items are pulled) or, without ``results``, to
@@ -309,7 +320,8 @@ async def _run_pool(
     result)`` is told of each item that succeeded (a durable run records it), ``paused(index,
     request)`` of each item that asked for input (the batch goes on without it), and
     ``track(index)``, called once per worker, gives a cell whose second place the worker
-    keeps at the index of the item it runs (``flowfn.item_key()`` reads it).
+    keeps at the index of the item it runs (``flowfn.item_key()`` reads it); ``branches``
+    names the items in notes (``branch 'weather'`` instead of ``item 1``).
 
     Workers start only when they are needed: the task that owns the task group starts
     one, and the rest (up to ``limit``) once every running worker waits inside an item.
@@ -330,6 +342,9 @@ async def _run_pool(
     busy = 0  # workers waiting inside an item
     exhausted = False  # the source has no more items
     wake: anyio.Event | None = None  # set when the pool may need another worker
+
+    def item(index: int) -> str:
+        return f"item {index}" if branches is None else f"branch {branches[index]!r}"
 
     def reserve() -> None:
         nonlocal reserved
@@ -361,11 +376,11 @@ async def _run_pool(
         else:
             collected = collect
         if not collected:
-            fail(exc, f"item {index}")
+            fail(exc, item(index))
             if seen is not None:
                 seen.end(index, token, exc)
             return False, None
-        add_note(exc, f"flowfn: item {index} of {where}")
+        add_note(exc, f"flowfn: {item(index)} of {where}")
         if seen is not None:
             seen.end(index, token, exc)
         return True, exc
@@ -373,7 +388,7 @@ async def _run_pool(
     def cancelled(index: int, token: Any, exc: BaseException) -> tuple[bool, Any]:
         """An item raised a cancellation: a real one goes on up; one that nobody around
         the pool asked for is an error of that item, never a hole in the results."""
-        stray = stray_cancellation(exc, f"item {index} of {where}")
+        stray = stray_cancellation(exc, f"{item(index)} of {where}")
         if stray is None:
             halt.append(index)
             raise exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 import threading
 import time
@@ -28,8 +29,36 @@ class _Bar:
     started: float = field(default_factory=time.monotonic)
     done: int = 0
     failed: int = 0
+    retries: int = 0
+    failed_branches: list[str] = field(default_factory=list)  # of a Parallel node, by name
+    ended: bool = False  # finished or stopped: no ETA any more
     drawn: float = 0.0
     handle: Any = None  # the renderer's own bar: a tqdm, a rich task id
+
+    def rate(self) -> float | None:
+        """Items per second so far, once an item has finished (until then it is unknown)."""
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if self.done and elapsed > 0 else None
+
+    def eta(self) -> float | None:
+        """Seconds until the last item, while the batch runs and its rate and total are known."""
+        rate = self.rate()
+        if self.ended or rate is None or self.total is None or self.done >= self.total:
+            return None
+        return (self.total - self.done) / rate
+
+    def counts(self) -> str:
+        """``"1 failed (weather), 2 retries"``: the failures (naming failed branches) and
+        the retries of the items so far."""
+        names = f" ({', '.join(self.failed_branches)})" if self.failed_branches else ""
+        retries = "1 retry" if self.retries == 1 else f"{self.retries} retries"
+        return f"{self.failed} failed{names}, {retries}"
+
+    def speed(self) -> str:
+        """``"3.1 items/s, ETA 0:04"``: the rate and, while it runs, the time left."""
+        rate, eta = self.rate(), self.eta()
+        shown = "? items/s" if rate is None else f"{rate:.1f} items/s"
+        return shown if eta is None else f"{shown}, ETA {_clock(eta)}"
 
 
 Renderer = Literal["auto", "rich", "tqdm", "text"]
@@ -45,7 +74,8 @@ _refused: ContextVar[Progress | None] = ContextVar("flowfn_refused_progress", de
 
 
 class Progress:
-    """Progress bars for batches and parallel batches: done/total, failures and rate.
+    """Progress bars for batches and parallel batches: done/total, failures, retries, rate
+    (items/s) and, once the rate is known, the time left (ETA).
 
     ``renderer="auto"`` draws on a terminal with ``rich`` when it is installed (``pip
     install 'flowfn[rich]'``), else ``tqdm`` (``flowfn[progress]``), else a text line
@@ -111,13 +141,22 @@ class Progress:
             if current is None:
                 return
             current.done += 1
-            current.failed += kind == "item_error"
+            if kind == "item_error":
+                current.failed += 1
+                if event.branch is not None:
+                    current.failed_branches.append(event.branch)
             if self.renderer == "tqdm":
                 current.handle.update(1)
                 if kind == "item_error":
-                    current.handle.set_postfix(failed=current.failed)
+                    _tqdm_counts(current)
             elif self.tty and time.monotonic() - current.drawn >= self.interval:
                 self._draw(event.where, current)
+        elif kind == "retry":
+            retried = self._bar_of(event.where)
+            if retried is not None:
+                retried.retries += 1
+                if self.renderer == "tqdm":
+                    _tqdm_counts(retried)
         elif kind == "batch_start":
             bar = self.bars[event.where] = _Bar(event.total)
             self._start(event.where, bar)
@@ -148,14 +187,22 @@ class Progress:
                     _showing.remove(self)
 
     def line(self, where: str, bar: _Bar) -> str:
-        """The text of one plain-text bar: ``"where: 40% 2/5 done, 0 failed, 3.1 items/s"``."""
-        elapsed = max(time.monotonic() - bar.started, 1e-9)
+        """The text of one plain-text bar:
+        ``"where: 40% 2/5 done, 0 failed, 1 retry, 3.1 items/s, ETA 0:01"`` (no ETA once
+        the batch has ended, ``? items/s`` until an item has finished)."""
         total = "?" if bar.total is None else str(bar.total)
         percent = f" {100 * bar.done / bar.total:3.0f}%" if bar.total else ""
-        return (
-            f"{where}:{percent} {bar.done}/{total} done, {bar.failed} failed, "
-            f"{bar.done / elapsed:.1f} items/s"
-        )
+        return f"{where}:{percent} {bar.done}/{total} done, {bar.counts()}, {bar.speed()}"
+
+    def _bar_of(self, where: str) -> _Bar | None:
+        """The bar a retry at ``where`` counts for: its own batch's, else the nearest batch
+        around it (a step in a batch flow's run ``fan[2]/Flow/step`` counts for ``fan``)."""
+        while where:
+            bar = self.bars.get(where) or self.bars.get(_RUN_INDEX.sub("", where))
+            if bar is not None:
+                return bar
+            where = where.rpartition("/")[0]
+        return None
 
     def _live(self) -> bool:
         """Whether bars are being drawn on a terminal right now (text must go above them)."""
@@ -165,13 +212,16 @@ class Progress:
         if self.renderer == "tqdm":
             from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
-            bar.handle = tqdm(total=bar.total, desc=where, file=self.stream)
+            # tqdm shows the rate (items/s) and the ETA itself; the counts go in its postfix.
+            bar.handle = tqdm(total=bar.total, desc=where, file=self.stream, unit=" items")
+            _tqdm_counts(bar, refresh=False)
         elif self.renderer == "rich":
             if self._display is None:
                 self._display = _RichDisplay.acquire(self.stream)
             bar.handle = self._display.add(where, bar.total)
 
     def _finish(self, where: str, bar: _Bar, stopped: bool = False) -> None:
+        bar.ended = True
         if self.renderer == "tqdm":
             if stopped:
                 bar.handle.set_description(f"{where} (stopped)", refresh=False)
@@ -230,10 +280,10 @@ class _RichDisplay:
     def add(self, where: str, total: int | None) -> Any:
         from rich.markup import escape
 
-        return self.progress.add_task(escape(where), total=total, failed=0)
+        return self.progress.add_task(escape(where), total=total, counts="", speed="")
 
     def update(self, task: Any, bar: _Bar, interval: float) -> None:
-        self.progress.update(task, completed=bar.done, failed=bar.failed)
+        self.progress.update(task, completed=bar.done, counts=bar.counts(), speed=bar.speed())
         now = time.monotonic()
         if now - self.refreshed >= interval:  # one limit for the display, not per bar
             self.refreshed = now
@@ -243,7 +293,9 @@ class _RichDisplay:
         from rich.markup import escape
 
         name = escape(where + (" (stopped)" if stopped else ""))
-        self.progress.update(task, completed=bar.done, failed=bar.failed, description=name)
+        self.progress.update(
+            task, completed=bar.done, counts=bar.counts(), speed=bar.speed(), description=name
+        )
         row = [t for t in self.progress.tasks if t.id == task]
         self.progress.console.print(self.progress.make_tasks_table(row))
         self.progress.remove_task(task)
@@ -252,6 +304,24 @@ class _RichDisplay:
         self.progress.console.print(
             text, markup=False, highlight=False, emoji=False, soft_wrap=True
         )
+
+
+_RUN_INDEX = re.compile(r"\[\d+\]$")  # a batch flow's run: ``fan[2]`` belongs to ``fan``
+
+
+def _tqdm_counts(bar: _Bar, refresh: bool = True) -> None:
+    """The failures (naming failed branches) and retries in a tqdm bar's postfix."""
+    failed = str(bar.failed)
+    if bar.failed_branches:
+        failed += f" ({', '.join(bar.failed_branches)})"
+    bar.handle.set_postfix(failed=failed, retries=bar.retries, refresh=refresh)
+
+
+def _clock(seconds: float) -> str:
+    """``"0:04"``, ``"12:30"``, ``"2:05:09"``: a duration as a clock shows it."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
 
 
 def _pick(renderer: str, tty: bool) -> str:
@@ -282,7 +352,6 @@ def _rich_progress(stream: TextIO) -> Any:
         MofNCompleteColumn,
         TaskProgressColumn,
         TextColumn,
-        TimeElapsedColumn,
     )
     from rich.progress import (
         Progress as RichProgress,
@@ -293,8 +362,10 @@ def _rich_progress(stream: TextIO) -> Any:
         BarColumn(),
         TaskProgressColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"),
-        TimeElapsedColumn(),
+        # flowfn's own counts, rate and ETA, as the text and tqdm bars show them (rich's
+        # columns would estimate the rate their own way, and know nothing of retries).
+        TextColumn("{task.fields[counts]}", markup=False),
+        TextColumn("{task.fields[speed]}", markup=False),
         console=Console(file=stream),
         auto_refresh=False,
         transient=True,

@@ -12,11 +12,13 @@ batch flow's item holds the steps of that run)::
     flow.run(shared, on_event=OTelObserver())  # spans of the global tracer provider
 
 Attributes: ``flowfn.node``, ``flowfn.path`` (the flows around it), ``flowfn.item`` (an
-item's index), ``flowfn.action`` (what a step returned), ``flowfn.total`` (a batch's item
-count, when known); retries and fallbacks are span events with ``flowfn.attempt`` and the
-error (on the item's span for a batch item); a failed step, item or run has status ERROR
-and the exception recorded. A batch stopped by a failure ends with its node, and whatever a
-failure or a cancellation left open ends with the run, with ``flowfn.stopped`` set.
+item's index), ``flowfn.branch`` (the name of a ``Parallel`` branch, whose span is ``branch
+<flow>/<parallel>/<branch>``), ``flowfn.action`` (what a step returned), ``flowfn.total``
+(a batch's item count, when known); retries and fallbacks are span events with
+``flowfn.attempt`` and the error (on the item's span for a batch item); a failed step, item
+or run has status ERROR and the exception recorded. A batch stopped by a failure ends with
+its node, and whatever a failure or a cancellation left open ends with the run, with
+``flowfn.stopped`` set.
 
 While a step's or an item's code runs, its span is the current span (and the run's span
 around the whole run), on asyncio and trio alike, also in the worker threads that run sync
@@ -94,7 +96,7 @@ class OTelObserver:
         elif kind == "item_start":
             parent = self._open.get(("batch", event.path, event.node))
             key = ("item", event.path, event.node, event.item)
-            self._start(key, f"item {event.where}[{event.item}]", parent, event, True)
+            self._start(key, _item_span_name(event), parent, event, True)
         elif kind in ("item_end", "item_error"):
             self._end(("item", event.path, event.node, event.item), event)
         elif kind in ("retry", "fallback"):
@@ -144,6 +146,8 @@ class OTelObserver:
         }
         if event.item is not None:
             attributes["flowfn.item"] = event.item
+        if event.branch is not None:
+            attributes["flowfn.branch"] = event.branch
         if event.total is not None:
             attributes["flowfn.total"] = event.total
         span = self._open[key] = self.tracer.start_span(
@@ -170,3 +174,10 @@ class OTelObserver:
                 Status(StatusCode.ERROR, f"{type(event.error).__name__}: {event.error}")
             )
         span.end()
+
+
+def _item_span_name(event: Event) -> str:
+    """``item flow/batch[3]``, or for a branch of a Parallel node ``branch flow/fetch/weather``."""
+    if event.branch is not None:
+        return f"branch {event.where}/{event.branch}"
+    return f"item {event.where}[{event.item}]"
