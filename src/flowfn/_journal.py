@@ -530,6 +530,7 @@ class _Batch:
         "recorded",
         "results",
         "signalled",
+        "ticket",
     )  # fmt: skip
 
     def __init__(
@@ -546,6 +547,7 @@ class _Batch:
         self.jobs: collections.deque[Any] = collections.deque()
         self.results: collections.deque[Any] = collections.deque()
         self.signalled = False  # the writer has been told of the queue (and not taken it yet)
+        self.ticket = 0  # the ticket of that entry
         self.closed = False  # ended: the writer takes nothing more from it
         self.pending: list[tuple[int, Any, Any]] = []  # a batch flow's runs, not sent yet
         self.ran: set[int] = set()  # a batch flow's runs finished in this process
@@ -562,19 +564,15 @@ class _Batch:
         """Item ``index`` (``job``) succeeded with ``result``: the pool's hot path. Three
         queues rather than a tuple per item: a million live tuples cost the garbage
         collector more than the rest of the recording. The writer is told only when it has
-        taken everything queued before; returns a ticket, or 0."""
+        taken everything queued before; returns the ticket of the entry that takes it."""
         self.indices.append(index)
         self.jobs.append(job)
         self.results.append(result)
-        if self.signalled:
-            return 0
+        if self.signalled:  # an entry not yet taken by the writer: it takes this item too
+            return self.ticket
         self.signalled = True
-        return self.journal.writer.put(self)
-
-    def record_now(self, index: int, job: Any, result: Any) -> int:
-        """:meth:`record`, with a ticket of its own to wait for (``durability="sync"``)."""
-        self.record(index, job, result)
-        return self.journal.writer.put(self)
+        self.ticket = self.journal.writer.put(self)
+        return self.ticket
 
     def drain(self) -> Record | None:
         """The items finished since the last drain, as a record (the writer's thread)."""
@@ -892,10 +890,9 @@ def wrap_batch(
                 return None
             finally:
                 _item.reset(token)
-            if sync:
-                await journal.until_committed(batch.record_now(index, job, result))
-            else:
-                batch.record(index, job, result)
+            ticket = batch.record(index, job, result)
+            if sync:  # the item counts as finished once its record is on disk
+                await journal.until_committed(ticket)
             return result
 
         return run_function, _numbered(items)
@@ -943,10 +940,9 @@ def wrap_batch_sync(
             _item.reset(key)
             _journal.reset(token)
         if not batch.flows:
+            ticket = batch.record(index, item, result)
             if journal.sync:
-                journal.until_committed_sync(batch.record_now(index, item, result))
-            else:
-                batch.record(index, item, result)
+                journal.until_committed_sync(ticket)
         else:
             count = batch.finished_run(index, item, result)
             if journal.sync:
