@@ -168,6 +168,7 @@ class _Writer:
         self.committed = 0  # the highest ticket saved (by the writer thread)
         self.busy = False  # taking entries or saving them
         self.listening = 0  # steps or items of the loop waiting for a commit
+        self.woken = False  # the loop has been asked to run on_commit, and has not yet
         # Held while the items of a batch are taken from its queue and serialised, so that
         # the batch's end sees all of them taken or none.
         self.lock = threading.Lock()
@@ -204,11 +205,13 @@ class _Writer:
                 while len(entries) < 4096:
                     entries.append(self.queue.get_nowait())
             stop, records = False, []
-            ticket = entries[-1][0] if entries else 0  # tickets come in order
+            ticket = max((t for t, _ in entries), default=0)  # nudges have ticket 0
             with self.lock:
                 for _, entry in entries:
                     if entry is self._STOP:
                         stop = True
+                    elif entry is None:  # a nudge: _due() is computed again
+                        continue
                     elif entry.__class__ is _Batch:
                         record = entry.drain()
                         if record is not None:
@@ -231,19 +234,28 @@ class _Writer:
                 return
 
     def _due(self) -> float | None:
-        """Seconds until the first batch flow waiting for its turn may record, or None."""
+        """Seconds until the first batch flow waiting for its turn may record, or None (no
+        such batch, or the loop has been woken and not yet answered)."""
         wanted = list(self.wanted)
-        if not wanted:
+        if not wanted or self.woken:
             return None
         return max(0.0, min(batch.next_flush for batch in wanted) - time.monotonic())
 
     def _tell(self) -> None:
-        """After a commit: wake whoever waits for one (the loop, sync batches)."""
-        if self.listening or self.wanted:
-            with contextlib.suppress(Exception):  # the loop has ended: nobody waits
+        """After a commit: wake whoever waits for one (the loop, sync batches). One wake at
+        a time: the loop's answer (``on_commit``) sees every commit made until it runs."""
+        if (self.listening or self.wanted) and not self.woken:
+            self.woken = True
+            try:
                 self.wake(self.on_commit)
+            except Exception:  # the loop has ended: nobody waits
+                self.woken = False
         with self.done:
             self.done.notify_all()
+
+    def nudge(self) -> None:
+        """Make the writer look again at the batch flows waiting for their turn."""
+        self.queue.put((0, None))
 
     def close(self) -> None:
         """Save what is queued and end the thread (blocks: call from a worker thread)."""
@@ -416,11 +428,12 @@ class Journal:
 
     def _committed(self) -> None:
         """On the loop's thread, after each commit that someone waits for."""
+        self.writer.woken = False
         event, self._commit = self._commit, None
         if event is not None:
             event.set()
         for batch in list(self.writer.wanted):
-            batch.flush_when_due()
+            batch.flush_when_due(asked=True)
 
     async def until_committed(self, ticket: int) -> None:
         """Wait until the record with ``ticket`` is on disk."""
@@ -644,15 +657,21 @@ class _Batch:
                 self.error = exc
         return self.finished_count
 
-    def flush_when_due(self) -> None:
+    def flush_when_due(self, asked: bool = False) -> None:
         """Record the finished runs now if the writer is free (and, with "async", the last
-        copy of the store was long enough ago); else once it is."""
+        copy of the store was long enough ago); else once it is: the writer wakes the loop
+        after its commit, or when the turn comes (``asked``: this is that wake)."""
         writer = self.journal.writer
         if self.closed or not self.pending:
             writer.wanted.pop(self, None)
             return
-        if writer.busy or (not self.journal.sync and time.monotonic() < self.next_flush):
+        if writer.busy:
             writer.wanted[self] = None
+            return
+        if not self.journal.sync and time.monotonic() < self.next_flush:
+            if asked or self not in writer.wanted:
+                writer.wanted[self] = None
+                writer.nudge()  # the writer wakes the loop when the turn comes
             return
         self.flush()
 
