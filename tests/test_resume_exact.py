@@ -404,3 +404,28 @@ def test_item_key_of_a_sync_batch_flow_run_and_outside_a_durable_run(tmp_path: P
     assert keys == ["k/0/runs/0", "k/0/runs/1"]
     with pytest.raises(FlowError, match="call it from a step of a run with checkpoint="):
         Flow(runs).run({})
+
+
+@pytest.mark.anyio
+async def test_moved_items_are_refused_even_when_failures_are_collected(tmp_path: Path) -> None:
+    source = [1, 2, 3, 4]
+    failing = [True]
+
+    @parallel_batch(items=lambda shared: list(source), into="out", errors="collect", limit=1)
+    async def double(n: int) -> int:
+        if n == 4 and failing[0]:
+            raise RuntimeError("once")
+        return n * 2
+
+    @double.post
+    def check(shared: dict[str, Any], prep_res: Any, results: Any) -> None:
+        if failing[0]:
+            raise RuntimeError("post refuses failures")
+
+    db = tmp_path / "runs.db"
+    with pytest.raises(RuntimeError, match="post refuses failures"):
+        await Flow(double).run_async({}, checkpoint=db, run_id="c")
+    failing[0] = False
+    source.reverse()
+    with pytest.raises(FlowError, match="item 0 is not the item that was there"):
+        await Flow(double).run_async({}, checkpoint=db, run_id="c")

@@ -741,7 +741,7 @@ class _Batch:
             return
         item = job if self.item_of is None else self.item_of(job)
         if _fingerprint(item) != recorded:
-            raise FlowError(
+            error = FlowError(
                 f"node {node_name(self.node)!r}: item {index} is not the item that was there "
                 f"when the run was recorded (now {_short(item)}); items are matched to their "
                 f"saved results by position, so the items moved since (a source that "
@@ -749,6 +749,9 @@ class _Batch:
                 f"did (store the list in the shared store in an earlier step), or start a "
                 f"new run_id"
             )
+            if self.error is None:  # errors="collect" would keep it as an item's failure
+                self.error = error
+            raise error
 
     def end(self, failed: bool) -> None:
         """Record what finished (on the loop's thread, before post sees the results); after
