@@ -67,7 +67,7 @@ class StoreConformance:
     def test_begin_claims_a_run_until_release(self, make: MakeStore) -> None:
         store, other = make(), make()
         assert begin(store) is None  # a new run
-        with pytest.raises(FlowError, match="run 'r' .*already running in this process"):
+        with pytest.raises(FlowError, match=r"run 'r' .*already running in this process"):
             begin(other)
         assert begin(other, "another") is None  # other runs are free
         other.release("another")
@@ -85,7 +85,9 @@ class StoreConformance:
         with pytest.raises(Exception):  # noqa: B017, PT011 - each driver refuses it its own way
             store.save("r", [good, broken])
         store.release("r")
-        saved = begin(make())
+        reader = make()
+        saved = begin(reader)
+        reader.release("r")
         assert saved.items == {}
         assert saved.last is None
 
@@ -103,7 +105,9 @@ class StoreConformance:
         store.finish("r", "failed", "ValueError: no", None)
         store.release("r")
 
-        saved = begin(make())
+        reader = make()
+        saved = begin(reader)
+        reader.release("r")
         assert saved.last == Record(
             "progress", 1, (1,), (0, 1), None, b"s1", done=False, node="work", owners='{"k": [1]}'
         )
@@ -131,7 +135,9 @@ class StoreConformance:
         assert runs["c"].holder is not None
         store.release("c")
         assert {run.run_id: run.state for run in make().runs()}["c"] == "crashed"
-        again = begin(make(), "a")  # a finished run given again stays finished
+        reader = make()
+        again = begin(reader, "a")  # a finished run given again stays finished
+        reader.release("a")
         assert (again.status, again.detail) == ("done", b"result")
 
     def test_the_cache_keeps_values_until_they_expire(self, make: MakeStore) -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_conformance import MakeStore, StoreConformance
 
 from flowfn import SQLiteStore
-
-from store_conformance import MakeStore, StoreConformance
 
 
 class TestSQLiteStore(StoreConformance):

@@ -110,6 +110,10 @@ def _own_options(url: str) -> tuple[str, dict[str, str]]:
     return urlunsplit(parts._replace(query=urlencode(rest))), own
 
 
+class _LeaseLost(FlowError):
+    """This process no longer holds the run: another one took it over."""
+
+
 class _Lease:
     """This process's hold on one run: its token, and the heartbeat thread renewing it."""
 
@@ -223,6 +227,13 @@ class PostgresStore:
     def _connect(self) -> psycopg.Connection[Any]:
         try:
             db = psycopg.connect(self._url, autocommit=True, connect_timeout=30)
+            # A holder frozen or cut off inside a transaction would keep its row locks, and
+            # a process taking its run over would wait for them forever: the server ends
+            # such a session (our transactions never wait on anything but the server).
+            db.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                (str(int(max(self.lease, 10.0) * 1000)),),
+            )
         except psycopg.Error as exc:
             raise FlowError(
                 f"checkpoint {self}: cannot connect to PostgreSQL ({str(exc).strip()}); "
@@ -303,11 +314,14 @@ class PostgresStore:
         try:
             yield
         except psycopg.Error as exc:
-            raise FlowError(
-                f"checkpoint {self} cannot be {doing} ({type(exc).__name__}: "
-                f"{str(exc).strip()}); check the server, and that this user may use schema "
-                f"{self.schema!r}"
-            ) from None
+            raise self._failed(doing, exc) from None
+
+    def _failed(self, doing: str, exc: Exception) -> FlowError:
+        return FlowError(
+            f"checkpoint {self} cannot be {doing} ({type(exc).__name__}: "
+            f"{str(exc).strip()}); check the server, and that this user may use schema "
+            f"{self.schema!r}"
+        )
 
     # -- the protocol ----------------------------------------------------------------------
 
@@ -449,8 +463,43 @@ class PostgresStore:
             lease.lost = True
         return bool(renewed)
 
+    @contextlib.contextmanager
+    def _holding(self, run_id: str) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on this thread's connection, begun by checking (and renewing) the
+        lease: a ``_LeaseLost`` error if another process took the run over. A connection cut
+        meanwhile is reported as a lost lease if it was lost, else as what went wrong."""
+        db = self._db()
+        try:
+            with db.transaction():
+                if not self._holds(db, run_id):
+                    raise self._lost(run_id)
+                yield db
+        except psycopg.OperationalError as exc:
+            self.close()  # broken: the next write opens another connection
+            if not self._still_held(run_id):
+                raise self._lost(run_id) from None
+            raise self._failed("written", exc) from None
+        except psycopg.Error as exc:
+            raise self._failed("written", exc) from None
+
+    def _still_held(self, run_id: str) -> bool:
+        lease = self._leases.get(run_id)
+        if lease is None or lease.lost:
+            return False
+        try:
+            db = self._connect()
+        except FlowError:
+            return True  # cannot tell: the cause is the error to report
+        with db, contextlib.suppress(psycopg.Error):
+            row = db.execute(
+                self._sql("SELECT 1 FROM {schema}.leases WHERE run_id = %s AND token = %s"),
+                (run_id, lease.token),
+            ).fetchone()
+            return row is not None
+        return True
+
     def _lost(self, run_id: str) -> FlowError:
-        return FlowError(
+        return _LeaseLost(
             f"run {run_id!r} in {self}: this process lost its lease on the run (it could not "
             f"renew it for {self.lease:g}s, and another process took the run over); it stops "
             f"here and writes nothing more"
@@ -459,43 +508,39 @@ class PostgresStore:
     def save(self, run_id: str, records: Sequence[Record]) -> None:
         """Save ``records`` in one transaction, only while this process holds the lease."""
         steps, items, cached, batches, latest = _rows(run_id, records)
-        db = self._db()
-        with self._errors("written"), db.transaction():
-            if not self._holds(db, run_id):
-                raise self._lost(run_id)
-            with db.cursor() as cursor:
-                if cached:
-                    cursor.executemany(
-                        self._sql(
-                            "INSERT INTO {schema}.cache VALUES (%s, %s, %s, %s) ON CONFLICT "
-                            "(key) DO UPDATE SET value = excluded.value, "
-                            "created = excluded.created, expires = excluded.expires"
-                        ),
-                        cached,
-                    )
-                if items:
-                    cursor.executemany(
-                        self._sql(
-                            "INSERT INTO {schema}.items (run_id, batch, count, results) "
-                            "VALUES (%s, %s, %s, %s)"
-                        ),
-                        items,
-                    )
-                if batches:
-                    cursor.executemany(
-                        self._sql(
-                            "INSERT INTO {schema}.batches VALUES (%s, %s, %s, %s) "
-                            "ON CONFLICT (run_id, position) DO UPDATE SET "
-                            "total = COALESCE(excluded.total, {schema}.batches.total)"
-                        ),
-                        batches,
-                    )
-                if steps:
-                    self._save_steps(cursor, run_id, steps, latest)
-                cursor.execute(
-                    self._sql("UPDATE {schema}.runs SET updated = %s WHERE run_id = %s"),
-                    (time.time(), run_id),
+        with self._holding(run_id) as db, db.cursor() as cursor:
+            if cached:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO {schema}.cache VALUES (%s, %s, %s, %s) ON CONFLICT "
+                        "(key) DO UPDATE SET value = excluded.value, "
+                        "created = excluded.created, expires = excluded.expires"
+                    ),
+                    cached,
                 )
+            if items:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO {schema}.items (run_id, batch, count, results) "
+                        "VALUES (%s, %s, %s, %s)"
+                    ),
+                    items,
+                )
+            if batches:
+                cursor.executemany(
+                    self._sql(
+                        "INSERT INTO {schema}.batches VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (run_id, position) DO UPDATE SET "
+                        "total = COALESCE(excluded.total, {schema}.batches.total)"
+                    ),
+                    batches,
+                )
+            if steps:
+                self._save_steps(cursor, run_id, steps, latest)
+            cursor.execute(
+                self._sql("UPDATE {schema}.runs SET updated = %s WHERE run_id = %s"),
+                (time.time(), run_id),
+            )
 
     def _save_steps(
         self, cursor: psycopg.Cursor[Any], run_id: str, steps: list[tuple[Any, ...]], latest: int
@@ -525,19 +570,19 @@ class PostgresStore:
         if error is not None and error.endswith(": "):  # an exception without a message
             error = error[:-2]
         questions = self._questions_text(detail) if status == "paused" else None
-        db = self._db()
-        with self._errors("written"), db.transaction():
-            if not self._holds(db, run_id):
-                if status in ("done", "paused"):
-                    raise self._lost(run_id)
-                return  # the run's own error is on its way; the new holder records the rest
-            db.execute(
-                self._sql(
-                    "UPDATE {schema}.runs SET status=%s, error=%s, detail=%s, questions=%s, "
-                    "updated=%s WHERE run_id=%s"
-                ),
-                (status, error, detail, questions, time.time(), run_id),
-            )
+        try:
+            with self._holding(run_id) as db:
+                db.execute(
+                    self._sql(
+                        "UPDATE {schema}.runs SET status=%s, error=%s, detail=%s, "
+                        "questions=%s, updated=%s WHERE run_id=%s"
+                    ),
+                    (status, error, detail, questions, time.time(), run_id),
+                )
+        except _LeaseLost:
+            if status in ("done", "paused"):
+                raise
+            # Else the run's own error is on its way; the new holder records the rest.
 
     def _questions_text(self, detail: bytes | None) -> str | None:
         """A paused run's questions as JSON text, for ``flowfn runs show``."""
