@@ -164,3 +164,65 @@ def test_a_holder_that_lost_its_lease_writes_nothing_more(
     assert "lost its lease on the run" in out
     assert "writes nothing more" in out
     assert everything(url) == written
+
+
+# -- the runs commands, given a URL ----------------------------------------------------------
+
+
+TINY = """
+from pathlib import Path
+from flowfn import Flow, batch
+
+HERE = Path(__file__).parent
+
+
+@batch(items=lambda shared: range(4), into="out")
+def work(i):
+    with (HERE / "calls.log").open("a") as log:
+        log.write(f"{i}\\n")
+    if i == 2 and not (HERE / "ok").exists():
+        raise RuntimeError("not yet")
+    return i * 10
+
+
+flow = Flow(work)
+"""
+
+
+def test_runs_commands_take_a_postgres_url(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowfn._cli import main
+
+    def flowfn(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    url = postgres_url.replace("postgresql://", "postgresql://postgres:secret@", 1)
+    url = url.replace("postgres:secret@postgres@", "postgres:secret@", 1)
+    tiny = tmp_path / "tiny.py"
+    tiny.write_text(TINY)
+    code, _, err = flowfn("run", f"{tiny}:flow", "--checkpoint", postgres_url, "--run-id", "r")
+    assert code == 1
+    assert "not yet" in err
+    code, out, _ = flowfn("runs", "list", postgres_url, "--json")
+    assert code == 0
+    (run,) = json.loads(out)
+    assert (run["run_id"], run["state"], run["items"]) == ("r", "failed", 2)
+    code, out, _ = flowfn("runs", "show", postgres_url, "r")
+    assert "batch 0       work: 2 of 4 items recorded" in out
+    assert f"resume with: flowfn runs resume '{postgres_url}' r" in out
+    (tmp_path / "ok").touch()
+    code, out, _ = flowfn("runs", "resume", postgres_url, "r", "--trust")
+    assert code == 0
+    assert json.loads(out)["shared"] == {"out": [0, 10, 20, 30]}
+    assert (tmp_path / "calls.log").read_text().split() == ["0", "1", "2", "2", "3"]
+    code, _, err = flowfn("runs", "show", url, "nope")  # a password is never shown
+    assert code == 2
+    assert "no run 'nope'" in err
+    assert "secret" not in err
+    code, out, _ = flowfn("runs", "prune", postgres_url, "--older-than", "0s")
+    assert "deleted 1 runs older than 0s: r" in out
+    assert query(postgres_url, "SELECT COUNT(*) FROM {schema}.runs") == [(0,)]
