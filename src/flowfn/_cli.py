@@ -45,7 +45,12 @@ from ._progress import EchoHandler, LinesAboveBars
 from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from ._journal import Durability
+    from .persistence.postgres import PostgresStore
+
+    _RunsStore: TypeAlias = "SQLiteStore | PostgresStore"  # what the runs commands open
 
 __all__ = ["UsageError", "command", "load_target", "main"]
 
@@ -371,7 +376,7 @@ def _run_command(args: argparse.Namespace) -> int:
     checkpoint = None
     if args.checkpoint is not None:
         serializer = _SERIALIZERS[args.serializer or "pickle"]()
-        checkpoint = SQLiteStore(args.checkpoint, target=args.target, serializer=serializer)
+        checkpoint = _open_store(args.checkpoint, target=args.target, serializer=serializer)
     else:
         for option in ("run_id", "durability", "serializer"):
             if getattr(args, option) is not None:
@@ -480,10 +485,22 @@ _PRUNABLE = ("finished", "failed", "interrupted", "paused", "crashed")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def _inspect(path: str) -> SQLiteStore:
+def _open_store(checkpoint: str, **options: Any) -> _RunsStore:
+    """The store ``checkpoint`` names: a ``postgresql://`` (or ``postgres://``) URL, or an
+    SQLite file. Every ``runs`` command opens its store here."""
+    if checkpoint.startswith(("postgresql://", "postgres://")):
+        try:
+            from .persistence.postgres import PostgresStore
+        except FlowError as exc:  # psycopg is missing
+            raise UsageError(str(exc)) from None
+        return PostgresStore(checkpoint, **options)
+    return SQLiteStore(checkpoint, **options)
+
+
+def _inspect(path: str) -> _RunsStore:
     """The checkpoint ``path``, opened read-only: inspecting never writes into it, and
     never unpickles anything from it. A ``UsageError`` if it is not a readable checkpoint."""
-    store = SQLiteStore(path, read_only=True)
+    store = _open_store(path, read_only=True)
     try:
         store.runs()
     except FlowError as exc:
@@ -517,13 +534,14 @@ def _runs_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_info(store: SQLiteStore, run_id: str) -> RunInfo:
+def _run_info(store: _RunsStore, run_id: str) -> RunInfo:
     runs = store.runs()
     for run in runs:
         if run.run_id == run_id:
             return run
     known = ", ".join(run.run_id for run in runs) or "none"
-    raise UsageError(f"no run {run_id!r} in {str(store.path)!r} (its runs: {known})")
+    where = str(getattr(store, "path", store))
+    raise UsageError(f"no run {run_id!r} in {where!r} (its runs: {known})")
 
 
 def _resume_command(checkpoint: str, run: RunInfo) -> str:
@@ -587,7 +605,7 @@ def _runs_show(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _readable(store: SQLiteStore) -> Iterator[None]:
+def _readable(store: _RunsStore) -> Iterator[None]:
     try:
         yield
     except FlowError as exc:
@@ -645,7 +663,7 @@ def _runs_resume(args: argparse.Namespace) -> int:
     node = load_target(target)
     flow = node if isinstance(node, Flow) else Flow(node)
     answers = None if args.answers is None else _json_object(args.answers, "--answers")
-    store = SQLiteStore(args.checkpoint, target=target, serializer=_SERIALIZERS[serializer]())
+    store = _open_store(args.checkpoint, target=target, serializer=_SERIALIZERS[serializer]())
     with _readable(store):  # can it be written (read-only, full disk)? before importing
         store.runs()
     shared: dict[str, Any] = {}
@@ -680,11 +698,11 @@ def _untrusted(checkpoint: str, run: RunInfo) -> str:
     )
 
 
-def _writable(path: str) -> SQLiteStore:
+def _writable(path: str) -> _RunsStore:
     """The checkpoint ``path`` for deleting runs: checked read-only first, so a file that
     is not a checkpoint is reported, not turned into one."""
     _inspect(path)
-    return SQLiteStore(path)
+    return _open_store(path)
 
 
 def _runs_delete(args: argparse.Namespace) -> int:

@@ -1200,16 +1200,23 @@ async def _end(
 
 
 def _store(checkpoint: Any, root: Any) -> CheckpointStore:
+    """The store ``checkpoint=`` names: a ``postgresql://`` (or ``postgres://``) URL, a file
+    path (an SQLite file), or a store object."""
     from ._store import SQLiteStore
 
+    if isinstance(checkpoint, str) and checkpoint.startswith(("postgresql://", "postgres://")):
+        from .persistence.postgres import PostgresStore
+
+        return PostgresStore(checkpoint)
     if isinstance(checkpoint, (str, os.PathLike)):
         return SQLiteStore(checkpoint)
     if isinstance(checkpoint, CheckpointStore):
         return checkpoint
     raise TypeError(
-        f"{node_name(root)}: checkpoint= must be a file path (an SQLite file) or a checkpoint "
-        f"store (flowfn.SQLiteStore, or an object with begin/save/finish/release/runs and a "
-        f"serializer), got {type(checkpoint).__name__}"
+        f"{node_name(root)}: checkpoint= must be a file path (an SQLite file), a postgresql:// "
+        f"URL or a checkpoint store (flowfn.SQLiteStore, flowfn.persistence.PostgresStore, or "
+        f"an object with begin/save/finish/release/runs and a serializer), got "
+        f"{type(checkpoint).__name__}"
     )
 
 
