@@ -445,7 +445,7 @@ class _Checker:
                 "params are given to the function by a wrapper, which a worker process cannot "
                 'import: use "workers": "thread", or drop "params"',
             )
-        accepts = _named_parameters(_function_of(entry))
+        accepts = _named_parameters(_function_of(entry), skip=0 if alias is None else 1)
         for name, value in params.items():
             if accepts is not None and name not in accepts:
                 raise self.fail(
@@ -1002,10 +1002,11 @@ def _built_bare(cls: type) -> bool:
 # -- small helpers -----------------------------------------------------------------------
 
 
-def _named_parameters(fn: Callable[..., Any]) -> list[str] | None:
-    """The parameters ``fn`` can take by name (``None``: any, it takes ``**kwargs``)."""
+def _named_parameters(fn: Callable[..., Any], skip: int) -> list[str] | None:
+    """The parameters ``fn`` can take by name after its ``skip`` data parameters (the item)
+    (``None``: any, it takes ``**kwargs``)."""
     try:
-        parameters = inspect.signature(fn).parameters.values()
+        parameters = list(inspect.signature(fn).parameters.values())[skip:]
     except (TypeError, ValueError):
         return None
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
