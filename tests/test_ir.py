@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -95,6 +96,11 @@ CASES: dict[str, tuple[Callable[[ModuleType], Flow[Any]], Callable[..., Any], li
         lambda m: m.flow,
         lambda m, tmp: {"text": "Hi", "languages": list(m.CANNED), "out_dir": str(tmp)},
         ["translations"],
+    ),
+    "cpu_bound": (
+        lambda m: m.flow,
+        lambda m, tmp: {"ranges": [(0, 500), (500, 1000)]},
+        ["counts"],
     ),
     "image_filters": (
         lambda m: Flow(m.draw_inputs),
@@ -683,3 +689,13 @@ def test_public_names() -> None:
     assert flowfn.ir_schema is ir_schema
     assert "from_ir" in flowfn.__all__
     assert "ir_schema" in flowfn.__all__
+
+
+def test_the_docs_show_what_to_ir_writes_and_the_schema_it_ships() -> None:
+    page = (EXAMPLES.parent / "docs" / "ir.md").read_text()
+    blocks = re.findall(r"^```(json|python)\n(.*?)^```", page, re.DOTALL | re.MULTILINE)
+    json_blocks = [json.loads(text) for kind, text in blocks if kind == "json"]
+    namespace: dict[str, Any] = {"__name__": "docs_ir"}
+    exec(next(text for kind, text in blocks if kind == "python"), namespace)
+    assert namespace["flow"].to_ir(nodes=namespace["nodes"]) == json_blocks[0]
+    assert json_blocks[-1] == ir_schema()
