@@ -194,6 +194,7 @@ _BATCH_KEYS = tuple(_SCHEMA["$defs"]["batch"]["properties"])
 _FLOW_KEYS = tuple(_SCHEMA["$defs"]["flow_node"]["properties"])
 _PARALLEL_KEYS = tuple(_SCHEMA["$defs"]["parallel_node"]["properties"])
 _TOP_KEYS = tuple(_SCHEMA["properties"])
+_BATCH_FLOW_KEYS = ("id", "type", "batch", "into", "overwrite", "retries", "wait", "workers")
 _SUBFLOW_KEYS = tuple(_SCHEMA["$defs"]["subflow"]["properties"])
 
 
@@ -370,6 +371,14 @@ class _Checker:
                 + ('{"flow": {...}}' if wants == "flow" else '{"items": "${shared.key}"}'),
             )
         self.options(node, path, _FUNCTION_KEYS[2:])
+        if isinstance(batch, dict) and "flow" in batch:
+            for key in node:
+                if key not in _BATCH_FLOW_KEYS:
+                    raise self.fail(
+                        f"{path}.{key}",
+                        f"a batch with a sub-flow takes only {', '.join(_BATCH_FLOW_KEYS[2:])}; "
+                        f"give {key!r} to the sub-flow's nodes",
+                    )
         alias = None
         if batch is not None:
             alias = self.batch(batch, f"{path}.batch", node, wants)
@@ -527,8 +536,8 @@ def from_ir(document: Mapping[str, Any] | str | os.PathLike[str], *, nodes: Regi
     registry = _check_registry(nodes)
     checker = _Checker(source, registry)
     checker.document(doc)
-    builder = _Builder(registry, checker.stores)
-    flow = builder.flow(doc)
+    builder = _Builder(source, registry, checker.stores)
+    flow = builder.flow(doc, "$")
     if isinstance(doc.get("name"), str):
         flow.name = doc["name"]
     flow.ir_hash = document_hash(doc)  # type: ignore[attr-defined]
@@ -582,23 +591,34 @@ def _check_registry(nodes: Any) -> dict[str, Any]:
 class _Builder:
     """Builds the nodes of a checked document."""
 
-    def __init__(self, registry: Registry, stores: dict[str, str | None]) -> None:
-        self.registry, self.stores = registry, stores
+    def __init__(self, source: str, registry: Registry, stores: dict[str, str | None]) -> None:
+        self.source, self.registry, self.stores = source, registry, stores
 
-    def flow(self, scope: Mapping[str, Any], name: str | None = None) -> Flow[Any]:
-        built = {n["id"]: self.node(n) for n in scope["nodes"]}
+    def flow(self, scope: Mapping[str, Any], path: str, name: str | None = None) -> Flow[Any]:
+        built = {n["id"]: self.built(n, f"{path}.nodes[{i}]") for i, n in enumerate(scope["nodes"])}
         for edge in scope.get("edges", []):
             target = None if edge["to"] is None else built[edge["to"]]
             built[edge["from"]].next(target, edge.get("action", "default"))
         start = built[scope.get("start_node", scope["nodes"][0]["id"])]
         return Flow(start, name=name)
 
-    def node(self, spec: Mapping[str, Any]) -> BaseNode:
+    def built(self, spec: Mapping[str, Any], path: str) -> BaseNode:
+        """The node ``spec`` describes; what its code refuses (a function whose signature
+        does not fit, a class that cannot be built) is a FlowError with the node's path."""
+        try:
+            return self.node(spec, path)
+        except FlowError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise FlowError(f"{self.source}: {path}: {exc}") from None
+
+    def node(self, spec: Mapping[str, Any], path: str) -> BaseNode:
         if spec["type"] == "flow":
-            return self.flow(spec["flow"], name=spec["id"])
+            return self.flow(spec["flow"], f"{path}.flow", name=spec["id"])
         if spec["type"] == "parallel":
+            branches = spec["branches"]
             return Parallel(
-                *(self.flow(branch) for branch in spec["branches"]),
+                *(self.flow(b, f"{path}.branches[{i}]") for i, b in enumerate(branches)),
                 merge=spec.get("merge"),
                 limit=spec.get("max_concurrent", DEFAULT_LIMIT),
                 errors=_ERRORS[spec.get("error_handling", "fail_fast")],  # type: ignore[arg-type]
@@ -610,11 +630,11 @@ class _Builder:
             built: BaseNode = entry()
             built.name = spec["id"]
         else:
-            built = self.function_node(spec, entry)
+            built = self.function_node(spec, entry, path)
         built._ir_spec = spec  # type: ignore[attr-defined]  # to_ir gives it back
         return built
 
-    def function_node(self, spec: Mapping[str, Any], entry: Any) -> BaseNode:
+    def function_node(self, spec: Mapping[str, Any], entry: Any, path: str) -> BaseNode:
         batch = spec.get("batch")
         alias = None if batch is None else batch.get("as", "item")
         fn = _function_of(entry)
@@ -633,22 +653,26 @@ class _Builder:
                 options["retries"] = batch["max_retries"] - 1
             if "retry_wait" in batch:
                 options["wait"] = batch["retry_wait"]
-            built = self.batch_node(fn, batch, options)
+            built = self.batch_node(fn, batch, options, f"{path}.batch", spec["id"])
         _attach_phases(built, entry)
         return built
 
     def batch_node(
-        self, fn: Callable[..., Any], batch: Mapping[str, Any], options: dict[str, Any]
+        self,
+        fn: Callable[..., Any],
+        batch: Mapping[str, Any],
+        options: dict[str, Any],
+        path: str,
+        node_id: str,
     ) -> FunctionNode[..., Any] | FunctionBatchFlow[..., Any]:
         parallel = batch.get("parallel", False)
         if parallel:
             options["limit"] = batch.get("max_concurrent", DEFAULT_LIMIT)
             options["errors"] = _ERRORS[batch.get("error_handling", "fail_fast")]
         if "flow" in batch:
-            return FunctionBatchFlow(
-                fn, flow=self.flow(batch["flow"]), parallel=parallel, **options
-            )
-        items = _items_of(batch.get("items"), self.stores)
+            sub = self.flow(batch["flow"], f"{path}.flow")
+            return FunctionBatchFlow(fn, flow=sub, parallel=parallel, **options)
+        items = _items_of(batch.get("items"), self.stores, node_id)
         if parallel:
             return FunctionParallelBatchNode(fn, items=items, **options)
         return FunctionBatchNode(fn, items=items, **options)
@@ -679,7 +703,7 @@ def _batch_kind(entry: Any) -> str:
     return "any"
 
 
-def _items_of(items: Any, stores: dict[str, str | None]) -> Any:
+def _items_of(items: Any, stores: dict[str, str | None], owner: str) -> Any:
     if items is None:
         return None
     if isinstance(items, list):
@@ -688,7 +712,7 @@ def _items_of(items: Any, stores: dict[str, str | None]) -> Any:
     match = _TEMPLATE.match(items)
     if match and match.group(1) == "shared" and match.group(2).count(".") == 1:
         return match.group(2)[1:]  # a plain store key, as items="key" in Python
-    return lambda shared: _resolve(items, shared, None, None, stores)
+    return lambda shared: _resolve(items, shared, None, None, stores, owner)
 
 
 def _with_params(
@@ -759,7 +783,13 @@ def _resolve(
         elif alias is not None and root in (alias, "item"):
             target, start = item, "the item"
         else:
-            target, start = shared[stores[root]], f"shared[{stores[root]!r}]"
+            key = stores[root]
+            if key not in shared:
+                raise FlowError(
+                    f"node {owner!r}: template {match.group(0)} reads shared[{key!r}], which "
+                    f"node {root!r} has not stored (yet): run {root!r} before {owner!r}"
+                )
+            target, start = shared[key], f"shared[{key!r}]"
         for part in parts:
             target = _step(target, part, owner, match.group(0), start)
         return target
@@ -861,7 +891,8 @@ class _Writer:
                 raise flow._no_start()
             return {"id": node_id, "type": "flow", "flow": self.scope(flow.start_node)}
         cls = type(node)
-        name = self.name_of(cls, cls.__name__)
+        done = getattr(node, "_ir_spec", None)
+        name = done["type"] if done is not None else self.name_of(cls, cls.__name__)
         if isinstance(node, Flow) or not _built_bare(cls):
             raise FlowError(
                 f"to_ir: node {node_name(node)!r} is a {cls.__name__}, which a document cannot "
