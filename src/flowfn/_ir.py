@@ -131,7 +131,10 @@ _SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 "items": {
-                    "oneOf": [{"type": "string", "pattern": _TEMPLATE.pattern}, {"type": "array"}]
+                    "oneOf": [
+                        {"type": "string", "pattern": _WHOLE_TEMPLATE.pattern},
+                        {"type": "array"},
+                    ]
                 },
                 "as": {"type": "string", "pattern": _ID},
                 "parallel": {"type": "boolean", "default": False},
