@@ -15,6 +15,7 @@ from ._emit import FlowOutput, emit, emit_sync
 from ._errors import FlowEndsWarning, FlowError, other_errors
 from ._events import Event, EventKind, Observer
 from ._flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow, BatchFlow, Flow
+from ._ir import from_ir, ir_schema
 from ._journal import item_key
 from ._limiter import Limiter
 from ._local import local
@@ -89,6 +90,8 @@ __all__ = [
     "echo",
     "emit",
     "emit_sync",
+    "from_ir",
+    "ir_schema",
     "item_key",
     "local",
     "map_ordered",

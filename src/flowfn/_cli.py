@@ -179,12 +179,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"flowfn {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    target_help = "the flow: module:name or path/to/file.py:name"
+    target_help = "the flow: module:name, path/to/file.py:name, or workflow.json with --nodes"
 
     run = commands.add_parser(
         "run", help="run a flow, then print its shared store and last action as JSON"
     )
     run.add_argument("target", metavar="TARGET", help=target_help)
+    _add_nodes_option(run)
     run.add_argument(
         "--backend", choices=BACKENDS, help="the event loop (default: asyncio, if one is needed)"
     )
@@ -221,6 +222,7 @@ def _parser() -> argparse.ArgumentParser:
 
     graph = commands.add_parser("graph", help="draw a flow as Mermaid, DOT or PNG")
     graph.add_argument("target", metavar="TARGET", help=target_help)
+    _add_nodes_option(graph)
     graph.add_argument(
         "--format",
         choices=FORMATS,
@@ -254,6 +256,7 @@ def _add_runs_commands(commands: Any, target_help: str) -> None:
     resume.add_argument(
         "--target", metavar="TARGET", help=f"{target_help} (or --trust: the one it started with)"
     )
+    _add_nodes_option(resume)
     resume.add_argument(
         "--trust",
         action="store_true",
@@ -290,6 +293,15 @@ def _add_runs_commands(commands: Any, target_help: str) -> None:
         "--status", choices=_PRUNABLE, help="only the runs in this state (default: any)"
     )
     prune.set_defaults(handler=_runs_prune)
+
+
+def _add_nodes_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--nodes",
+        metavar="MODULE",
+        help="for a workflow.json TARGET: the module (or path/to/file.py) whose decorated "
+        "functions and node classes are the node types (docs/ir.md)",
+    )
 
 
 def _add_durable_options(command: argparse.ArgumentParser, resuming: bool = False) -> None:
@@ -368,7 +380,7 @@ def _run_command(args: argparse.Namespace) -> int:
     params = None if args.params is None else _json_object(*_read_json(args.params, "--params"))
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         raise UsageError("--backend trio needs trio: pip install 'flowfn[trio]'")
-    node = load_target(args.target)
+    node = load_target(args.target, args.nodes)
     flow = node if isinstance(node, Flow) else Flow(node)  # a node runs with its successors
     if params is not None:
         flow.set_params(params)
@@ -660,7 +672,7 @@ def _runs_resume(args: argparse.Namespace) -> int:
     backend = args.backend or run.backend
     if backend == "trio" and importlib.util.find_spec("trio") is None:
         raise UsageError("this run is on trio, which is not installed: pip install 'flowfn[trio]'")
-    node = load_target(target)
+    node = load_target(target, args.nodes)
     flow = node if isinstance(node, Flow) else Flow(node)
     answers = None if args.answers is None else _json_object(args.answers, "--answers")
     store = _open_store(args.checkpoint, target=target, serializer=_SERIALIZERS[serializer]())
@@ -796,7 +808,7 @@ def _graph_command(args: argparse.Namespace) -> int:
     fmt = args.format or _format_of(args.output)
     if fmt in _RENDERED and not args.output:
         raise UsageError(f"--format {fmt} writes a file: add -o FILE.{fmt}")
-    node = load_target(args.target)
+    node = load_target(args.target, args.nodes)
     if fmt in _RENDERED:
         _render(to_dot(node), args.output, fmt)
         return 0
@@ -855,14 +867,20 @@ def _render(dot_text: str, path: str, fmt: str) -> None:
 # -- loading TARGET ---------------------------------------------------------------------
 
 
-def load_target(target: str) -> BaseNode:
-    """The flow or node that ``target`` (``module:name`` or ``path/to/file.py:name``) names.
+def load_target(target: str, nodes: str | None = None) -> BaseNode:
+    """The flow or node that ``target`` (``module:name`` or ``path/to/file.py:name``) names,
+    or the flow a workflow document ``target`` (``*.json``) describes, its node types taken
+    from the module ``nodes`` (a module name or a .py path; the only code imported).
 
     ``name`` may be dotted (``module:Factory.flow``). A file is run as a module (its
     ``if __name__ == "__main__"`` block does not run) with its folder first on
     ``sys.path``, as ``python file.py`` would have it; a module is imported with the
     current folder on ``sys.path``. Raises ``UsageError`` naming what is missing.
     """
+    if target.endswith(".json"):
+        return _load_document(target, nodes)
+    if nodes is not None:
+        raise UsageError(f"--nodes is for a workflow.json TARGET, not {target!r}")
     where, colon, name = target.rpartition(":")
     if not colon or not where or not name:
         raise UsageError(
@@ -878,6 +896,34 @@ def load_target(target: str) -> BaseNode:
     if not isinstance(obj, BaseNode):
         raise UsageError(f"{target} is {_describe(obj)}, not a flow or a node: {_fix(obj)}")
     return obj
+
+
+def _load_document(target: str, nodes: str | None) -> BaseNode:
+    from ._decorators import FunctionBatchFlow, FunctionNode
+    from ._ir import from_ir
+
+    if nodes is None:
+        raise UsageError(
+            f"{target} is a workflow document: add --nodes MODULE, the module whose decorated "
+            f"functions are its node types"
+        )
+    module = _import_file(nodes) if _is_path(nodes) else _import_module(nodes, "NAME")
+    registry = {
+        name: value
+        for name, value in vars(module).items()
+        if isinstance(value, (FunctionNode, FunctionBatchFlow))
+        or (
+            isinstance(value, type)
+            and issubclass(value, BaseNode)
+            and value.__module__ == module.__name__
+        )
+    }
+    if not Path(target).is_file():
+        raise UsageError(f"no file {target!r} (looked in {os.getcwd()})")
+    try:
+        return from_ir(target, nodes=registry)
+    except FlowError as exc:
+        raise UsageError(f"{exc} (node types from {nodes})") from None
 
 
 def _is_path(where: str) -> bool:

@@ -344,6 +344,17 @@ class Flow(BaseNode[S]):
 
         return to_dot(self)
 
+    def to_ir(self, *, nodes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """This flow as a workflow document (docs/ir.md): ``from_ir(doc, nodes=...)`` runs as it.
+
+        A node's ``type`` is its name in ``nodes``, else its function's ``__name__``. What a
+        document cannot hold (``items=`` or ``merge=`` as functions, a ``limiter=``, an
+        executor) is refused with a :class:`~flowfn.FlowError` naming the node.
+        """
+        from ._ir import to_ir
+
+        return to_ir(self, nodes=nodes)
+
 
 def _failed_in(
     exc: BaseException,

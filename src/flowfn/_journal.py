@@ -122,8 +122,10 @@ class _Graph:
 
 def shape_of(flow: Any) -> str:
     """The flow's structure as text: node classes and names, their successors by action,
-    nested flows. A checkpoint only resumes a flow of the same shape."""
-    parts: list[str] = []
+    nested flows; for a flow built from a document (``from_ir``), the document's hash too.
+    A checkpoint only resumes a flow of the same shape."""
+    ir_hash = getattr(flow, "ir_hash", None)
+    parts: list[str] = [] if ir_hash is None else [f"ir:{ir_hash}"]
     inside: set[int] = set()
 
     def describe(start: Any) -> None:
