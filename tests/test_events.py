@@ -239,7 +239,7 @@ async def test_echo_prints_above_the_bars_and_a_stopped_batch_gets_its_last_line
         await Flow(work).run_async({}, on_event=Progress(screen, per_second=1e9, renderer="text"))
     text = screen.getvalue()
     assert "\r\x1b[Khalfway there\n\r" in text  # the bar's line cleared, the text, the bar again
-    assert text.endswith(" (stopped)\n")
+    assert text.endswith(" (stopped)\x1b[K\n")  # the line cleared past its end
     assert "Flow/work:  83% 5/6 done, 1 failed" in text.splitlines()[-1]  # 4 done + the failure
 
     plain = io.StringIO()  # not a terminal: one line per batch, at its end

@@ -149,7 +149,7 @@ async def test_text_bars_show_rate_eta_failures_and_retries(anyio_backend: str) 
     bars = Progress(screen, per_second=1e9, renderer="text")
     with pytest.raises(ValueError, match="item 4"):
         await flaky_batch().run_async({}, on_event=bars)
-    frames = screen.getvalue().replace("\n", "\r").split("\r")
+    frames = screen.getvalue().replace("\x1b[K", "").replace("\n", "\r").split("\r")
     running = [f for f in frames if re.search(rf"/6 done, .*{RATE}, ETA \d+:\d\d$", f)]
     assert running  # once the first item is done, a rate and the time left
     assert any("0 failed, 1 retry" in frame for frame in running)

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,10 +18,13 @@ from typing import Any
 import anyio
 import pytest
 
+import flowfn._journal as journal_module
 from flowfn import (
     Flow,
     FlowError,
+    JSONSerializer,
     Parallel,
+    SQLiteStore,
     batch,
     item_key,
     node,
@@ -429,3 +435,164 @@ async def test_moved_items_are_refused_even_when_failures_are_collected(tmp_path
     source.reverse()
     with pytest.raises(FlowError, match="item 0 is not the item that was there"):
         await Flow(double).run_async({}, checkpoint=db, run_id="c")
+
+
+# -- found by review: keys inside what is redone whole, a busy writer, warnings, fingerprints
+
+
+@pytest.mark.anyio
+async def test_item_key_with_a_name_tells_apart_calls_redone_whole(tmp_path: Path) -> None:
+    keys: list[str] = []
+
+    @parallel_batch(items=lambda shared: ["x", "y"], limit=2)
+    async def pay(what: str) -> None:
+        keys.append(item_key(f"pay-{what}"))  # two payments inside one run of the batch flow
+
+    @node
+    async def refund(shared: dict[str, Any]) -> None:
+        keys.append(item_key("refund"))
+
+    pay >> refund
+
+    @parallel_batch(flow=Flow(pay), limit=1)
+    def customers(shared: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"customer": 1}]
+
+    await Flow(customers).run_async({}, checkpoint=tmp_path / "c.db", run_id="r")
+    assert sorted(keys) == [
+        "r/0/customers/0/pay-x",
+        "r/0/customers/0/pay-y",
+        "r/0/customers/0/refund",
+    ]
+    with pytest.raises(TypeError, match="name must be a str"):
+        item_key(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_item_key_in_the_branches_of_a_parallel_with_merge(tmp_path: Path) -> None:
+    @node
+    async def left(shared: dict[str, Any]) -> None:
+        shared["left"] = item_key("left")
+
+    @node
+    async def right(shared: dict[str, Any]) -> None:
+        shared["right"] = item_key("right")
+
+    shared: dict[str, Any] = {}
+    fetch = Parallel(left, right, merge="update", name="fetch")
+    await Flow(fetch).run_async(shared, checkpoint=tmp_path / "m.db", run_id="r")
+    assert shared == {"left": "r/0/fetch/left", "right": "r/0/fetch/right"}
+
+
+class _SlowToCopy:
+    """A value of the shared store whose copy (pickle) takes a while: a big store."""
+
+    def __reduce__(self) -> Any:
+        time.sleep(0.04)
+        return (_SlowToCopy, ())
+
+
+@pytest.mark.anyio
+async def test_a_batch_flow_waiting_for_its_copy_turn_does_not_spin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wakes = 0
+    committed = journal_module.Journal._committed
+
+    def counting(self: Any) -> None:
+        nonlocal wakes
+        wakes += 1
+        committed(self)
+
+    monkeypatch.setattr(journal_module.Journal, "_committed", counting)
+
+    @node
+    async def one(shared: dict[str, Any], i: int) -> None:
+        if i == 2:  # the last run goes on while the second waits for its copy turn
+            await anyio.sleep(0.5)
+        shared["out"][i] = i
+
+    @parallel_batch(flow=Flow(one), limit=3)
+    def runs(shared: dict[str, Any]) -> list[dict[str, int]]:
+        shared["big"], shared["out"] = _SlowToCopy(), {}
+        return [{"i": i} for i in range(3)]
+
+    shared: dict[str, Any] = {}
+    await Flow(runs).run_async(shared, checkpoint=tmp_path / "s.db", run_id="r")
+    assert shared["out"] == {0: 0, 1: 1, 2: 2}
+    assert wakes < 30, wakes  # a handful of commits and turns, not a ping-pong
+
+
+@pytest.mark.anyio
+async def test_a_warning_made_an_error_in_the_writer_does_not_hang_a_sync_run(
+    tmp_path: Path,
+) -> None:
+    @parallel_batch(items=lambda shared: [1, 2], into="out", limit=2)
+    async def locks(x: int) -> Any:
+        return threading.Lock()  # cannot be pickled: a RuntimeWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # python -W error, or pytest's filterwarnings
+        with anyio.fail_after(20):  # a guard against the hang
+            with pytest.raises(RuntimeWarning, match="cannot be saved in the checkpoint"):
+                await Flow(locks).run_async(
+                    {}, checkpoint=tmp_path / "w.db", run_id="r", durability="sync"
+                )
+
+
+@pytest.mark.anyio
+async def test_equal_items_that_share_less_or_more_objects_resume(tmp_path: Path) -> None:
+    failing = [True]
+
+    @node
+    def load(shared: dict[str, Any]) -> None:
+        shared["unit"] = "kg"
+
+    # In the first run "unit" and "base" are one string object; after the store is
+    # restored they are two equal ones: the same item all the same.
+    @parallel_batch(
+        items=lambda shared: [{"q": q, "unit": shared["unit"], "base": "kg"} for q in range(3)],
+        into="out",
+        limit=1,
+    )
+    async def convert(item: dict[str, Any]) -> int:
+        if failing[0] and item["q"] == 2:
+            raise RuntimeError("quota")
+        return int(item["q"])
+
+    load >> convert
+    db = tmp_path / "f.db"
+    with pytest.raises(RuntimeError, match="quota"):
+        await Flow(load).run_async({}, checkpoint=db, run_id="r")
+    failing[0] = False
+    shared: dict[str, Any] = {}
+    await Flow(load).run_async(shared, checkpoint=db, run_id="r")
+    assert shared["out"] == [0, 1, 2]
+
+
+@pytest.mark.anyio
+async def test_tuple_items_resume_with_the_json_serializer(tmp_path: Path) -> None:
+    failing = [True]
+
+    @node
+    def load(shared: dict[str, Any]) -> None:
+        shared["pairs"] = [(1, 2), (3, 4), (5, 6)]  # come back as lists from JSON
+
+    @parallel_batch(items="pairs", into="sums", limit=1)
+    async def add(pair: Any) -> int:
+        if failing[0] and pair[0] == 5:
+            raise RuntimeError("quota")
+        return int(pair[0] + pair[1])
+
+    load >> add
+    db = tmp_path / "j.db"
+    with pytest.raises(RuntimeError, match="quota"):
+        await Flow(load).run_async(
+            {}, checkpoint=SQLiteStore(db, serializer=JSONSerializer()), run_id="r"
+        )
+    failing[0] = False
+    shared: dict[str, Any] = {}
+    await Flow(load).run_async(
+        shared, checkpoint=SQLiteStore(db, serializer=JSONSerializer()), run_id="r"
+    )
+    assert shared["sums"] == [3, 7, 11]

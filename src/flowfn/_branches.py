@@ -132,7 +132,7 @@ class Parallel(BaseNode):
         if self.merge is None:
             actions = await branches
         else:  # a branch's work is in its copy, which a durable run does not keep: all rerun
-            with _journal.detached():
+            with _journal.detached(keep_key=True):
                 actions = await branches
         if self.merge is not None:  # a failed branch (errors="collect") changes nothing
             done = [s for s, a in zip(stores, actions, strict=True) if not isinstance(a, Exception)]

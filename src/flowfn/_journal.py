@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import itertools
 import os
 import pickle
@@ -79,20 +80,31 @@ _journal: ContextVar[Journal | None] = ContextVar("flowfn_journal", default=None
 _where: ContextVar[tuple[tuple[int, ...], tuple[int, ...]]] = ContextVar(
     "flowfn_where", default=((), ())
 )
+# The batch item whose code runs, for item_key(): a cell [batch, index] (a pool worker keeps
+# one, and moves its index from item to item).
+_item: ContextVar[list[Any] | None] = ContextVar("flowfn_durable_item", default=None)
+# The key of the step around code that is redone whole and not recorded (detached(keep_key)).
+_key_base: ContextVar[str | None] = ContextVar("flowfn_durable_key", default=None)
 
 
 @contextlib.contextmanager
-def detached() -> Iterator[None]:
-    """The code inside is not part of the durable run around it (a run started in a step)."""
+def detached(keep_key: bool = False) -> Iterator[None]:
+    """The code inside is not part of the durable run around it (a run started in a step).
+    ``keep_key``: it is still part of the step around it, redone whole, and
+    :func:`item_key` there gives that step's key (the branches of ``Parallel(merge=...)``)."""
     if not _active:
         yield
         return
+    base = _current_key() if keep_key else None
     token, cache_token = _journal.set(None), caching.set(None)
+    item_token, base_token = _item.set(None), _key_base.set(base)
     try:
         yield
     finally:
         _journal.reset(token)
         caching.reset(cache_token)
+        _item.reset(item_token)
+        _key_base.reset(base_token)
 
 
 def current() -> Journal | None:
@@ -206,34 +218,36 @@ class _Writer:
             with contextlib.suppress(queue.Empty):
                 while len(entries) < 4096:
                     entries.append(self.queue.get_nowait())
-            stop, records = False, []
             ticket = max((t for t, _ in entries), default=0)  # nudges have ticket 0
-            with self.lock:
-                for _, entry in entries:
-                    if entry is self._STOP:
-                        stop = True
-                    elif entry is None:  # a nudge: _due() is computed again
-                        continue
-                    elif entry.__class__ is _Batch:
-                        record = entry.drain()
-                        if record is not None:
-                            records.append(record)
-                    else:
-                        records.append(entry)
-            if records and self.error is None:
-                try:
-                    self.store.save(self.run_id, records)
-                except BaseException as exc:
+            stop = any(entry is self._STOP for _, entry in entries)
+            try:
+                self._save(entries)
+            except BaseException as exc:  # whatever it is, the run hears of it, and no
+                if self.error is None:  # step or item waits for a commit forever
                     self.error = exc
-            if ticket:
-                self.committed = ticket  # (also after an error: the waiters then see it)
-            self.busy = False
-            self._tell()
+            finally:
+                if ticket:
+                    self.committed = ticket  # (also after an error: the waiters see it)
+                self.busy = False
+                self._tell(committed=bool(ticket))
             if stop:
                 close = getattr(self.store, "close", None)
                 if close is not None:
                     close()
                 return
+
+    def _save(self, entries: list[tuple[int, Any]]) -> None:
+        records = []
+        with self.lock:
+            for _, entry in entries:
+                if entry.__class__ is _Batch:
+                    record = entry.drain()
+                    if record is not None:
+                        records.append(record)
+                elif entry.__class__ is Record:
+                    records.append(entry)  # (not a nudge, not the end)
+        if records and self.error is None:
+            self.store.save(self.run_id, records)
 
     def _due(self) -> float | None:
         """Seconds until the first batch flow waiting for its turn may record, or None (no
@@ -243,10 +257,12 @@ class _Writer:
             return None
         return max(0.0, min(batch.next_flush for batch in wanted) - time.monotonic())
 
-    def _tell(self) -> None:
-        """After a commit: wake whoever waits for one (the loop, sync batches). One wake at
-        a time: the loop's answer (``on_commit``) sees every commit made until it runs."""
-        if (self.listening or self.wanted) and not self.woken:
+    def _tell(self, committed: bool) -> None:
+        """After a pass: wake whoever waits (the loop, sync batches), after a commit, or when
+        the turn of a batch flow waiting for it has come. One wake at a time: the loop's
+        answer (``on_commit``) sees every commit made until it runs."""
+        wake = (committed and (self.listening or self.wanted)) or self._turn_came()
+        if wake and not self.woken:
             self.woken = True
             try:
                 self.wake(self.on_commit)
@@ -254,6 +270,10 @@ class _Writer:
                 self.woken = False
         with self.done:
             self.done.notify_all()
+
+    def _turn_came(self) -> bool:
+        now = time.monotonic()
+        return any(batch.next_flush <= now for batch in list(self.wanted))
 
     def nudge(self) -> None:
         """Make the writer look again at the batch flows waiting for their turn."""
@@ -546,6 +566,8 @@ class _Batch:
         "results",
         "signalled",
         "ticket",
+        "unsaveable",
+        "unsaveable_why",
     )  # fmt: skip
 
     def __init__(
@@ -572,6 +594,8 @@ class _Batch:
         self.next_flush = 0.0
         self.error: Exception | None = None  # raised when the batch ends
         self.asked: list[Question] = []  # questions of items that paused
+        self.unsaveable: list[int] = []  # items whose results cannot be saved
+        self.unsaveable_why = ""
 
     # -- batches of functions --------------------------------------------------------------
 
@@ -625,14 +649,10 @@ class _Batch:
             return self.journal.dumps([indices, results, prints]), len(indices)
         except Exception as exc:
             keep = [n for n, result in enumerate(results) if _saveable(self.journal, result)]
-            left = sorted(set(indices) - {indices[n] for n in keep})
-            warnings.warn(
-                f"{node_name(self.node)!r}: the results of items {left[:10]} cannot be saved "
-                f"in the checkpoint ({type(exc).__name__}: {exc}), so a resumed run runs "
-                f"them again",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            # Told when the batch ends, on the loop's thread (a warning raised as an error
+            # here, on the writer's thread, would be nobody's).
+            self.unsaveable.extend(sorted(set(indices) - {indices[n] for n in keep}))
+            self.unsaveable_why = f"{type(exc).__name__}: {exc}"
             if not keep:
                 return b"", 0
             columns = [[column[n] for n in keep] for column in (indices, results, prints)]
@@ -778,6 +798,15 @@ class _Batch:
         finally:
             self.closed = True
             writer.wanted.pop(self, None)
+        if self.unsaveable:  # (a warning made an error must not hide the batch's failure)
+            with contextlib.suppress(Exception) if failed else contextlib.nullcontext():
+                warnings.warn(
+                    f"{node_name(self.node)!r}: the results of items "
+                    f"{sorted(self.unsaveable)[:10]} cannot be saved in the checkpoint "
+                    f"({self.unsaveable_why}), so a resumed run runs them again",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         if not failed and self.error is not None:
             raise self.error
 
@@ -792,17 +821,63 @@ def _nothing(count: int) -> Iterator[tuple[()]]:
 
 def _fingerprint(item: Any) -> Any:
     """A value that differs, but for chance, between two different items, and is the same
-    for an item made again the same way in another process: ints as they are, text by
-    CRC-32, anything else by the CRC-32 of its pickle (None if it has none)."""
+    for an equal item made again in another process or restored from the checkpoint: ints as
+    they are, text by CRC-32, anything else by the CRC-32 of :func:`_stable_bytes` (None if
+    it has none)."""
     cls = item.__class__
     if cls is int:
         return item
     if cls is str:
         return zlib.crc32(item.encode("utf-8", "surrogatepass"))
     try:
-        return -1 - zlib.crc32(pickle.dumps(item, protocol=5))
+        return -1 - zlib.crc32(_stable_bytes(item))
     except Exception:
         return None
+
+
+class _NotPlain(Exception):
+    pass
+
+
+_ATOMS = frozenset({int, float, str, bool, bytes, type(None)})
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain data whose repr depends only on the value: tuples as lists (JSON
+    gives them back so), sets sorted; ``_NotPlain`` for anything else."""
+    cls = value.__class__
+    if cls in _ATOMS:
+        return value
+    if cls is list or cls is tuple:
+        return [_plain(v) for v in value]
+    if cls is dict:
+        return {_key(k): _plain(v) for k, v in value.items()}
+    if cls is set or cls is frozenset:
+        return sorted(repr(_plain(v)) for v in value)
+    raise _NotPlain
+
+
+def _key(key: Any) -> Any:
+    if key.__class__ in _ATOMS:
+        return key
+    raise _NotPlain
+
+
+def _stable_bytes(item: Any) -> bytes:
+    """The item's value as bytes that do not depend on object identity (two equal strings
+    or one shared string), on set order, or on tuple against list."""
+    try:
+        return repr(_plain(item)).encode("utf-8", "surrogatepass")
+    except _NotPlain:
+        pass
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=5)
+    pickler.fast = True  # no memo: shared and equal sub-objects give the same bytes
+    try:
+        pickler.dump(item)
+    except ValueError:  # it refers to itself: only the memo can pickle it
+        return pickle.dumps(item, protocol=5)
+    return buffer.getvalue()
 
 
 def _short(item: Any) -> str:
@@ -858,12 +933,7 @@ def _saveable(journal: Journal, value: Any) -> bool:
     return True
 
 
-# The batch item whose code runs, for item_key(): a cell [batch, index] (a pool worker keeps
-# one, and moves its index from item to item).
-_item: ContextVar[list[Any] | None] = ContextVar("flowfn_durable_item", default=None)
-
-
-def item_key() -> str:
+def item_key(name: str | None = None) -> str:
     """An idempotency key for the step or batch item whose code calls it, to hand to a
     service that deduplicates requests by such a key (payments, many LLM and e-mail APIs).
 
@@ -873,20 +943,33 @@ def item_key() -> str:
     in flight when the process died is not paid twice where the service deduplicates; it
     differs between items, steps, runs, and visits of a loop to the same node.
 
+    What is redone whole shares one key: the steps of one run of a batch flow (and batches
+    inside it), the branches of ``Parallel(merge=...)``. Code there that makes several
+    calls tells them apart with ``name``: ``item_key("charge")`` is ``"<key>/charge"``.
+
     Raises :class:`~flowfn.FlowError` outside a durable run (``checkpoint=``): without a
     run id there is nothing that makes the key stable across crashes.
     """
-    current = _item.get()
-    if current is not None:
-        batch, index = current
-        run_id, position, name = batch.journal.run_id, batch.position, node_name(batch.node)
-        return f"{run_id}/{'.'.join(map(str, position))}/{name}/{index}"
-    journal = _journal.get() if _active else None
-    if journal is None:
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"flowfn.item_key(name): name must be a str, got {name!r}")
+    key = _current_key()
+    if key is None:
         raise FlowError(
             "flowfn.item_key() names an item of a durable run, stable across resumes: call "
             "it from a step of a run with checkpoint= (and run_id=)"
         )
+    return key if name is None else f"{key}/{name}"
+
+
+def _current_key() -> str | None:
+    cell = _item.get()
+    if cell is not None:
+        batch, index = cell
+        run_id, position, node = batch.journal.run_id, batch.position, node_name(batch.node)
+        return f"{run_id}/{'.'.join(map(str, position))}/{node}/{index}"
+    journal = _journal.get() if _active else None
+    if journal is None:
+        return _key_base.get()
     position, _ = _where.get()
     return f"{journal.run_id}/{'.'.join(map(str, position))}/{journal.step_name(position)}"
 

@@ -240,7 +240,8 @@ class Progress:
             return
         text = self.line(where, bar) + (" (stopped)" if stopped else "")
         if self.tty:
-            self.stream.write(f"\r{text}" + ("\n" if final else ""))
+            # Clear to the end of the line: a shorter line (the ETA gone) leaves no residue.
+            self.stream.write(f"\r{text}\033[K" + ("\n" if final else ""))
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
