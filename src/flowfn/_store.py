@@ -304,6 +304,22 @@ _claimed_lock = threading.Lock()
 _lock_files: dict[str, list[int]] = {}  # lock file -> [descriptor, users]
 
 
+def delete_old_runs(store: Any, older_than: float, status: str | None, now: float) -> list[str]:
+    """Delete the runs of ``store`` last updated more than ``older_than`` seconds before
+    ``now`` (only those whose ``state`` is ``status``, if given); live runs are kept, and so
+    is one that went live meanwhile. Returns the deleted run ids (what ``prune`` shares)."""
+    deleted = []
+    for run in store.runs():
+        if run.state == "live" or now - run.updated <= older_than:
+            continue
+        if status is not None and run.state != status:
+            continue
+        with contextlib.suppress(FlowError):  # went live meanwhile: kept
+            if store.delete(run.run_id):
+                deleted.append(run.run_id)
+    return deleted
+
+
 def load_saved(serializer: Serializer, blob: bytes, *, what: str, where: str) -> Any:
     """``serializer.loads(blob)``, or a :class:`~flowfn.FlowError` naming the checkpoint file
     ``where`` and ``what`` was in the blob (``"the shared store of run 'x'"``): a damaged row,
@@ -871,15 +887,7 @@ class SQLiteStore:
         whose ``state`` is ``status``, if given: ``"finished"``, ``"failed"``, ...), and
         expired cache entries; live runs are kept. Returns the deleted run ids."""
         now = time.time() if now is None else now
-        deleted = []
-        for run in self.runs():
-            if run.state == "live" or now - run.updated <= older_than:
-                continue
-            if status is not None and run.state != status:
-                continue
-            with contextlib.suppress(FlowError):  # went live meanwhile: kept
-                if self.delete(run.run_id):
-                    deleted.append(run.run_id)
+        deleted = delete_old_runs(self, older_than, status, now)
         db = self._db()
         with self._writing(), _transaction(db):
             db.execute("DELETE FROM cache WHERE expires IS NOT NULL AND expires <= ?", (now,))

@@ -37,6 +37,7 @@ from .._store import (
     RunInfo,
     Saved,
     Serializer,
+    delete_old_runs,
 )
 
 try:
@@ -758,15 +759,7 @@ class PostgresStore:
         whose ``state`` is ``status``, if given), and expired cache entries; live runs are
         kept. Returns the deleted run ids."""
         now = time.time() if now is None else now
-        deleted = []
-        for run in self.runs():
-            if run.state == "live" or now - run.updated <= older_than:
-                continue
-            if status is not None and run.state != status:
-                continue
-            with contextlib.suppress(FlowError):  # went live meanwhile: kept
-                if self.delete(run.run_id):
-                    deleted.append(run.run_id)
+        deleted = delete_old_runs(self, older_than, status, now)
         with self._errors("written"):
             self._db().execute(
                 self._sql("DELETE FROM {schema}.cache WHERE expires IS NOT NULL AND expires <= %s"),
