@@ -593,3 +593,127 @@ def test_runs_list_has_a_header_and_an_interrupt_has_no_trailing_colon(
     out = flowfn(capsys, "runs", "show", str(db), "k")[1]
     assert "error: KeyboardInterrupt" in out.splitlines()
     assert listed(capsys, db)["k"]["error"] == "KeyboardInterrupt"
+
+
+# -- values of the wrong type, lock files of another user, a node that changes folder ------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE runs SET error=x'00ff'",  # a blob where text was: bytes.endswith(": ")
+        "UPDATE runs SET updated='yesterday'",  # text where a time was
+        "UPDATE runs SET run_id=x'78'",  # a blob run id
+        "UPDATE runs SET flow=x'00'",  # a blob flow name
+        "UPDATE runs SET meta='{\"backend\": 5}'",  # JSON of the wrong type
+    ],
+)
+def test_a_row_of_the_wrong_type_ends_runs_commands_with_exit_2_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sql: str
+) -> None:
+    """SQLite keeps any value in any column: each is checked before it is used."""
+    db = tmp_path / "runs.db"
+    Flow(one).run({}, checkpoint=db, run_id="x")
+    with sqlite3.connect(db) as connection:
+        connection.execute(sql)
+    connection.close()
+    wrong = []
+    for command in (("list",), ("list", "--json"), ("show", "x"), ("prune", "--older-than", "0s")):
+        code, _, err = flowfn(capsys, "runs", command[0], str(db), *command[1:])
+        if code != 2 or f"checkpoint '{db}'" not in err or "run " not in err:
+            wrong.append((command[0], code, err.strip()))
+    assert wrong == []
+
+
+def test_a_lock_file_this_user_cannot_write_is_a_flowerror_and_leaves_no_run() -> None:
+    """A lock file of mode 0644 (made under umask 022) cannot be written by another user:
+    a FlowError naming it, and no phantom 'crashed' run left behind by the refused begin."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to act as another user")
+    folder = Path(tempfile.mkdtemp(prefix="flowfn-shared-"))
+    try:
+        folder.chmod(0o777)
+        db = folder / "runs.db"
+        Flow(one).run({}, checkpoint=db, run_id="mine")
+        db.chmod(0o666)  # written by anyone: the lock file is all that is in the way
+        (folder / "runs.db-flowfn.lock").chmod(0o644)
+        script = (
+            "from flowfn import Flow, node\n"
+            "@node\ndef one(shared): shared['one'] = 1\n"
+            "try:\n    Flow(one).run({}, checkpoint='runs.db', run_id='theirs')\n"
+            "except BaseException as exc:\n    print(type(exc).__name__, exc)\n"
+        )
+        other = as_someone_else("-c", script, cwd=folder)
+        assert other.stdout.startswith("FlowError"), other.stdout + other.stderr
+        assert "runs.db-flowfn.lock" in other.stdout
+        assert "chmod" in other.stdout
+        with sqlite3.connect(db) as connection:
+            ids = [row[0] for row in connection.execute("SELECT run_id FROM runs")]
+        connection.close()
+        assert ids == ["mine"]
+    finally:
+        import shutil
+
+        shutil.rmtree(folder)
+
+
+def test_the_lock_file_is_made_with_the_umask_like_the_checkpoint(tmp_path: Path) -> None:
+    """Under umask 002 (a group sharing a folder) the lock file is group-writable too."""
+    script = (
+        "import os, sys\nos.umask(0o002)\n"
+        "from flowfn import Flow, node\n"
+        "@node\ndef one(shared): shared['one'] = 1\n"
+        "Flow(one).run({}, checkpoint=sys.argv[1], run_id='x')\n"
+    )
+    db = tmp_path / "runs.db"
+    subprocess.run([sys.executable, "-c", script, str(db)], check=True, timeout=120)
+    assert (tmp_path / "runs.db-flowfn.lock").stat().st_mode & 0o777 == 0o664
+
+
+@backends
+def test_a_relative_checkpoint_is_kept_where_the_run_began_after_a_chdir(
+    tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    @node
+    def go(shared: dict[str, Any]) -> None:
+        os.chdir("work")
+        shared["went"] = True
+
+    @node
+    def after(shared: dict[str, Any]) -> None:
+        shared["after"] = True
+
+    go >> after
+    Flow(go).run({}, checkpoint="runs.db", run_id="x", backend=backend)
+    assert not (tmp_path / "work" / "runs.db").exists()
+    with sqlite3.connect(tmp_path / "runs.db") as connection:
+        steps = connection.execute("SELECT node FROM steps ORDER BY seq").fetchall()
+    connection.close()
+    assert steps == [("go",), ("after",)]
+    os.chdir(tmp_path)  # and the run is not left "already running in this process"
+    Flow(go).run({}, checkpoint="runs.db", run_id="x", backend=backend)
+
+
+@pytest.mark.parametrize(
+    ("meta", "named"),
+    [('{"backend": "curio"}', "backend 'curio'"), ('{"durability": "never"}', "'never'")],
+)
+def test_resume_refuses_a_recorded_backend_or_durability_it_does_not_know(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    meta: str, named: str,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    (tmp_path / "broken").touch()
+    assert flowfn(capsys, "run", "flaky.py:flow", "--checkpoint", "runs.db", "--run-id", "p")[0]
+    (tmp_path / "broken").unlink()
+    with sqlite3.connect(tmp_path / "runs.db") as connection:
+        connection.execute("UPDATE runs SET meta=?", (meta,))
+    connection.close()
+    code, _, err = flowfn(capsys, "runs", "resume", "runs.db", "p", "--trust")
+    assert code == 2, err
+    assert named in err
+    assert "'runs.db'" in err
