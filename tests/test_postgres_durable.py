@@ -226,3 +226,178 @@ def test_runs_commands_take_a_postgres_url(
     code, out, _ = flowfn("runs", "prune", postgres_url, "--older-than", "0s")
     assert "deleted 1 runs older than 0s: r" in out
     assert query(postgres_url, "SELECT COUNT(*) FROM {schema}.runs") == [(0,)]
+
+
+# -- damaged rows, passwords, and schemas of other programs ---------------------------------
+
+
+def run_sql(url: str, text: str) -> None:
+    """Execute ``text`` (``{schema}`` is the test's schema) straight on the server."""
+    import psycopg
+
+    from flowfn.persistence.postgres import _own_options
+
+    server, own = _own_options(url)
+    with psycopg.connect(server, autocommit=True) as db:
+        db.execute(text.replace("{schema}", f'"{own["schema"]}"'))
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from flowfn._cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("column", ["position", "nodes"])
+async def test_a_damaged_postgres_row_is_a_flowerror_naming_the_database(
+    postgres_url: str, anyio_backend: str, capsys: pytest.CaptureFixture[str], column: str
+) -> None:
+    from flowfn import Flow, FlowError, node
+
+    failing = [True]
+
+    @node
+    def first(shared: dict[str, Any]) -> None:
+        shared["a"] = 1
+
+    @node
+    def second(shared: dict[str, Any]) -> None:
+        if failing.pop():
+            raise ValueError("once")
+
+    first >> second
+    with pytest.raises(ValueError, match="once"):
+        await Flow(first).run_async({}, checkpoint=postgres_url, run_id="x")
+    run_sql(postgres_url, f"UPDATE {{schema}}.steps SET {column} = '[oops'")
+    code, _, err = cli(capsys, "runs", "show", postgres_url, "x")
+    assert code == 2, err
+    assert "postgresql://" in err
+    assert "damaged" in err
+    with pytest.raises(FlowError, match="postgresql://.*damaged"):
+        await Flow(first).run_async({}, checkpoint=postgres_url, run_id="x")
+
+
+def with_password(url: str, password: str) -> str:
+    return url.replace("://postgres@", f"://postgres:{password}@", 1)
+
+
+def test_the_runs_commands_never_print_a_postgres_password(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = with_password(postgres_url, "s3cret")  # the test server trusts any password
+    assert "s3cret" in url
+    flow_file = tmp_path / "flaky.py"
+    flow_file.write_text(
+        "from flowfn import Flow, node\n"
+        "@node\ndef boom(shared):\n    raise RuntimeError('boom')\n"
+        "flow = Flow(boom)\n"
+    )
+    printed = []
+    for args in (
+        ("runs", "list", url),  # "no runs in <url>"
+        ("run", f"{flow_file}:flow", "--checkpoint", url, "--run-id", "r"),
+        ("runs", "show", url, "r"),  # "resume with: flowfn runs resume '<url>' ..."
+        ("runs", "resume", url, "r"),  # "If you trust '<url>', add --trust"
+        ("runs", "prune", url, "--older-than", "1w"),  # "no runs older than 1w in <url>"
+        ("runs", "delete", url, "r"),  # "deleted run r from <url>"
+    ):
+        code, out, err = cli(capsys, *args)
+        printed.append((args[:2], code, out + err))
+    leaked = [(args, code) for args, code, text in printed if "s3cret" in text]
+    assert leaked == []
+    shown = printed[2][2]
+    assert f"flowfn runs resume '{postgres_url}' r" in shown  # its schema= kept
+    assert "PGPASSWORD" in shown
+
+
+@pytest.mark.parametrize("password", ["s3c%zzret", "s3c#ret", "s3c/ret", "s3c?r@et"])
+def test_a_malformed_url_never_prints_its_password(
+    postgres_url: str, capsys: pytest.CaptureFixture[str], password: str
+) -> None:
+    from flowfn import Flow, node
+
+    @node
+    def one(shared: dict[str, Any]) -> None:
+        shared["one"] = 1
+
+    url = with_password(postgres_url, password)
+    code, out, err = cli(capsys, "runs", "list", url)
+    assert code == 2, err
+    assert "s3c" not in out + err
+    assert "percent-encode" in err
+    with pytest.raises(ValueError) as caught:
+        Flow(one).run({}, checkpoint=url)
+    assert "s3c" not in str(caught.value)
+
+
+def test_a_driver_message_never_quotes_the_password(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """libpq's own messages may quote the password (here as a database name)."""
+    url = with_password(postgres_url, "s3cret").split("?")[0]
+    url = url.rsplit("/", 1)[0] + "/s3cret?" + postgres_url.split("?")[1]
+    code, _, err = cli(capsys, "runs", "list", url)
+    assert code == 2
+    assert "s3cret" not in err
+    assert "cannot connect" in err
+
+
+@pytest.mark.parametrize("option", ["lease=abc", "lease=-1"])
+def test_a_bad_url_option_is_a_usage_error(
+    postgres_url: str, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    code, _, err = cli(capsys, "runs", "list", f"{postgres_url}&{option}")
+    assert code == 2, err
+    assert "lease must be a number of seconds" in err
+
+
+def test_a_schema_holding_another_programs_tables_is_refused_and_left_alone(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """schema= names one that exists, with another program's key-value `meta` and `cache`
+    tables (common names): flowfn refuses it, and neither writes nor prunes there."""
+    from flowfn import Flow, FlowError, node
+
+    @node
+    def one(shared: dict[str, Any]) -> None:
+        shared["one"] = 1
+
+    run_sql(postgres_url, "CREATE SCHEMA {schema}")
+    run_sql(
+        postgres_url,
+        "CREATE TABLE {schema}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL); "
+        "INSERT INTO {schema}.meta VALUES ('version', '7'); "
+        "CREATE TABLE {schema}.cache (key TEXT PRIMARY KEY, value BYTEA NOT NULL, "
+        "created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION); "
+        "INSERT INTO {schema}.cache VALUES ('session', 'theirs', 0, 1)",
+    )
+    with pytest.raises(FlowError, match="holds tables of another program.*schema="):
+        Flow(one).run({}, checkpoint=postgres_url, run_id="r")
+    code, _, err = cli(capsys, "runs", "prune", postgres_url, "--older-than", "1w")
+    assert code == 2
+    assert "holds tables of another program" in err
+    assert query(postgres_url, "SELECT key, value FROM {schema}.meta") == [("version", "7")]
+    assert query(postgres_url, "SELECT key FROM {schema}.cache") == [("session",)]
+    tables = query(
+        postgres_url.split("?")[0] + "?schema=public",
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = '"
+        + postgres_url.split("schema=")[1]
+        + "' ORDER BY 1",
+    )
+    assert tables == [("cache",), ("meta",)]
+
+
+def test_an_empty_schema_made_for_flowfn_is_used(postgres_url: str) -> None:
+    from flowfn import Flow, node
+
+    @node
+    def one(shared: dict[str, Any]) -> None:
+        shared["one"] = 1
+
+    run_sql(postgres_url, "CREATE SCHEMA {schema}")
+    assert Flow(one).run({}, checkpoint=postgres_url, run_id="r") is None
+    assert query(postgres_url, "SELECT run_id, status FROM {schema}.runs") == [("r", "done")]
