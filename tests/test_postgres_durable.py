@@ -273,10 +273,11 @@ async def test_a_damaged_postgres_row_is_a_flowerror_naming_the_database(
     with pytest.raises(ValueError, match="once"):
         await Flow(first).run_async({}, checkpoint=postgres_url, run_id="x")
     run_sql(postgres_url, f"UPDATE {{schema}}.steps SET {column} = '[oops'")
-    code, _, err = cli(capsys, "runs", "show", postgres_url, "x")
-    assert code == 2, err
-    assert "postgresql://" in err
-    assert "damaged" in err
+    if column == "position":  # what `runs show` reads
+        code, _, err = cli(capsys, "runs", "show", postgres_url, "x")
+        assert code == 2, err
+        assert "postgresql://" in err
+        assert "damaged" in err
     with pytest.raises(FlowError, match="postgresql://.*damaged"):
         await Flow(first).run_async({}, checkpoint=postgres_url, run_id="x")
 

@@ -505,8 +505,32 @@ def _open_store(checkpoint: str, **options: Any) -> _RunsStore:
             from .persistence.postgres import PostgresStore
         except FlowError as exc:  # psycopg is missing
             raise UsageError(str(exc)) from None
-        return PostgresStore(checkpoint, **options)
+        try:
+            return PostgresStore(checkpoint, **options)
+        except ValueError as exc:  # a malformed URL, a lease that is no number
+            raise UsageError(str(exc)) from None
     return SQLiteStore(checkpoint, **options)
+
+
+def _shown(checkpoint: str) -> str:
+    """``checkpoint`` as it may be printed: a URL without its password (its options kept,
+    so that a printed command still names the same schema)."""
+    if not checkpoint.startswith(("postgresql://", "postgres://")):
+        return checkpoint
+    from .persistence.postgres import _redacted
+
+    return _redacted(checkpoint, options=True)
+
+
+def _password_note(checkpoint: str) -> str:
+    """Said after a printed command whose URL lost its password, else nothing."""
+    if not checkpoint.startswith(("postgresql://", "postgres://")):
+        return ""
+    from .persistence.postgres import _secrets
+
+    if not _secrets(checkpoint):
+        return ""
+    return " (the URL's password is left out: libpq takes it from PGPASSWORD or ~/.pgpass)"
 
 
 def _inspect(path: str) -> _RunsStore:
@@ -531,7 +555,7 @@ def _runs_list(args: argparse.Namespace) -> int:
         print(json.dumps([run._asdict() for run in runs], indent=2))
         return 0
     if not runs:
-        print(f"no runs in {args.checkpoint}")
+        print(f"no runs in {_shown(args.checkpoint)}")
         return 0
     header = ("RUN ID", "STATE", "UPDATED", "FLOW", "STEPS", "ITEMS", "ERROR")
     rows = [
@@ -561,7 +585,7 @@ def _resume_command(checkpoint: str, run: RunInfo) -> str:
     (nothing is taken from the file unless the user says so)."""
     from shlex import quote
 
-    parts = ["flowfn", "runs", "resume", quote(checkpoint), quote(run.run_id)]
+    parts = ["flowfn", "runs", "resume", quote(_shown(checkpoint)), quote(run.run_id)]
     parts += ["--target", quote(run.target) if run.target else "<module:name>"]
     parts += ["--serializer", quote(run.serializer)]
     if run.backend:
@@ -612,7 +636,7 @@ def _runs_show(args: argparse.Namespace) -> int:
     if run.state == "paused":
         _print_questions(questions, resume, args.checkpoint, run)
     elif resume is not None:
-        print(f"resume with: {resume}")
+        print(f"resume with: {resume}{_password_note(args.checkpoint)}")
     return 0
 
 
@@ -652,7 +676,10 @@ def _print_questions(
         where = node if item is None else f"{node}, item {item}"
         payload = json.dumps(_jsonable(question["question"]), default=repr)
         print(f"  question {question['id']} ({where}): {payload}")
-    print(f"waiting for answers: {resume} --answers '{{\"<question id>\": ...}}'")
+    print(
+        f"waiting for answers: {resume} --answers '{{\"<question id>\": ...}}'"
+        f"{_password_note(checkpoint)}"
+    )
 
 
 def _runs_resume(args: argparse.Namespace) -> int:
@@ -670,6 +697,8 @@ def _runs_resume(args: argparse.Namespace) -> int:
             f"command line does not know; resume it from Python with that serializer"
         )
     backend = args.backend or run.backend
+    durability = args.durability or run.durability
+    _check_recorded(args.checkpoint, run, backend, durability)
     if backend == "trio" and importlib.util.find_spec("trio") is None:
         raise UsageError("this run is on trio, which is not installed: pip install 'flowfn[trio]'")
     node = load_target(target, args.nodes)
@@ -688,24 +717,42 @@ def _runs_resume(args: argparse.Namespace) -> int:
             checkpoint=store,
             run_id=run.run_id,
             answers=answers,
-            durability=cast("Durability | None", args.durability or run.durability),
+            durability=cast("Durability | None", durability),
         )
     _print_result(action, shared, args.output)
     return 0
 
 
+def _check_recorded(
+    checkpoint: str, run: RunInfo, backend: str | None, durability: str | None
+) -> None:
+    """A ``UsageError`` if the backend or durability to resume with (the run's own, unless
+    given) is not one flowfn knows: a file changed by hand, or by another program."""
+    for what, value, known in (
+        ("backend", backend, ("asyncio", "trio")),
+        ("durability", durability, ("async", "sync")),
+    ):
+        if value is not None and value not in known:
+            raise UsageError(
+                f"run {run.run_id!r} in {_shown(checkpoint)!r} records {what} {value!r}, "
+                f"which flowfn does not know ({' or '.join(known)}); the file was changed "
+                f"by hand or by another program: give --{what} yourself"
+            )
+
+
 def _untrusted(checkpoint: str, run: RunInfo) -> str:
     """Why ``runs resume`` will not take the target and serializer from the file alone."""
-    command = _resume_command(checkpoint, run)
+    command = _resume_command(checkpoint, run) + _password_note(checkpoint)
+    where = _shown(checkpoint)
     if run.target is None:
         return (
             f"run {run.run_id!r} records no target (it was started from Python, with a flow "
             f"that is not at the top level of a module): name its flow, as in `{command}`"
         )
     return (
-        f"run {run.run_id!r} in {checkpoint!r} records target {run.target!r} and serializer "
+        f"run {run.run_id!r} in {where!r} records target {run.target!r} and serializer "
         f"{run.serializer!r}; resuming imports that target and loads the file's values, "
-        f"which runs code. If you trust {checkpoint!r}, add --trust; or give them yourself: "
+        f"which runs code. If you trust {where!r}, add --trust; or give them yourself: "
         f"{command}"
     )
 
@@ -726,7 +773,7 @@ def _runs_delete(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if not deleted:
         _run_info(store, args.run_id)  # says which runs there are
-    print(f"deleted run {args.run_id} from {args.checkpoint}")
+    print(f"deleted run {args.run_id} from {_shown(args.checkpoint)}")
     return 0
 
 
@@ -740,7 +787,7 @@ def _runs_prune(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     what = f"{args.status} runs" if args.status else "runs"
     if not deleted:
-        print(f"no {what} older than {args.older_than} in {args.checkpoint}")
+        print(f"no {what} older than {args.older_than} in {_shown(args.checkpoint)}")
         return 0
     print(f"deleted {len(deleted)} {what} older than {args.older_than}: {', '.join(deleted)}")
     return 0

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from .._errors import FlowError
 from .._store import (
@@ -91,14 +91,66 @@ CREATE TABLE IF NOT EXISTS {schema}.cache (
 _RUN_TABLES = ("steps", "items", "batches", "leases", "runs")
 
 
-def _redacted(url: str) -> str:
-    """``url`` without its password, and without the store's own options."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.split(':', 1)[0]}@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+_ENCODED = "%40 for @, %3A for :, %2F for /, %3F for ?, %23 for #, %25 for %"
+
+
+def _userinfo(url: str) -> tuple[str, str, str]:
+    """``url`` cut around its user name and password: (``scheme://``, ``user:password``
+    or "", what follows the ``@``). The ``@`` is the last one before the query, so that a
+    password holding ``@``, ``/``, ``#`` or ``?`` (not percent-encoded) is never taken for
+    the host or path, whatever urllib or libpq would make of it."""
+    scheme, separator, rest = url.partition("://")
+    first = rest.find("@")
+    if first < 0:
+        return scheme + separator, "", rest
+    query = rest.find("?", first)
+    at = rest.rfind("@", 0, len(rest) if query < 0 else query)
+    return scheme + separator, rest[:at], rest[at + 1 :]
+
+
+def _redacted(url: str, *, options: bool = False) -> str:
+    """``url`` without its password (in the user part or a ``password=`` option), and
+    without its query options unless ``options`` (then all but ``password``): what may be
+    shown, and with ``options`` still names the same schema."""
+    head, userinfo, rest = _userinfo(url)
+    user = userinfo.split(":", 1)[0]
+    for mark in "/?#":  # a malformed user part: keep nothing after its first delimiter
+        user = user.split(mark, 1)[0]
+    parts = urlsplit(head + (f"{user}@" if user else "") + rest)
+    query = ""
+    if options:
+        kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        query = urlencode([(k, v) for k, v in kept if k != "password"])
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def _secrets(url: str) -> list[str]:
+    """The password of ``url`` as written and decoded (longest first): never to be shown,
+    even inside a driver's message."""
+    password = _userinfo(url)[1].partition(":")[2]
+    found = {password, unquote(password)}
+    for key, value in parse_qsl(url.partition("?")[2], keep_blank_values=True):
+        if key == "password":
+            found |= {value, quote(value)}
+    return sorted((text for text in found if text), key=len, reverse=True)
+
+
+def _check_url(url: str) -> None:
+    """A ``ValueError`` (naming the URL without its password) if the user name or password
+    of ``url`` holds a character that must be percent-encoded: urllib and libpq would read
+    such a URL differently, and libpq's message would quote the password."""
+    userinfo = _userinfo(url)[1]
+    escapes = userinfo.split("%")[1:]
+    if any(mark in userinfo for mark in "/?#@") or any(
+        len(escape) < 2 or any(c not in "0123456789abcdefABCDEF" for c in escape[:2])
+        for escape in escapes
+    ):
+        raise ValueError(
+            f"PostgresStore: the user name or password in {_redacted(url)!r} holds a "
+            f"character that must be percent-encoded in a URL ({_ENCODED}); percent-encode "
+            f"it, or leave the password out of the URL and give it in PGPASSWORD or "
+            f"~/.pgpass (it is not shown here)"
+        )
 
 
 def _own_options(url: str) -> tuple[str, dict[str, str]]:
@@ -189,8 +241,10 @@ class PostgresStore:
         target: str | None = None,
         read_only: bool = False,
     ) -> None:
+        _check_url(url)
         self._url, own = _own_options(url)
         self.url = _redacted(url)  # shown in messages: never the password
+        self._secrets = _secrets(url)
         self.schema = schema or own.get("schema") or "flowfn"
         try:
             self.lease = float(lease if lease is not None else own.get("lease", 30.0))
@@ -237,11 +291,15 @@ class PostgresStore:
             )
         except psycopg.Error as exc:
             raise FlowError(
-                f"checkpoint {self}: cannot connect to PostgreSQL ({str(exc).strip()}); "
+                f"checkpoint {self}: cannot connect to PostgreSQL ({self._scrub(exc)}); "
                 f"check the URL, and that the server runs and lets this user in"
             ) from None
         if not self._ready:
-            self._prepare(db)
+            try:
+                self._prepare(db)
+            except BaseException:
+                db.close()
+                raise
             self._ready = True
         return db
 
@@ -271,11 +329,13 @@ class PostgresStore:
                     f"checkpoint {self}: no flowfn runs here (there is no schema "
                     f"{self.schema!r} with flowfn's tables)"
                 )
+            self._refuse_foreign(db)
             self._check_format(self._format_of(db))
             return
         with self._errors("written"), db.transaction():
             # One creator at a time: CREATE ... IF NOT EXISTS is not safe against a racing twin.
             db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"flowfn:{self.schema}",))
+            self._refuse_foreign(db)
             db.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {schema}"))
             db.execute(self._sql(_TABLES))
             db.execute(
@@ -291,6 +351,37 @@ class PostgresStore:
                     (str(found_format),),
                 )
         self._check_format(found_format)
+
+    def _refuse_foreign(self, db: psycopg.Connection[Any]) -> None:
+        """A FlowError if the schema holds tables, but not flowfn's (a ``runs`` table and a
+        ``meta`` table with flowfn's format row): another program's, never to be written
+        into or pruned. An empty schema (made for flowfn by an administrator) is used."""
+        with self._errors("read"):
+            tables = sorted(
+                row[0]
+                for row in db.execute(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE n.nspname = %s "
+                    "AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+                    (self.schema,),
+                )
+            )
+        marked = None
+        if {"meta", "runs"} <= set(tables):
+            try:
+                with db.transaction():  # a savepoint: their meta may lack these columns
+                    marked = db.execute(
+                        self._sql("SELECT 1 FROM {schema}.meta WHERE key = 'format'")
+                    ).fetchone()
+            except psycopg.Error:
+                marked = None
+        if tables and marked is None:
+            raise FlowError(
+                f"checkpoint {self}: schema {self.schema!r} holds tables of another program "
+                f"({', '.join(tables[:5])}), not flowfn's, and flowfn keeps its runs in a "
+                f"schema of its own: choose another one (schema= in the URL, as "
+                f"?schema=flowfn_runs, or PostgresStore(url, schema=...))"
+            )
 
     def _format_of(self, db: psycopg.Connection[Any]) -> int | None:
         with self._errors("read"):
@@ -316,13 +407,29 @@ class PostgresStore:
             yield
         except psycopg.Error as exc:
             raise self._failed(doing, exc) from None
+        except (ValueError, TypeError) as exc:  # a row's JSON text, or its values' types
+            raise self._damaged(exc) from None
 
     def _failed(self, doing: str, exc: Exception) -> FlowError:
         return FlowError(
             f"checkpoint {self} cannot be {doing} ({type(exc).__name__}: "
-            f"{str(exc).strip()}); check the server, and that this user may use schema "
+            f"{self._scrub(exc)}); check the server, and that this user may use schema "
             f"{self.schema!r}"
         )
+
+    def _damaged(self, exc: Exception) -> FlowError:
+        return FlowError(
+            f"checkpoint {self} cannot be read ({type(exc).__name__}: {exc}): a row is "
+            f"damaged or was written by another program; resume from an intact copy, or "
+            f"start afresh in another schema (schema= in the URL)"
+        )
+
+    def _scrub(self, exc: Exception) -> str:
+        """The driver's message without the password (libpq may quote parts of the URL)."""
+        text = str(exc).strip()
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     # -- the protocol ----------------------------------------------------------------------
 
@@ -641,7 +748,7 @@ class PostgresStore:
                 )
                 .fetchall()
             )
-        return [_run_info(row) for row in rows]
+            return [_run_info(row) for row in rows]
 
     def batches(self, run_id: str) -> list[BatchInfo]:
         """The batches of ``run_id``: items recorded of items known."""
@@ -673,12 +780,13 @@ class PostgresStore:
                     (run_id,),
                 )
             }
-        found = []
-        for position in set(known) | set(recorded):
-            node, total = known.get(position, (steps.get(position, ("?", False))[0], None))
-            finished = steps.get(position, ("", False))[1]
-            place = tuple(int(p) for p in json.loads(position))
-            found.append(BatchInfo(place, node, int(recorded.get(position, 0)), total, finished))
+            found = []
+            for position in set(known) | set(recorded):
+                node, total = known.get(position, (steps.get(position, ("?", False))[0], None))
+                finished = steps.get(position, ("", False))[1]
+                place = tuple(int(p) for p in json.loads(position))
+                done = int(recorded.get(position, 0))
+                found.append(BatchInfo(place, node, done, total, finished))
         return sorted(found)
 
     def questions(self, run_id: str) -> list[dict[str, Any]] | None:
@@ -691,12 +799,12 @@ class PostgresStore:
                 )
                 .fetchone()
             )
-        if row is None or row[0] is None:
-            return None
-        return [
-            {"id": qid, "question": payload, "node": node, "item": item}
-            for qid, payload, node, item in json.loads(row[0])
-        ]
+            if row is None or row[0] is None:
+                return None
+            return [
+                {"id": qid, "question": payload, "node": node, "item": item}
+                for qid, payload, node, item in json.loads(row[0])
+            ]
 
     def detail(self, run_id: str) -> bytes | None:
         """How the run ended, serialised: a paused run's questions, a finished run's result."""
@@ -722,7 +830,7 @@ class PostgresStore:
                 )
                 .fetchall()
             )
-        return [(seq, tuple(json.loads(p)), n, a, bool(d)) for seq, p, n, a, d in rows]
+            return [(seq, tuple(json.loads(p)), n, a, bool(d)) for seq, p, n, a, d in rows]
 
     # -- keeping the schema small ------------------------------------------------------------
 
@@ -801,6 +909,9 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
     except ValueError:
         meta = {}
     meta = meta if isinstance(meta, dict) else {}
+    for key in ("backend", "durability"):
+        if not isinstance(meta.get(key), (str, type(None))):
+            raise TypeError(f"run {run_id!r} records a {key} of type {type(meta[key]).__name__}")
     live = host is not None
     state = "live" if live else _STATES.get(status, "crashed")
     if live:  # else the process that started (or resumed) it last
