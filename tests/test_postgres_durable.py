@@ -278,7 +278,7 @@ async def test_a_damaged_postgres_row_is_a_flowerror_naming_the_database(
         assert code == 2, err
         assert "postgresql://" in err
         assert "damaged" in err
-    with pytest.raises(FlowError, match="postgresql://.*damaged"):
+    with pytest.raises(FlowError, match=r"postgresql://.*damaged"):
         await Flow(first).run_async({}, checkpoint=postgres_url, run_id="x")
 
 
@@ -330,7 +330,7 @@ def test_a_malformed_url_never_prints_its_password(
     assert code == 2, err
     assert "s3c" not in out + err
     assert "percent-encode" in err
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match="percent-encoded") as caught:
         Flow(one).run({}, checkpoint=url)
     assert "s3c" not in str(caught.value)
 
@@ -364,7 +364,7 @@ def test_a_schema_holding_another_programs_tables_is_refused_and_left_alone(
         "created DOUBLE PRECISION NOT NULL, expires DOUBLE PRECISION); "
         "INSERT INTO {schema}.cache VALUES ('session', 'theirs', 0, 1)",
     )
-    with pytest.raises(FlowError, match="holds tables of another program.*schema="):
+    with pytest.raises(FlowError, match=r"holds tables of another program.*schema="):
         Flow(one).run({}, checkpoint=postgres_url, run_id="r")
     code, _, err = cli(capsys, "runs", "prune", postgres_url, "--older-than", "1w")
     assert code == 2
