@@ -295,6 +295,21 @@ _READABLE = ("1", str(FORMAT))  # formats `flowfn runs list/show` read as they a
 #: The recorded statuses ``state`` reports as they are ("done" is shown as "finished").
 _STATES = {"done": "finished", "failed": "failed", "interrupted": "interrupted", "paused": "paused"}
 
+_NONE = type(None)
+#: The columns of ``runs`` that :meth:`SQLiteStore.runs` reads, and the types they may hold.
+_RUN_COLUMNS: dict[str, tuple[type, ...]] = {
+    "run_id": (str,), "flow": (str,), "status": (str,), "created": (int, float),
+    "updated": (int, float), "error": (str, _NONE), "target": (str, _NONE),
+    "serializer": (str,), "meta": (str, _NONE), "holder": (str, _NONE),
+}  # fmt: skip
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a length a message can hold."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 # Runs claimed by this process (POSIX record locks do not exclude the process holding them),
 # and the open lock file of each checkpoint with how many users it has: closing any
 # descriptor of a file drops all of this process's POSIX locks on it, so a lock file is
@@ -356,7 +371,14 @@ class SQLiteStore:
     ) -> None:
         from pathlib import Path
 
+        #: The file as given, for messages.
         self.path = Path(path)
+        # Where it is, fixed now: a node that changes the working folder (os.chdir) must
+        # not move a relative checkpoint, for any thread's connection or the run's lock.
+        self._file = Path(os.path.abspath(path))
+        real = self._file.resolve()  # one lock for every name of the file (symlinks)
+        self._key = str(real)
+        self._lock_file = f"{real}-flowfn.lock"
         #: Where the flow is (``module:name``), recorded with new runs for ``flowfn runs
         #: resume``; ``flowfn run --checkpoint`` sets it.
         self.target = target
@@ -388,7 +410,7 @@ class SQLiteStore:
 
         self._check_writable()
         try:
-            db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            db = sqlite3.connect(str(self._file), timeout=30, isolation_level=None)
             # Tables first: a creator commits them with the mark, so the mark read after
             # them is at least as new (reading it first could miss it, then see tables).
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
@@ -426,19 +448,19 @@ class SQLiteStore:
         """A connection that cannot write: to a file that exists, read-only if need be."""
         import sqlite3
 
-        where = str(self.path)
-        if self.path.is_dir():
+        where, file = str(self.path), self._file
+        if file.is_dir():
             raise FlowError(f"checkpoint {where!r} is a folder, not a checkpoint file")
-        if not self.path.is_file():
-            raise FlowError(f"no checkpoint file {where!r} (looked in {os.getcwd()})")
-        if self.path.stat().st_size == 0:
+        if not file.is_file():
+            raise FlowError(f"no checkpoint file {where!r} (looked in {file.parent})")
+        if file.stat().st_size == 0:
             raise FlowError(f"checkpoint {where!r} is an empty file, not a flowfn checkpoint")
-        uri = self.path.resolve().as_uri()
+        uri = file.resolve().as_uri()
         # Without a -wal file nobody is writing (the last writer to close deletes it), and
         # the file is read as unchanging, which creates no -wal and -shm files beside it
         # (they would outlive this reader). With one, read through them; in a read-only
         # folder without a -shm file, read as unchanging all the same.
-        wal = os.path.exists(f"{self.path}-wal")
+        wal = os.path.exists(f"{file}-wal")
         modes = ["?mode=ro"] if wal else []
         modes.append("?mode=ro&immutable=1")
         for mode in modes:
@@ -477,16 +499,17 @@ class SQLiteStore:
 
     def _check_writable(self) -> None:
         """Before a run writes: the folder exists, and the file and folder can be written."""
-        where, folder = str(self.path), self.path.parent
+        where, file, folder = str(self.path), self._file, self._file.parent
+        shown = str(self.path.parent)
         if not folder.is_dir():
             raise FlowError(
-                f"checkpoint {where!r}: there is no folder {str(folder)!r}; create it "
-                f"(mkdir -p {str(folder)!r}), or point checkpoint= at a file in a folder "
+                f"checkpoint {where!r}: there is no folder {shown!r}; create it "
+                f"(mkdir -p {shown!r}), or point checkpoint= at a file in a folder "
                 f"that exists"
             )
-        if self.path.is_dir():
+        if file.is_dir():
             raise FlowError(f"checkpoint {where!r} is a folder; point checkpoint= at a file")
-        if self.path.exists() and not os.access(self.path, os.W_OK):
+        if file.exists() and not os.access(file, os.W_OK):
             raise FlowError(
                 f"checkpoint {where!r} is read-only, and a run writes to it: make it "
                 f"writable (chmod u+w), or copy it somewhere writable. `flowfn runs list` "
@@ -494,7 +517,7 @@ class SQLiteStore:
             )
         if not os.access(folder, os.W_OK | os.X_OK):
             raise FlowError(
-                f"checkpoint {where!r}: the folder {str(folder)!r} is read-only, and a run "
+                f"checkpoint {where!r}: the folder {shown!r} is read-only, and a run "
                 f"creates files there (the checkpoint, its -wal, -shm and -flowfn.lock "
                 f"files); point checkpoint= at a writable folder"
             )
@@ -570,23 +593,33 @@ class SQLiteStore:
         now = time.time()
         holder = f"pid {os.getpid()} on {socket.gethostname()}"
         how = json.dumps(dict(meta or {}))
-        with self._writing(), _transaction(db):
-            row = db.execute(
-                "SELECT rowid, status, shape, serializer, initial, detail FROM runs WHERE run_id=?",
-                (run_id,),
-            ).fetchone()
-            if row is None:
-                rowid = db.execute(
-                    "INSERT INTO runs (run_id, flow, shape, serializer, status, created, "
-                    "updated, initial, target, meta, holder) "
-                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
-                    (run_id, flow, shape, self.serializer.name, now, now, initial, target, how,
-                     holder),
-                ).lastrowid  # fmt: skip
-                assert rowid is not None
-            else:
-                rowid = row[0]
-        self._claim(run_id, rowid)
+        claimed = False
+        try:
+            # Claimed inside the transaction that adds a new run: a refused claim (another
+            # holder, a lock file this user cannot write) rolls the new row back with it.
+            with self._writing(), _transaction(db):
+                row = db.execute(
+                    "SELECT rowid, status, shape, serializer, initial, detail FROM runs "
+                    "WHERE run_id=?",
+                    (run_id,),
+                ).fetchone()
+                if row is None:
+                    rowid = db.execute(
+                        "INSERT INTO runs (run_id, flow, shape, serializer, status, created, "
+                        "updated, initial, target, meta, holder) "
+                        "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?)",
+                        (run_id, flow, shape, self.serializer.name, now, now, initial, target,
+                         how, holder),
+                    ).lastrowid  # fmt: skip
+                    assert rowid is not None
+                else:
+                    rowid = row[0]
+                self._claim(run_id, rowid)
+                claimed = True
+        except BaseException:
+            if claimed:  # the new row was not committed after all
+                self.release(run_id)
+            raise
         if row is None:
             return None
         try:
@@ -728,13 +761,12 @@ class SQLiteStore:
             lock = self._locks.pop(run_id, None)
             if lock is not None:
                 _unlock(*lock)
-            _claimed.discard((str(self.path.resolve()), run_id))
+            _claimed.discard((self._key, run_id))
 
     def runs(self) -> list[RunInfo]:
         """Every run in the file, oldest first (what ``flowfn runs`` lists), with its
-        ``state`` from its lock: whether a process holds it now."""
-        import json
-
+        ``state`` from its lock: whether a process holds it now. A FlowError naming the file
+        and the run if a value is not of its column's type."""
         db = self._db()
         more = "r.meta, r.holder" if self._format >= 2 else "NULL, NULL"
         with self._reading():
@@ -745,36 +777,37 @@ class SQLiteStore:
                 "(SELECT COALESCE(SUM(count), 0) FROM items i WHERE i.run_id=r.run_id) "
                 "FROM runs r ORDER BY r.created"
             ).fetchall()
-        found = []
-        for rowid, run_id, flow, status, created, updated, error, target, kind, how, holder, \
-                steps, items in rows:  # fmt: skip
-            try:
-                meta = json.loads(how) if how else {}
-            except ValueError:
-                meta = {}
-            meta = meta if isinstance(meta, dict) else {}
-            live = self._is_live(run_id, rowid)
-            state = "live" if live else _STATES.get(status, "crashed")
-            error = error[:-2] if error is not None and error.endswith(": ") else error
-            found.append(
-                RunInfo(
-                    run_id,
-                    flow,
-                    status,
-                    created,
-                    updated,
-                    steps,
-                    items,
-                    error,
-                    target,
-                    kind,
-                    state,
-                    holder,
-                    meta.get("backend"),
-                    meta.get("durability"),
+            return [self._run_info(row) for row in rows]
+
+    def _run_info(self, row: tuple[Any, ...]) -> RunInfo:
+        """A row of :meth:`runs` as a RunInfo; a ``TypeError`` naming the run and the column
+        if a value is not of its column's type (SQLite keeps any value in any column)."""
+        import json
+
+        rowid, *values, steps, items = row
+        for column, value in zip(_RUN_COLUMNS, values, strict=True):
+            kinds = _RUN_COLUMNS[column]
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise TypeError(
+                    f"run {values[0]!r}: its {column} is {type(value).__name__} "
+                    f"{_short(value)}, not {' or '.join(kind.__name__ for kind in kinds)}"
                 )
-            )
-        return found
+        run_id, flow, status, created, updated, error, target, kind, how, holder = values
+        try:
+            meta = json.loads(how) if how else {}
+        except ValueError:
+            meta = {}
+        meta = meta if isinstance(meta, dict) else {}
+        for key in ("backend", "durability"):
+            if not isinstance(meta.get(key), (str, type(None))):
+                raise TypeError(f"run {run_id!r}: its {key} is {_short(meta[key])}, not text")
+        live = self._is_live(run_id, rowid)
+        state = "live" if live else _STATES.get(status, "crashed")
+        error = error[:-2] if error is not None and error.endswith(": ") else error
+        return RunInfo(
+            run_id, flow, status, created, updated, int(steps), int(items), error, target,
+            kind, state, holder, meta.get("backend"), meta.get("durability"),
+        )  # fmt: skip
 
     def batches(self, run_id: str) -> list[BatchInfo]:
         """The batches of ``run_id`` in the order they ran: items recorded of items known."""
@@ -903,12 +936,12 @@ class SQLiteStore:
     # -- claiming a run --------------------------------------------------------------------
 
     def _lock_name(self) -> str:
-        return f"{self.path.resolve()}-flowfn.lock"
+        return self._lock_file
 
     def _claim(self, run_id: str, slot: int) -> None:
         """Lock byte ``slot`` (the run's rowid: one per run, so no two runs ever block each
         other) of the lock file for this process, or raise a FlowError saying who has it."""
-        key = (str(self.path.resolve()), run_id)
+        key = (self._key, run_id)
         with _claimed_lock:
             if key in _claimed:
                 raise FlowError(
@@ -916,7 +949,17 @@ class SQLiteStore:
                     f"process; wait for it to end, or use another run_id"
                 )
             name = self._lock_name()
-            if not _lock(name, slot):
+            try:
+                locked = _lock(name, slot)
+            except OSError as exc:
+                raise FlowError(
+                    f"checkpoint {str(self.path)!r}: its lock file {name!r} cannot be opened "
+                    f"for writing ({exc.strerror or exc}); every user who runs flows in this "
+                    f"checkpoint must be able to write it as well as the checkpoint: make it "
+                    f"writable for them (a shared group and chmod g+w), or use a checkpoint "
+                    f"of your own"
+                ) from None
+            if not locked:
                 holder = self._holder(run_id)
                 raise FlowError(
                     f"run {run_id!r} in {str(self.path)!r} is running in another process"
@@ -937,7 +980,7 @@ class SQLiteStore:
     def _is_live(self, run_id: str, slot: int) -> bool:
         """Whether a process holds ``run_id`` now: this one, or another (its lock is taken)."""
         with _claimed_lock:
-            if (str(self.path.resolve()), run_id) in _claimed:
+            if (self._key, run_id) in _claimed:
                 return True
             return _held(self._lock_name(), slot)
 
@@ -980,7 +1023,8 @@ def _open_lock(name: str, create: bool) -> int | None:
     entry = _lock_files.get(name)
     if entry is None:
         try:
-            fd = os.open(name, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+            # 0o666: the umask decides, as for the checkpoint itself (002: a group shares it).
+            fd = os.open(name, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
         except FileNotFoundError:
             if create:
                 raise
