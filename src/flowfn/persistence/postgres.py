@@ -91,7 +91,7 @@ CREATE TABLE IF NOT EXISTS {schema}.cache (
 _RUN_TABLES = ("steps", "items", "batches", "leases", "runs")
 
 
-_ENCODED = "%40 for @, %3A for :, %2F for /, %3F for ?, %23 for #, %25 for %"
+_ENCODED = "%40 for @, %2F for /, %3F for ?, %23 for #, %25 for %"
 
 
 def _userinfo(url: str) -> tuple[str, str, str]:
