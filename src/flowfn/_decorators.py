@@ -211,6 +211,10 @@ class _Steps(BaseNode):
         # A single function that takes nothing but `shared` (or `local`) depends on nothing
         # a flow's params or a copy would give it: the walk runs the node itself, as is.
         self._as_is = self._simple and all(n in ("shared", "local") for n, _ in self._work.inject)
+        # `async def f(shared)` whose result is the action: the walk awaits it itself.
+        work = self._work
+        direct = self._as_is and work.is_async and work.only_shared and self.into is None
+        self._direct = work.fn if direct else None
 
     def post(self, fn: F) -> F:  # type: ignore[override]
         """Attach ``post(shared, prep_res, exec_res)``; its return value is the action.
@@ -714,7 +718,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
     def _needs_loop(self) -> bool:
         return self.parallel or any(b.is_async for b in self._phases()) or super()._needs_loop()
 
-    def _run_result(self, action: Any, scratch: dict[str, Any]) -> Any:
+    def _run_result(self, action: Any, scratch: dict[str, Any] | None) -> Any:
         return scratch
 
     def _run(self, shared: Any) -> Any:

@@ -14,7 +14,7 @@ import inspect
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import CoroutineType, EllipsisType
 from typing import TYPE_CHECKING, Any
@@ -287,6 +287,10 @@ class BaseNode(_Generic[S]):
     _plain_copy = True
     #: True only for Flow and AsyncFlow themselves: a flow walking them walks their steps.
     _walked_inline = False
+    #: A step the walk awaits as ``await node._direct(shared=shared)``, with no copy, no
+    #: params and no ``_run_async`` around it (an ``async def f(shared)`` function node
+    #: with nothing else to do: see FunctionNode); ``None`` for every other node.
+    _direct: Callable[..., Awaitable[Any]] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

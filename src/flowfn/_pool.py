@@ -252,6 +252,7 @@ async def map_ordered(
     errors: Errors = "fail_fast",
     node: object | None = None,
     branches: Sequence[str] | None = None,
+    walk: Callable[[Callable[[], bool]], Callable[[T], Awaitable[R]]] | None = None,
 ) -> list[R]:
     """Await ``fn(item)`` for every item, at most ``limit`` at once, results in input order.
 
@@ -265,6 +266,8 @@ async def map_ordered(
     :class:`BatchResults`. ``node``, if given, is the node whose batch events observers
     get (see ``run(on_event=...)``). ``branches`` names the items when they are the branches
     of a :class:`~flowfn.Parallel` node: notes and events then say ``branch 'weather'``.
+    ``walk``, if given, makes the ``fn`` of a run that is not durable from the cancellation
+    flag of the pool's workers (a batch flow's walk then tests the flag its worker has).
     """
     limit, errors = check_limit(limit, where), check_errors(errors, where)
     if _journal._active and node is not None and (journal := _journal.current()) is not None:
@@ -275,7 +278,7 @@ async def map_ordered(
             )
 
         return await _journal.durable(journal, node, fn, items, pool, reports=True)
-    return await _map_ordered(fn, items, limit, where, errors, node, branches=branches)
+    return await _map_ordered(fn, items, limit, where, errors, node, branches=branches, walk=walk)
 
 
 async def _map_ordered(
@@ -289,13 +292,15 @@ async def _map_ordered(
     paused: Callable[[int, Any], None] | None = None,
     track: Callable[[int], list[Any]] | None = None,
     branches: Sequence[str] | None = None,
+    walk: Callable[[Callable[[], bool]], Callable[[T], Awaitable[R]]] | None = None,
 ) -> list[R]:
     results: list[Any] = []
     started = time.perf_counter()
     seen = _batch_events(node, items, branches)
     await _run_pool(
-        fn, items, limit, where, errors, results, None, seen, record, paused, track, branches
-    )
+        fn, items, limit, where, errors, results, None, seen, record, paused, track, branches,
+        walk,
+    )  # fmt: skip
     _batch_done(node, started)
     return BatchResults(results) if errors == "collect" else results
 
@@ -313,6 +318,7 @@ async def _run_pool(
     paused: Callable[[int, Any], None] | None = None,
     track: Callable[[int], list[Any]] | None = None,
     branches: Sequence[str] | None = None,
+    walk: Callable[[Callable[[], bool]], Callable[[T], Awaitable[R]]] | None = None,
 ) -> None:
     """The pool behind :func:`map_ordered` and :func:`stream`. Each result goes to its
     slot in ``results`` (slots are made as items are pulled) or, without ``results``, to
@@ -507,6 +513,8 @@ async def _run_pool(
             try:
                 async with anyio.create_task_group() as tg:
                     pool_cancelled = cancelled_flag()  # the workers' scopes: the group's
+                    if walk is not None:
+                        fn = walk(pool_cancelled)
                     await grow(apull, awork)
             finally:
                 aclose = getattr(source, "aclose", None)
@@ -585,7 +593,11 @@ async def _run_pool(
                             await checkpoint()
 
             async with anyio.create_task_group() as tg:
-                pool_cancelled = cancelled_flag()  # the workers' scopes: the group's
+                # The workers' scopes: the group's. (anyio gives each task a scope of its
+                # own, which only its TaskHandle cancels, and the pool keeps no handle.)
+                pool_cancelled = cancelled_flag()
+                if walk is not None:
+                    fn = walk(pool_cancelled)
                 await grow(pull, work)
     except BaseException as exc:
         # On trio, Ctrl-C reaches the task waiting for the workers, and the task group
