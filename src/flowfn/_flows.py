@@ -191,6 +191,8 @@ class Flow(BaseNode[S]):
             raise self._no_start()
         token, scratch = enter_local() if item else (None, None)
         watch = events.current()
+        # Observers that want no node_start/node_end events: steps run as unobserved ones.
+        quiet, started = watch is None or not watch.steps, 0.0
         flow, node, last_action, steps = self, self.start_node, None, 0
         own_next = type(self).get_next_node is not Flow.get_next_node
         # A plain nested Flow is walked here, in this loop, instead of by a walk of its own:
@@ -217,9 +219,11 @@ class Flow(BaseNode[S]):
                 steps += 1
                 direct = node._direct
                 try:
-                    if direct is not None and watch is None:
+                    if direct is not None and quiet:
                         # A function step that needs no copy nor params: awaited as it is.
                         curr = node
+                        if watch is not None:
+                            started = time.perf_counter()
                         last_action = await direct(shared=shared)
                         if last_action is not None and last_action.__class__ is not str:
                             last_action = curr._store(shared, last_action)  # type: ignore[attr-defined]
@@ -239,6 +243,8 @@ class Flow(BaseNode[S]):
                             else watch.run_step_async(curr, shared)
                         )
                 except Exception as exc:
+                    if watch is not None and quiet and direct is not None:
+                        watch.step_failed(node, started, exc)
                     _failed_in(exc, flow, cast(BaseNode, node), outer)
                     raise
                 except BaseException as exc:
