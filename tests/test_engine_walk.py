@@ -175,3 +175,69 @@ async def test_progress_and_summary_declare_kinds_and_still_count(anyio_backend:
     await Flow(flaky).run_async({"n": 0}, on_event=summary)
     stats = summary.nodes["Flow/flaky"]
     assert (stats.calls, stats.retries) == (1, 1)
+
+
+def test_a_node_class_overriding_exec_or_run_runs_through_its_override() -> None:
+    """The walk runs a plain Node's phases itself; an override is still what runs."""
+    calls: list[str] = []
+
+    class Plain(pf.Node):  # type: ignore[misc]
+        def exec(self, prep_res: Any) -> str:
+            calls.append("exec")
+            raise ValueError("once")
+
+        def exec_fallback(self, prep_res: Any, exc: Exception) -> str:
+            calls.append(f"fallback {exc}")
+            return "fell"
+
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            calls.append(f"post {exec_res}")
+
+    class OwnExec(pf.Node):  # type: ignore[misc]
+        def _exec(self, prep_res: Any) -> str:
+            calls.append("own _exec")
+            return "mine"
+
+        def post(self, shared: Any, prep_res: Any, exec_res: Any) -> None:
+            calls.append(f"post {exec_res}")
+
+    assert Plain._inline_phases
+    assert not OwnExec._inline_phases
+    first = Plain()
+    first >> OwnExec()
+    pf.Flow(first).run({})
+    assert calls == ["exec", "fallback once", "post fell", "own _exec", "post mine"]
+
+
+async def test_an_async_node_class_runs_its_phases_once_each(anyio_backend: str) -> None:
+    calls: list[str] = []
+
+    class Step(pf.AsyncNode):  # type: ignore[misc]
+        async def prep_async(self, shared: Any) -> int:
+            calls.append(f"prep {self.params}")
+            return 1
+
+        async def exec_async(self, prep_res: int) -> int:
+            calls.append(f"exec {self.cur_retry}")
+            return prep_res + 1
+
+        async def post_async(self, shared: Any, prep_res: Any, exec_res: Any) -> str:
+            calls.append(f"post {exec_res}")
+            return "done"
+
+    flow = pf.AsyncFlow(Step())
+    flow.set_params({"k": 1})
+    assert await flow.run_async({}) == "done"
+    assert calls == ["prep {'k': 1}", "exec 0", "post 2"]
+
+
+def test_a_sync_exec_returning_a_coroutine_is_still_refused() -> None:
+    class Wrong(pf.Node):  # type: ignore[misc]
+        async def _later(self) -> None:
+            pass
+
+        def exec(self, prep_res: Any) -> Any:
+            return self._later()
+
+    with pytest.raises(FlowError, match="coroutine"):
+        pf.Flow(Wrong()).run({})

@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
-from types import EllipsisType
+from types import CoroutineType, EllipsisType
 from typing import Any, cast
 
 import anyio
@@ -25,7 +25,7 @@ from . import _journal
 from ._checkpoints import YIELD_MASK, cancelled_flag, stray_cancellation
 from ._errors import FlowEndsWarning, FlowError, add_note, node_name, warn_at_caller
 from ._local import enter_local, leave_local
-from ._nodes import AsyncNode, BaseNode, S, _observe_failure
+from ._nodes import ASYNC, SYNC, AsyncNode, BaseNode, S, _observe_failure
 from ._pause import PauseRequest
 from ._pool import (
     DEFAULT_LIMIT,
@@ -156,7 +156,30 @@ class Flow(BaseNode[S]):
         while curr:  # PocketFlow's test: a falsy node ends the flow too
             curr._step_params(p)
             try:
-                last_action = curr._run(shared) if watch is None else watch.run_step(curr, shared)
+                if watch is not None:
+                    last_action = watch.run_step(curr, shared)
+                elif (
+                    curr._inline_phases == SYNC
+                    and curr.max_retries == 1  # type: ignore[attr-defined]
+                    and curr.timeout is None  # type: ignore[attr-defined]
+                    and curr.rate_limit is None  # type: ignore[attr-defined]
+                ):
+                    # Node._run with Node._exec's single attempt, inline: a node class that
+                    # overrides none of them runs its phases here, with no frame around.
+                    pr = curr.prep(shared)
+                    curr.cur_retry = 0  # type: ignore[attr-defined]
+                    try:
+                        e = curr.exec(pr)
+                    except PauseRequest:
+                        raise
+                    except Exception as exc:
+                        e = curr._exec_failed(pr, exc)  # type: ignore[attr-defined]
+                    else:
+                        if e.__class__ is CoroutineType:
+                            curr._refuse_coroutine(e)  # type: ignore[attr-defined]
+                    last_action = curr.post(shared, pr, e)
+                else:
+                    last_action = curr._run(shared)
             except Exception as exc:
                 self._step_failed(exc, curr)
                 raise
@@ -237,11 +260,27 @@ class Flow(BaseNode[S]):
                     else:
                         curr = node._step_copy()
                         curr._step_params(p)
-                        last_action = await (
-                            curr._run_async(shared)
-                            if watch is None
-                            else watch.run_step_async(curr, shared)
-                        )
+                        if watch is not None:
+                            last_action = await watch.run_step_async(curr, shared)
+                        elif (
+                            curr._inline_phases == ASYNC
+                            and curr.max_retries == 1  # type: ignore[attr-defined]
+                            and curr.timeout is None  # type: ignore[attr-defined]
+                            and curr.rate_limit is None  # type: ignore[attr-defined]
+                            and curr.limiter is None  # type: ignore[attr-defined]
+                        ):
+                            # AsyncNode._run_async with one plain attempt of _exec, inline.
+                            pr = await curr.prep_async(shared)  # type: ignore[attr-defined]
+                            curr.cur_retry = 0  # type: ignore[attr-defined]
+                            try:
+                                e = await curr.exec_async(pr)  # type: ignore[attr-defined]
+                            except PauseRequest:
+                                raise
+                            except Exception as exc:
+                                e = await curr._exec_failed_async(pr, exc)  # type: ignore[attr-defined]
+                            last_action = await curr.post_async(shared, pr, e)  # type: ignore[attr-defined]
+                        else:
+                            last_action = await curr._run_async(shared)
                 except Exception as exc:
                     if watch is not None and quiet and direct is not None:
                         watch.step_failed(node, started, exc)
