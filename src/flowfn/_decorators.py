@@ -213,8 +213,10 @@ class _Steps(BaseNode):
         self._as_is = self._simple and all(n in ("shared", "local") for n, _ in self._work.inject)
         # `async def f(shared)` whose result is the action: the walk awaits it itself.
         work = self._work
-        direct = self._as_is and work.is_async and work.only_shared and self.into is None
-        self._direct = work.fn if direct else None
+        direct = self._as_is and work.only_shared and self.into is None
+        self._direct = work.fn if direct and work.is_async else None
+        # `def f(shared)` in a sync walk (in an async one, it runs where workers= says).
+        self._direct_sync = work.fn if direct and not work.is_async else None
 
     def post(self, fn: F) -> F:  # type: ignore[override]
         """Attach ``post(shared, prep_res, exec_res)``; its return value is the action.

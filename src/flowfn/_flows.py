@@ -150,45 +150,62 @@ class Flow(BaseNode[S]):
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         if self.start_node is None and not self._pocketflow_compatible:
             raise self._no_start()
-        curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
+        node, p, last_action = self.start_node, (params or {**self.params}), None
         watch = events.current()
         own_next = type(self).get_next_node is not Flow.get_next_node
-        while curr:  # PocketFlow's test: a falsy node ends the flow too
-            curr._step_params(p)
+        while node:  # PocketFlow's test: a falsy node ends the flow too
+            direct = node._direct_sync
             try:
-                if watch is not None:
-                    last_action = watch.run_step(curr, shared)
-                elif (
-                    curr._inline_phases == SYNC
-                    and curr.max_retries == 1  # type: ignore[attr-defined]
-                    and curr.timeout is None  # type: ignore[attr-defined]
-                    and curr.rate_limit is None  # type: ignore[attr-defined]
-                ):
-                    # Node._run with Node._exec's single attempt, inline: a node class that
-                    # overrides none of them runs its phases here, with no frame around.
-                    pr = curr.prep(shared)
-                    curr.cur_retry = 0  # type: ignore[attr-defined]
-                    try:
-                        e = curr.exec(pr)
-                    except PauseRequest:
-                        raise
-                    except Exception as exc:
-                        e = curr._exec_failed(pr, exc)  # type: ignore[attr-defined]
-                    else:
-                        if e.__class__ is CoroutineType:
-                            curr._refuse_coroutine(e)  # type: ignore[attr-defined]
-                    last_action = curr.post(shared, pr, e)
+                if direct is not None and watch is None:
+                    # A function step that needs no copy nor params: called as it is.
+                    curr = node
+                    last_action = direct(shared=shared)
+                    if last_action is not None and last_action.__class__ is not str:
+                        last_action = curr._store(shared, last_action)  # type: ignore[attr-defined]
                 else:
-                    last_action = curr._run(shared)
+                    curr = node._step_copy()
+                    curr._step_params(p)
+                    last_action = self._sync_step(curr, shared, watch)
             except Exception as exc:
-                self._step_failed(exc, curr)
+                self._step_failed(exc, node)
                 raise
             # The common case inline; get_next_node for overrides and for the warning.
-            nxt = None if own_next else curr.successors.get(last_action or "default")
-            if not nxt:
+            if own_next:
                 nxt = self.get_next_node(curr, last_action)
-            curr = None if nxt is None else nxt._step_copy()
+            elif curr.successors:
+                nxt = curr.successors.get(last_action or "default") or self.get_next_node(
+                    curr, last_action
+                )
+            else:
+                nxt = None
+            node = nxt
         return last_action
+
+    @staticmethod
+    def _sync_step(curr: BaseNode, shared: Any, watch: events.Watch | None) -> Any:
+        if watch is not None:
+            return watch.run_step(curr, shared)
+        if (
+            curr._inline_phases == SYNC
+            and curr.max_retries == 1  # type: ignore[attr-defined]
+            and curr.timeout is None  # type: ignore[attr-defined]
+            and curr.rate_limit is None  # type: ignore[attr-defined]
+        ):
+            # Node._run with Node._exec's single attempt, without their frames: a node
+            # class that overrides none of them runs its phases here.
+            pr = curr.prep(shared)
+            curr.cur_retry = 0  # type: ignore[attr-defined]
+            try:
+                e = curr.exec(pr)
+            except PauseRequest:
+                raise
+            except Exception as exc:
+                e = curr._exec_failed(pr, exc)  # type: ignore[attr-defined]
+            else:
+                if e.__class__ is CoroutineType:
+                    curr._refuse_coroutine(e)  # type: ignore[attr-defined]
+            return curr.post(shared, pr, e)
+        return curr._run(shared)
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         if _journal._active and (journal := _journal.current()) is not None:

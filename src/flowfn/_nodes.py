@@ -295,6 +295,9 @@ class BaseNode(_Generic[S]):
     #: params and no ``_run_async`` around it (an ``async def f(shared)`` function node
     #: with nothing else to do: see FunctionNode); ``None`` for every other node.
     _direct: Callable[..., Awaitable[Any]] | None = None
+    #: The same for a sync flow's walk: ``node._direct_sync(shared=shared)`` (a ``def
+    #: f(shared)`` function node with nothing else to do).
+    _direct_sync: Callable[..., Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
