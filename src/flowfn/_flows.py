@@ -163,8 +163,14 @@ class Flow(BaseNode[S]):
                     if last_action is not None and last_action.__class__ is not str:
                         last_action = curr._store(shared, last_action)  # type: ignore[attr-defined]
                 else:
-                    curr = node._step_copy()
-                    curr._step_params(p)
+                    if node._plain_step:  # BaseNode.__copy__ and set_params, inline
+                        curr = node.__class__.__new__(node.__class__)
+                        state = node.__dict__.copy()
+                        state["params"] = p
+                        curr.__dict__ = state
+                    else:
+                        curr = node._step_copy()
+                        curr._step_params(p)
                     last_action = self._sync_step(curr, shared, watch)
             except Exception as exc:
                 self._step_failed(exc, node)
@@ -275,8 +281,14 @@ class Flow(BaseNode[S]):
                         node = flow.start_node
                         continue
                     else:
-                        curr = node._step_copy()
-                        curr._step_params(p)
+                        if node._plain_step:  # BaseNode.__copy__ and set_params, inline
+                            curr = node.__class__.__new__(node.__class__)
+                            state = node.__dict__.copy()
+                            state["params"] = p
+                            curr.__dict__ = state
+                        else:
+                            curr = node._step_copy()
+                            curr._step_params(p)
                         if watch is not None:
                             last_action = await watch.run_step_async(curr, shared)
                         elif (

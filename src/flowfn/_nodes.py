@@ -315,6 +315,11 @@ class BaseNode(_Generic[S]):
             cls._step_copy = cls.__copy__
         if cls.set_params is not BaseNode.set_params:
             cls._step_params = cls.set_params
+        cls._plain_step = (
+            cls._plain_copy
+            and cls._step_copy is BaseNode.__copy__
+            and cls._step_params is BaseNode.set_params
+        )
 
     def __copy__(self) -> BaseNode:
         # Flows copy every node they step into: this is copy.copy's result, several times faster.
@@ -330,6 +335,8 @@ class BaseNode(_Generic[S]):
     # whose run depends on nothing but the shared store run as they are (see FunctionNode).
     _step_copy = __copy__
     _step_params = set_params
+    #: Neither hook overridden, a plain ``__dict__``: the walk makes the step's copy itself.
+    _plain_step = True
 
     def __repr__(self) -> str:
         cls, name = type(self).__name__, node_name(self)
