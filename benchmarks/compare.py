@@ -24,6 +24,7 @@ IMPLS = {
 }
 DEFAULT_IMPLS = [("compat", "asyncio"), ("dsl", "asyncio"), ("compat", "trio"), ("dsl", "trio")]
 IMPLS["async_chain"] += [("dslobs", "asyncio"), ("dslobs", "trio")]
+IMPLS["process_restart"] = [("dsl", "asyncio"), ("dsl", "trio")]
 
 
 def measure(src: str, case: str, impl: str, backend: str) -> float:
