@@ -71,6 +71,7 @@ instead of starting one task per item. Pass ``limit=None`` for no bound at all.
 # steps, hence four times YIELD_EVERY).
 _CHUNK = 64
 _SLOTS = (None,) * _CHUNK
+_CHUNK_MASK = _CHUNK - 1
 _YIELD_ITEMS_MASK = 4 * YIELD_EVERY - 1
 
 
@@ -617,7 +618,9 @@ class _Pool:
             self.pulled = index + 1
             if cell is not None:
                 cell[1] = index
-            if index >= self.reserved:  # once per _CHUNK items: slots for the next ones
+            # Once per _CHUNK items (items are pulled one by one, and the slots are made at
+            # each multiple of _CHUNK): slots for the next ones.
+            if not index & _CHUNK_MASK:
                 self.reserve()
                 if pool_cancelled() or not index & _YIELD_ITEMS_MASK:
                     await checkpoint()
