@@ -78,7 +78,7 @@ def main() -> None:
         for impl, backend in peers[case]:
             peer = statistics.median(samples[(case, impl, backend, "peer")])
             mine = [
-                (i, statistics.median(samples[(case, i, b, "new")]))
+                (f"{i}({b})", statistics.median(samples[(case, i, b, "new")]))
                 for i, b in IMPLS.get(case, DEFAULT_IMPLS)
                 if b == backend or backend == "asyncio-raw"
             ]
