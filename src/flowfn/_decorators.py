@@ -625,8 +625,9 @@ class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBat
         # arguments bound once for the whole batch (the hot path of a parallel batch).
         self.cur_retry = 0
         name = node_name(self)
+        kwargs = work.kwargs(self, shared)  # none (the item only): no partial to go through
         return await map_ordered(
-            functools.partial(work.fn, **work.kwargs(self, shared)),
+            functools.partial(work.fn, **kwargs) if kwargs else work.fn,
             _batch_items(self, p, allow_async=True),
             limit=self.limit,
             where=f"parallel batch node {name!r}",
