@@ -241,3 +241,53 @@ def test_a_sync_exec_returning_a_coroutine_is_still_refused() -> None:
 
     with pytest.raises(FlowError, match="coroutine"):
         pf.Flow(Wrong()).run({})
+
+
+async def test_the_pool_runs_instant_items_in_one_worker_and_waiting_ones_up_to_limit(
+    anyio_backend: str,
+) -> None:
+    """Workers start only while every running one waits inside an item."""
+    from flowfn import map_ordered
+
+    tasks: set[int] = set()
+
+    async def instant(item: int) -> int:
+        tasks.add(anyio.get_current_task().id)
+        return item
+
+    assert await map_ordered(instant, range(10_000), limit=50) == list(range(10_000))
+    assert len(tasks) == 1
+
+    running, peak = [0], [0]
+
+    async def waits(item: int) -> int:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await anyio.sleep(0.005)
+        running[0] -= 1
+        return item
+
+    assert await map_ordered(waits, range(40), limit=7) == list(range(40))
+    assert peak[0] == 7
+
+
+async def test_a_stream_of_waiting_items_grows_to_its_limit(anyio_backend: str) -> None:
+    from flowfn import stream
+
+    running, peak = [0], [0]
+
+    async def waits(item: int) -> int:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        await anyio.sleep(0.005)
+        running[0] -= 1
+        return item
+
+    async def pages() -> Any:
+        for i in range(30):
+            yield i
+
+    async with stream(waits, pages(), limit=6) as results:
+        got = sorted([index async for index, _ in results])
+    assert got == list(range(30))
+    assert peak[0] == 6

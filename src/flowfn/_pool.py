@@ -368,8 +368,8 @@ class _Pool:
     """
 
     __slots__ = (
-        "branches", "busy", "emit", "errors", "exhausted", "failure", "fn", "halt", "limit",
-        "lock", "paused", "pool_cancelled", "pulled", "record", "reserved", "results",
+        "branches", "emit", "errors", "exhausted", "failure", "fn", "halt", "idle",
+        "limit", "lock", "paused", "pool_cancelled", "pulled", "record", "reserved", "results",
         "running", "seen", "source", "spawn", "tg", "track", "wake", "where",
     )  # fmt: skip
 
@@ -397,7 +397,11 @@ class _Pool:
         self.pulled = 0  # items taken from the source so far
         self.reserved = 0  # result slots made so far, _CHUNK at a time (trimmed at the end)
         self.running = 0  # workers started and not yet ended
-        self.busy = 0  # workers waiting inside an item
+        # Workers not inside an item: started and not yet running, or at one of the loops'
+        # awaits between items (a checkpoint, emit, an async pull). Counted there, not at
+        # every item: between those awaits a worker is inside an item whenever the owner
+        # of the pool can look (it only runs when every worker awaits something).
+        self.idle = 0
         self.exhausted = False  # the source has no more items
         self.wake: anyio.Event | None = None  # set when the pool may need another worker
         self.pool_cancelled: Callable[[], bool] = _never
@@ -515,10 +519,12 @@ class _Pool:
         # Whatever escapes a worker (an observer's error, KeyboardInterrupt, SystemExit)
         # fails the pool and is re-raised as itself below, never inside an exception group.
         # A worker that starts once the pool is stopping or cancelled takes no item.
+        self.idle -= 1  # started
         try:
             if self.halt or self.pool_cancelled():
                 self.halt.append(index)
                 return
+            self.busy_again()
             await work(index, item)
         except anyio.get_cancelled_exc_class():
             self.halt.append(None)  # the other workers stop too, without waiting for a checkpoint
@@ -531,13 +537,20 @@ class _Pool:
                 self.wake.set()
                 self.wake = None
 
+    def busy_again(self) -> None:
+        """A worker goes back into items: if that makes every worker busy, the owner of the
+        pool, waiting to see, may start another."""
+        if not self.idle and self.wake is not None:
+            self.wake.set()
+            self.wake = None
+
     async def grow(self, pull: Callable[[], Awaitable[tuple[int, Any] | None]], work: Any) -> None:
         """Start workers when they are needed: one at first; then, as soon as every running
         worker waits inside an item, the rest up to ``limit`` (items that wait for I/O
         overlap as in ``gather``); until then, wait for that to happen."""
         limit, halt = self.limit, self.halt
         while not halt and not self.exhausted:
-            if self.running and self.busy < self.running:  # a worker is free for the next item
+            if self.running and self.idle:  # a worker is free to take the next item itself
                 self.wake = anyio.Event()
                 await self.wake.wait()
                 continue
@@ -546,6 +559,7 @@ class _Pool:
                 if pair is None:
                     return
                 self.running += 1
+                self.idle += 1
                 self.spawn(self.guarded, work, *pair)
                 if self.running == 1 or not self.running & 16383:
                     break  # the first worker alone first; and a checkpoint now and then
@@ -578,24 +592,17 @@ class _Pool:
         cell = None if self.track is None else self.track(index)
         while True:
             token = None if seen is None else seen.start(index)
-            self.busy += 1
-            if self.wake is not None and self.busy == self.running:
-                self.wake.set()  # every worker waits in an item: the pool may grow
-                self.wake = None
             try:
                 value: Any = await fn(item)
             except Exception as exc:
-                self.busy -= 1
                 go_on, value = self.failed(index, token, exc)
                 if not go_on:
                     return
             except BaseException as exc:
-                self.busy -= 1
                 go_on, value = self.cancelled(index, token, exc)
                 if not go_on:
                     return
             else:
-                self.busy -= 1
                 if seen is not None:
                     seen.end(index, token)
                 if record is not None:
@@ -603,7 +610,10 @@ class _Pool:
             if results is not None:
                 results[index] = value
             elif emit is not None:
+                self.idle += 1
                 await emit(index, value)
+                self.idle -= 1
+                self.busy_again()
             if halt:
                 return
             try:
@@ -623,7 +633,10 @@ class _Pool:
             if not index & _CHUNK_MASK:
                 self.reserve()
                 if pool_cancelled() or not index & _YIELD_ITEMS_MASK:
+                    self.idle += 1
                     await checkpoint()
+                    self.idle -= 1
+                    self.busy_again()
 
     async def apull(self) -> tuple[int, Any] | None:
         assert self.lock is not None
@@ -649,24 +662,17 @@ class _Pool:
         cell = None if self.track is None else self.track(index)
         while True:
             token = None if seen is None else seen.start(index)
-            self.busy += 1
-            if self.wake is not None and self.busy == self.running:
-                self.wake.set()  # every worker waits in an item: the pool may grow
-                self.wake = None
             try:
                 value: Any = await fn(item)
             except Exception as exc:
-                self.busy -= 1
                 go_on, value = self.failed(index, token, exc)
                 if not go_on:
                     return
             except BaseException as exc:
-                self.busy -= 1
                 go_on, value = self.cancelled(index, token, exc)
                 if not go_on:
                     return
             else:
-                self.busy -= 1
                 if seen is not None:
                     seen.end(index, token)
                 if record is not None:
@@ -674,17 +680,26 @@ class _Pool:
             if results is not None:
                 results[index] = value
             elif emit is not None:
+                self.idle += 1
                 await emit(index, value)
+                self.idle -= 1
+                self.busy_again()
             if halt:
                 return
+            self.idle += 1
             pair = await self.apull()
+            self.idle -= 1
             if pair is None:
                 return
+            self.busy_again()
             index, item = pair
             if cell is not None:
                 cell[1] = index
             if not index & 63 and (pool_cancelled() or not index & _YIELD_ITEMS_MASK):
+                self.idle += 1
                 await checkpoint()  # as in ``work``
+                self.idle -= 1
+                self.busy_again()
 
 
 def _no_spawn(*args: Any) -> None:  # pragma: no cover - replaced before the first worker
