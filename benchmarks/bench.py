@@ -60,6 +60,7 @@ def _async_impls(
     observed: bool = False,
     peers: bool = False,
     asyncio_pool: bool = False,
+    byhand: bool = False,
 ) -> tuple:
     rows = [("pocketflow", "asyncio-raw")] if with_pf else []
     for backend in BACKENDS:
@@ -70,8 +71,9 @@ def _async_impls(
             rows.append(("dslobs", backend))
         if with_anyio:
             rows.append(("anyio", backend))
-        if peers:
+        if peers or byhand:
             rows.append(("byhand", backend))
+        if peers:
             rows.append(("aiometer", backend))
     if asyncio_pool:
         rows.append(("asynciopool", "asyncio"))
@@ -119,7 +121,7 @@ CASES = (
         "10k items sleeping 10 ms, limit 1000 (ideal: 10 rounds = 100 ms)",
         "SLEEPERS",
         "ms total",
-        _async_impls(with_anyio=True),
+        _async_impls(with_anyio=True, byhand=True),
     ),
     Case(
         "process_restart",

@@ -7,6 +7,7 @@ construction are not measured. ``bench.py`` runs each in a fresh process (for pe
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable
@@ -26,10 +27,15 @@ LIMIT = 1000
 RESTARTS = 1
 
 
+#: ``BENCH_CLOCK=cpu`` times the workloads in CPU seconds (``time.process_time``): steadier
+#: than wall time on a busy machine, and the same for workloads that never sleep.
+_CLOCK = time.process_time if os.environ.get("BENCH_CLOCK") == "cpu" else time.perf_counter
+
+
 def _timed(run: Callable[[], object]) -> float:
-    started = time.perf_counter()
+    started = _CLOCK()
     run()
-    return time.perf_counter() - started
+    return _CLOCK() - started
 
 
 def _run_async(backend: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
@@ -67,13 +73,15 @@ def class_async_chain(mod: Any, backend: str) -> float:
 
 
 def _class_parallel(mod: Any, backend: str, items: Iterable[int], sleep: float) -> float:
+    pause = _sleep_of(backend, sleep)
+
     class Items(mod.AsyncParallelBatchNode):  # type: ignore[name-defined,misc]
         async def prep_async(self, shared: Any) -> Any:
             return items
 
         async def exec_async(self, item: int) -> int:
             if sleep:
-                await (asyncio.sleep(sleep) if backend == "asyncio-raw" else anyio.sleep(sleep))
+                await pause()
             return item
 
     node = Items()
@@ -95,11 +103,19 @@ def class_sleepers(mod: Any, backend: str) -> float:
 
 
 def _sleep0(backend: str) -> Callable[[], Awaitable[None]]:
-    """``sleep(0)`` as a user of each library writes it: asyncio's under PocketFlow, anyio's
-    (so that the flow runs on trio too) under flowfn."""
-    if backend == "asyncio-raw":
-        return lambda: asyncio.sleep(0)
-    return lambda: anyio.sleep(0)
+    """``sleep(0)`` of the loop the run is on, as a user who knows it writes it: asyncio's on
+    asyncio (PocketFlow's ``asyncio.run`` too), trio's on trio. Every implementation of a
+    workload awaits the same one (``anyio.sleep(0)`` costs more than either: see
+    docs/performance.md), so that the table compares the libraries, not the sleeps."""
+    return _sleep_of(backend, 0)
+
+
+def _sleep_of(backend: str, seconds: float) -> Callable[[], Awaitable[None]]:
+    if backend in ("asyncio", "asyncio-raw"):
+        return lambda: asyncio.sleep(seconds)
+    import trio
+
+    return lambda: trio.sleep(seconds)
 
 
 def class_parallel_flows(mod: Any, backend: str) -> float:
@@ -139,8 +155,24 @@ def dsl_sync_chain(backend: str) -> float:
     return _timed(lambda: flow.run({"n": 0}))
 
 
-def _ignore(event: object) -> None:
-    """An observer that does nothing: what watching itself costs."""
+class _Ignore:
+    """An observer that does nothing with the events a progress bar draws from (declared in
+    ``kinds``, as flowfn.Progress does): what watching itself costs. ``BENCH_EVERY_EVENT=1``
+    takes every event instead (a plain function observer)."""
+
+    kinds = frozenset(
+        ("run_start", "run_end", "batch_start", "batch_end", "item_end", "item_error")
+    ) | {"retry", "node_error"}
+
+    def __call__(self, event: object) -> None:
+        pass
+
+
+def _every(event: object) -> None:
+    """An observer of every event, doing nothing with them."""
+
+
+_ignore = _every if os.environ.get("BENCH_EVERY_EVENT") else _Ignore()
 
 
 def dslobs_async_chain(backend: str) -> float:
@@ -168,10 +200,12 @@ def dsl_async_chain(backend: str, observe: bool = False) -> float:
 def _dsl_parallel(backend: str, count: int, sleep: float, observe: bool = False) -> float:
     from flowfn import Flow, parallel_batch
 
+    pause = _sleep_of(backend, sleep)
+
     @parallel_batch(items=lambda shared: range(count), into="out", limit=LIMIT)
     async def each(item: int) -> int:
         if sleep:
-            await anyio.sleep(sleep)
+            await pause()
         return item
 
     flow = Flow(each)
@@ -194,9 +228,11 @@ def dsl_sleepers(backend: str) -> float:
 def dsl_parallel_flows(backend: str) -> float:
     from flowfn import Flow, node, parallel_batch
 
+    sleep0 = _sleep0(backend)
+
     @node
     async def step(shared: Any) -> None:
-        await anyio.sleep(0)
+        await sleep0()
         shared["done"] += 1
 
     second = node(step.fn)
@@ -216,15 +252,16 @@ def dsl_parallel_flows(backend: str) -> float:
 # -- the baseline: a bare anyio pool of LIMIT workers pulling from an iterator ----------
 
 
-async def _bare_pool(items: Iterable[int], sleep: float) -> list[Any]:
+async def _bare_pool(items: Iterable[int], sleep: float, backend: str) -> list[Any]:
     """The least a bounded pool can do: LIMIT workers, one shared iterator, one slot per
     item, and one call of the item's async function (what exec_async is elsewhere)."""
     source = enumerate(items)
     results: list[Any] = []
+    pause = _sleep_of(backend, sleep)
 
     async def work(item: int) -> int:
         if sleep:
-            await anyio.sleep(sleep)
+            await pause()
         return item
 
     async def worker() -> None:
@@ -239,15 +276,15 @@ async def _bare_pool(items: Iterable[int], sleep: float) -> list[Any]:
 
 
 def anyio_parallel_noop(backend: str) -> float:
-    return _timed(lambda: anyio.run(_bare_pool, range(NOOP_ITEMS), 0, backend=backend))
+    return _timed(lambda: anyio.run(_bare_pool, range(NOOP_ITEMS), 0, backend, backend=backend))
 
 
 def anyio_million(backend: str) -> float:
-    return _timed(lambda: anyio.run(_bare_pool, range(MILLION), 0, backend=backend))
+    return _timed(lambda: anyio.run(_bare_pool, range(MILLION), 0, backend, backend=backend))
 
 
 def anyio_sleepers(backend: str) -> float:
-    return _timed(lambda: anyio.run(_bare_pool, range(SLEEPERS), SLEEP, backend=backend))
+    return _timed(lambda: anyio.run(_bare_pool, range(SLEEPERS), SLEEP, backend, backend=backend))
 
 
 # -- the peers a user would pick instead -----------------------------------------------
@@ -315,21 +352,23 @@ def _aiometer(backend: str, run: Callable[[Any], Awaitable[Any]], items: Iterabl
     return _timed(lambda: anyio.run(main, backend=backend))
 
 
-def _sleep0_of(backend: str) -> Callable[[], Awaitable[None]]:
-    if backend == "asyncio":
-        return lambda: asyncio.sleep(0)
-    import trio
-
-    return lambda: trio.sleep(0)
-
-
 def byhand_parallel_noop(backend: str) -> float:
     return _by_hand(backend, _noop, range(NOOP_ITEMS))
 
 
+def byhand_sleepers(backend: str) -> float:
+    pause = _sleep_of(backend, SLEEP)
+
+    async def sleeper(item: int) -> int:
+        await pause()
+        return item
+
+    return _by_hand(backend, sleeper, range(SLEEPERS))
+
+
 def byhand_parallel_flows(backend: str) -> float:
     shared = {"done": 0}
-    run = _sub_flow_by_hand(shared, _sleep0_of(backend))
+    run = _sub_flow_by_hand(shared, _sleep0(backend))
     seconds = _by_hand(backend, run, [{"order": i} for i in range(SUB_FLOWS)])
     assert shared["done"] == 3 * SUB_FLOWS
     return seconds
@@ -341,7 +380,7 @@ def aiometer_parallel_noop(backend: str) -> float:
 
 def aiometer_parallel_flows(backend: str) -> float:
     shared = {"done": 0}
-    run = _sub_flow_by_hand(shared, lambda: anyio.sleep(0))
+    run = _sub_flow_by_hand(shared, _sleep0(backend))
     seconds = _aiometer(backend, run, [{"order": i} for i in range(SUB_FLOWS)])
     assert shared["done"] == 3 * SUB_FLOWS
     return seconds

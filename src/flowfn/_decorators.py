@@ -211,6 +211,12 @@ class _Steps(BaseNode):
         # A single function that takes nothing but `shared` (or `local`) depends on nothing
         # a flow's params or a copy would give it: the walk runs the node itself, as is.
         self._as_is = self._simple and all(n in ("shared", "local") for n, _ in self._work.inject)
+        # `async def f(shared)` whose result is the action: the walk awaits it itself.
+        work = self._work
+        direct = self._as_is and work.only_shared and self.into is None
+        self._direct = work.fn if direct and work.is_async else None
+        # `def f(shared)` in a sync walk (in an async one, it runs where workers= says).
+        self._direct_sync = work.fn if direct and not work.is_async else None
 
     def post(self, fn: F) -> F:  # type: ignore[override]
         """Attach ``post(shared, prep_res, exec_res)``; its return value is the action.
@@ -619,8 +625,9 @@ class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBat
         # arguments bound once for the whole batch (the hot path of a parallel batch).
         self.cur_retry = 0
         name = node_name(self)
+        kwargs = work.kwargs(self, shared)  # none (the item only): no partial to go through
         return await map_ordered(
-            functools.partial(work.fn, **work.kwargs(self, shared)),
+            functools.partial(work.fn, **kwargs) if kwargs else work.fn,
             _batch_items(self, p, allow_async=True),
             limit=self.limit,
             where=f"parallel batch node {name!r}",
@@ -714,7 +721,7 @@ class FunctionBatchFlow(_Steps, BatchFlow, Generic[P, R]):  # type: ignore[misc]
     def _needs_loop(self) -> bool:
         return self.parallel or any(b.is_async for b in self._phases()) or super()._needs_loop()
 
-    def _run_result(self, action: Any, scratch: dict[str, Any]) -> Any:
+    def _run_result(self, action: Any, scratch: dict[str, Any] | None) -> Any:
         return scratch
 
     def _run(self, shared: Any) -> Any:

@@ -17,7 +17,17 @@ from typing import Any, Literal, NamedTuple
 
 from ._errors import node_name
 
-__all__ = ["Event", "EventKind", "ItemEvents", "Observer", "Watch", "current", "observing"]
+__all__ = [
+    "ALL_KINDS",
+    "Event",
+    "EventKind",
+    "ItemEvents",
+    "Observer",
+    "Watch",
+    "current",
+    "kinds_of",
+    "observing",
+]
 
 EventKind = Literal[
     "run_start",
@@ -37,6 +47,32 @@ EventKind = Literal[
 ]
 """What an :class:`Event` reports: a run, node, batch or item starting or ending, a node or
 item failing, a retry, a fallback, a durable run resuming, a step skipped on resume."""
+
+#: Every kind of event: what an observer that declares no ``kinds`` gets.
+ALL_KINDS: frozenset[str] = frozenset(EventKind.__args__)  # type: ignore[attr-defined]
+_STEP_KINDS = frozenset(("node_start", "node_end"))
+
+
+def kinds_of(observer: object) -> frozenset[str]:
+    """The kinds of event ``observer`` wants: its ``kinds`` attribute (a collection of
+    :data:`EventKind`), or every kind. A run only makes the events someone wants; a run
+    whose observers want neither ``node_start`` nor ``node_end`` walks its steps as an
+    unobserved run does (a failing step still makes its ``node_error``)."""
+    kinds = getattr(observer, "kinds", None)
+    if kinds is None:
+        return ALL_KINDS
+    if isinstance(kinds, str) or not all(isinstance(k, str) for k in kinds):
+        raise TypeError(
+            f"on_event: {observer!r}.kinds must be a collection of event kinds "
+            f"(such as {{'node_end', 'item_end'}}), got {kinds!r}"
+        )
+    unknown = sorted(set(kinds) - ALL_KINDS)
+    if unknown:
+        raise TypeError(
+            f"on_event: {observer!r}.kinds names no event kind: {', '.join(map(repr, unknown))}"
+            f" (the kinds: {', '.join(sorted(ALL_KINDS))})"
+        )
+    return frozenset(kinds)
 
 
 class Event(NamedTuple):
@@ -95,7 +131,7 @@ def current() -> Watch | None:
 class Watch:
     """The observers of one run and the flow path at this point of it."""
 
-    __slots__ = ("item", "observers", "owner", "path")
+    __slots__ = ("_kinds", "item", "observers", "owner", "path", "steps", "wants")
 
     def __init__(
         self,
@@ -103,12 +139,23 @@ class Watch:
         path: tuple[str, ...],
         owner: object = None,
         item: int | None = None,
+        kinds: tuple[frozenset[str], ...] | None = None,
     ) -> None:
         # owner: the flow whose name ends ``path`` (its own events do not repeat its name);
         # item: in one run of a batch flow, its index (the retries of that run report it).
         self.observers, self.path, self.owner, self.item = observers, path, owner, item
+        # kinds: what each observer wants; wants: what any of them does; steps: whether
+        # the walk makes node_start/node_end events (else it runs steps unobserved).
+        self._kinds = kinds if kinds is not None else tuple(map(kinds_of, observers))
+        self.wants = frozenset().union(*self._kinds)
+        self.steps = not self.wants.isdisjoint(_STEP_KINDS)
+
+    def _child(self, path: tuple[str, ...], owner: object, item: int | None = None) -> Watch:
+        return Watch(self.observers, path, owner, item, self._kinds)
 
     def emit(self, kind: EventKind, node: object, **fields: Any) -> None:
+        if kind not in self.wants:
+            return
         path = self.path
         if node is self.owner and path:
             path = path[:-1]
@@ -118,10 +165,12 @@ class Watch:
         if len(self.observers) == 1:
             self.observers[0](event)
             return
-        # Every observer sees every event, even after one of them raised (a Progress after
-        # it still ends its bars at run_end); then the first error goes on into the flow.
+        # Every observer sees every event it wants, even after one of them raised (a Progress
+        # after it still ends its bars at run_end); then the first error goes on into the flow.
         failed: BaseException | None = None
-        for observer in self.observers:
+        for observer, kinds in zip(self.observers, self._kinds, strict=True):
+            if kind not in kinds:
+                continue
             try:
                 observer(event)
             except BaseException as exc:
@@ -132,7 +181,7 @@ class Watch:
     def _enter(self, node: object) -> Token[Watch | None] | None:
         # Inside a nested flow, events carry that flow's name in their path.
         if hasattr(node, "start_node"):
-            return _watch.set(Watch(self.observers, (*self.path, node_name(node)), node))
+            return _watch.set(self._child((*self.path, node_name(node)), node))
         return None
 
     def run_step(self, node: Any, shared: Any) -> Any:
@@ -167,6 +216,10 @@ class Watch:
         self.emit("node_end", node, duration=time.perf_counter() - started, action=_as(action))
         return action
 
+    def step_failed(self, node: object, started: float, exc: BaseException) -> None:
+        """The ``node_error`` of a step the walk ran without step events."""
+        self.emit("node_error", node, duration=time.perf_counter() - started, error=exc)
+
     def items(self, node: object, branches: Sequence[str] | None = None) -> ItemEvents:
         """Events for the items of ``node``'s batch (a batch node's, or a batch flow's runs);
         ``branches`` names the items when they are the branches of a Parallel node."""
@@ -193,7 +246,7 @@ class ItemEvents:
             return _item.set(index)
         # The runs of a batch *flow* get their index into the path of their steps' events.
         path = (*watch.path[:-1], f"{node_name(self.node)}[{index}]")
-        return _watch.set(Watch(watch.observers, path, self.node, index))
+        return _watch.set(watch._child(path, self.node, index))
 
     def end(self, index: int, token: Token[Any] | None, error: BaseException | None = None) -> None:
         if token is not None:

@@ -13,8 +13,8 @@ import functools
 import threading
 import time
 import warnings
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
-from types import EllipsisType
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from types import CoroutineType, EllipsisType
 from typing import Any, cast
 
 import anyio
@@ -25,7 +25,7 @@ from . import _journal
 from ._checkpoints import YIELD_MASK, cancelled_flag, stray_cancellation
 from ._errors import FlowEndsWarning, FlowError, add_note, node_name, warn_at_caller
 from ._local import enter_local, leave_local
-from ._nodes import AsyncNode, BaseNode, S, _observe_failure
+from ._nodes import ASYNC, SYNC, AsyncNode, BaseNode, S, _observe_failure
 from ._pause import PauseRequest
 from ._pool import (
     DEFAULT_LIMIT,
@@ -140,91 +140,206 @@ class Flow(BaseNode[S]):
             f"as {type(self).__name__}(start) or set it with flow.start(node)"
         )
 
+    def _run_result(self, action: Any, scratch: dict[str, Any] | None) -> Any:
+        """What one run of the flow contributes to a batch's results: its last action."""
+        return action
+
     def _step_failed(self, exc: BaseException, curr: BaseNode) -> None:
         add_note(exc, f"flowfn: in node {node_name(curr)!r} of flow {node_name(self)!r}")
 
     def _orch(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         if self.start_node is None and not self._pocketflow_compatible:
             raise self._no_start()
-        curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
+        node, p, last_action = self.start_node, (params or {**self.params}), None
         watch = events.current()
         own_next = type(self).get_next_node is not Flow.get_next_node
-        while curr:  # PocketFlow's test: a falsy node ends the flow too
-            curr._step_params(p)
+        while node:  # PocketFlow's test: a falsy node ends the flow too
+            direct = node._direct_sync
             try:
-                last_action = curr._run(shared) if watch is None else watch.run_step(curr, shared)
+                if direct is not None and watch is None:
+                    # A function step that needs no copy nor params: called as it is.
+                    curr = node
+                    last_action = direct(shared=shared)
+                    if last_action is not None and last_action.__class__ is not str:
+                        last_action = curr._store(shared, last_action)  # type: ignore[attr-defined]
+                else:
+                    if node._plain_step:  # BaseNode.__copy__ and set_params, inline
+                        curr = node.__class__.__new__(node.__class__)
+                        state = node.__dict__.copy()
+                        state["params"] = p
+                        curr.__dict__ = state
+                    else:
+                        curr = node._step_copy()
+                        curr._step_params(p)
+                    last_action = self._sync_step(curr, shared, watch)
             except Exception as exc:
-                self._step_failed(exc, curr)
+                self._step_failed(exc, node)
                 raise
             # The common case inline; get_next_node for overrides and for the warning.
-            nxt = None if own_next else curr.successors.get(last_action or "default")
-            if not nxt:
+            if own_next:
                 nxt = self.get_next_node(curr, last_action)
-            curr = None if nxt is None else nxt._step_copy()
+            elif curr.successors:
+                nxt = curr.successors.get(last_action or "default") or self.get_next_node(
+                    curr, last_action
+                )
+            else:
+                nxt = None
+            node = nxt
         return last_action
+
+    @staticmethod
+    def _sync_step(curr: BaseNode, shared: Any, watch: events.Watch | None) -> Any:
+        if watch is not None:
+            return watch.run_step(curr, shared)
+        if (
+            curr._inline_phases == SYNC
+            and curr.max_retries == 1  # type: ignore[attr-defined]
+            and curr.timeout is None  # type: ignore[attr-defined]
+            and curr.rate_limit is None  # type: ignore[attr-defined]
+        ):
+            # Node._run with Node._exec's single attempt, without their frames: a node
+            # class that overrides none of them runs its phases here.
+            pr = curr.prep(shared)
+            curr.cur_retry = 0  # type: ignore[attr-defined]
+            try:
+                e = curr.exec(pr)
+            except PauseRequest:
+                raise
+            except Exception as exc:
+                e = curr._exec_failed(pr, exc)  # type: ignore[attr-defined]
+            else:
+                if e.__class__ is CoroutineType:
+                    curr._refuse_coroutine(e)  # type: ignore[attr-defined]
+            return curr.post(shared, pr, e)
+        return curr._run(shared)
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
         if _journal._active and (journal := _journal.current()) is not None:
             return await self._orch_durable(shared, params, journal)
+        return await self._walk(shared, params or {**self.params})
+
+    async def _walk(
+        self,
+        shared: Any,
+        p: dict[str, Any],
+        cancelled: Callable[[], bool] | None = None,
+        item: bool = False,
+    ) -> Any:
+        """The walk of a run that is not durable, from the start node to the end.
+
+        ``cancelled``: the flag of the task that awaits the walk directly (a pool's worker
+        hands its own), else made here once the walk takes a second step. ``item``: the walk
+        is one item of a batch flow, with its own ``local`` scratch dict, and returns what
+        :meth:`_run_result` makes of its last action (the pool awaits the walk itself, with
+        no frame around it that every resumption would pass through).
+
+        The hottest loop of the engine, and over 80 lines on purpose: every await frame
+        between the walk and a step is passed through at each resumption of the step. Its
+        inline paths, measured against a call per step (benchmarks/compare.py, CPU time):
+        function steps awaited directly 0.50x the time of an async DSL transition, plain
+        AsyncNode phases inline 0.91-0.93x of a compat one (through ``_run_async``).
+        """
         if self.start_node is None and not self._pocketflow_compatible:
             raise self._no_start()
-        curr, p, last_action = _copy(self.start_node), (params or {**self.params}), None
+        token, scratch = enter_local() if item else (None, None)
         watch = events.current()
-        flow: Flow = self
+        # Observers that want no node_start/node_end events: steps run as unobserved ones.
+        quiet, started = watch is None or not watch.steps, 0.0
+        flow, node, last_action, steps = self, self.start_node, None, 0
         own_next = type(self).get_next_node is not Flow.get_next_node
-        cancelled: Callable[[], bool] | None = None
-        steps = 0
         # A plain nested Flow is walked here, in this loop, instead of by a walk of its own:
-        # the flows entered, innermost last, with what to go back to.
+        # the flows entered, innermost last, with the nested flow and what to go back to.
         outer: list[tuple[Flow, BaseNode, dict[str, Any], bool]] | None = None
-        while True:
-            if not curr:  # PocketFlow's test: a falsy node ends the flow too
-                if not outer:
-                    break
-                # The nested flow ended with last_action, which its post returns as it is.
-                nested = flow
-                flow, _, p, own_next = outer.pop()
-                nxt = None if own_next else nested.successors.get(last_action or "default")
-                if not nxt:
-                    nxt = flow.get_next_node(nested, last_action)
-                curr = None if nxt is None else nxt._step_copy()
-                continue
-            # No step starts once the flow is cancelled, and a walk that never awaits lets
-            # the event loop run now and then. The first step was checked by whoever
-            # started the walk (run_async, the walk around it, a batch), so the flag, which
-            # costs a little to make, is only made for walks of two steps or more.
-            if steps:
-                if cancelled is None:
-                    cancelled = cancelled_flag()
-                if cancelled() or not steps & YIELD_MASK:
-                    await checkpoint()
-            steps += 1
-            curr._step_params(p)
-            if curr._walked_inline and watch is None and curr.start_node is not None:  # type: ignore[attr-defined]
-                if outer is None:
-                    outer = []
-                outer.append((flow, curr, p, own_next))
-                flow, p, own_next = cast(Flow, curr), {**curr.params}, False
-                curr = flow.start_node._step_copy()  # type: ignore[union-attr]
-                continue
-            try:
-                last_action = await (
-                    curr._run_async(shared) if watch is None else watch.run_step_async(curr, shared)
-                )
-            except Exception as exc:
-                _failed_in(exc, flow, curr, outer)
-                raise
-            except BaseException as exc:
-                stray = stray_cancellation(exc, f"node {node_name(curr)!r}")
-                if stray is None:
+        try:
+            while True:
+                if not node:  # PocketFlow's test: a falsy node ends the flow too
+                    if not outer:
+                        break
+                    # The nested flow ended with last_action, which its post returns as is.
+                    flow, nested, p, own_next = outer.pop()
+                    node = _successor(flow, nested, last_action, own_next)
+                    continue
+                # No step starts once the flow is cancelled, and a walk that never awaits
+                # lets the event loop run now and then. The first step was checked by
+                # whoever started the walk (run_async, a batch's pool), so the flag, which
+                # costs a little to make, is only made for walks of two steps or more.
+                if steps:
+                    if cancelled is None:
+                        cancelled = cancelled_flag()
+                    if cancelled() or not steps & YIELD_MASK:
+                        await checkpoint()
+                steps += 1
+                direct = node._direct
+                try:
+                    if direct is not None and quiet:
+                        # A function step that needs no copy nor params: awaited as it is.
+                        curr = node
+                        if watch is not None:
+                            started = time.perf_counter()
+                        last_action = await direct(shared=shared)
+                        if last_action is not None and last_action.__class__ is not str:
+                            last_action = curr._store(shared, last_action)  # type: ignore[attr-defined]
+                    elif node._walked_inline and watch is None and node.start_node is not None:  # type: ignore[attr-defined]
+                        if outer is None:
+                            outer = []
+                        outer.append((flow, node, p, own_next))
+                        flow, p, own_next = cast(Flow, node), {**p}, False
+                        node = flow.start_node
+                        continue
+                    else:
+                        if node._plain_step:  # BaseNode.__copy__ and set_params, inline
+                            curr = node.__class__.__new__(node.__class__)
+                            state = node.__dict__.copy()
+                            state["params"] = p
+                            curr.__dict__ = state
+                        else:
+                            curr = node._step_copy()
+                            curr._step_params(p)
+                        if watch is not None:
+                            last_action = await watch.run_step_async(curr, shared)
+                        elif (
+                            curr._inline_phases == ASYNC
+                            and curr.max_retries == 1  # type: ignore[attr-defined]
+                            and curr.timeout is None  # type: ignore[attr-defined]
+                            and curr.rate_limit is None  # type: ignore[attr-defined]
+                            and curr.limiter is None  # type: ignore[attr-defined]
+                        ):
+                            # AsyncNode._run_async with one plain attempt of _exec, inline.
+                            pr = await curr.prep_async(shared)  # type: ignore[attr-defined]
+                            curr.cur_retry = 0  # type: ignore[attr-defined]
+                            try:
+                                e = await curr.exec_async(pr)  # type: ignore[attr-defined]
+                            except PauseRequest:
+                                raise
+                            except Exception as exc:
+                                e = await curr._exec_failed_async(pr, exc)  # type: ignore[attr-defined]
+                            last_action = await curr.post_async(shared, pr, e)  # type: ignore[attr-defined]
+                        else:
+                            last_action = await curr._run_async(shared)
+                except Exception as exc:
+                    if watch is not None and quiet and direct is not None:
+                        watch.step_failed(node, started, exc)
+                    _failed_in(exc, flow, cast(BaseNode, node), outer)
                     raise
-                _failed_in(stray, flow, curr, outer)
-                raise stray from exc
-            nxt = None if own_next else curr.successors.get(last_action or "default")
-            if not nxt:
-                nxt = flow.get_next_node(curr, last_action)
-            curr = None if nxt is None else nxt._step_copy()
-        return last_action
+                except BaseException as exc:
+                    stray = stray_cancellation(exc, f"node {node_name(node)!r}")
+                    if stray is None:
+                        raise
+                    _failed_in(stray, flow, cast(BaseNode, node), outer)
+                    raise stray from exc
+                # _successor, inline: the walk is the hottest loop there is.
+                if own_next:
+                    node = flow.get_next_node(curr, last_action)
+                elif curr.successors:
+                    node = curr.successors.get(last_action or "default") or flow.get_next_node(
+                        curr, last_action
+                    )
+                else:
+                    node = None
+        finally:
+            if token is not None:
+                leave_local(token)
+        return self._run_result(last_action, scratch) if item else last_action
 
     async def _orch_durable(
         self, shared: Any, params: dict[str, Any] | None, journal: _journal.Journal
@@ -356,6 +471,17 @@ class Flow(BaseNode[S]):
         return to_ir(self, nodes=nodes)
 
 
+def _successor(flow: Flow, curr: BaseNode, action: Any, own_next: bool) -> BaseNode | None:
+    """The node after ``curr`` in ``flow`` for ``action``: looked up only where there is
+    something to look up (a node without successors ends the walk without a warning)."""
+    if own_next:
+        return flow.get_next_node(curr, action)
+    if not curr.successors:
+        return None
+    nxt = curr.successors.get(action or "default")
+    return nxt if nxt else flow.get_next_node(curr, action)
+
+
 def _failed_in(
     exc: BaseException,
     flow: Flow,
@@ -461,10 +587,6 @@ class BatchFlow(Flow[S]):
         self._orch_each_sync(shared, pr)
         return self.post(shared, pr, None)
 
-    def _run_result(self, action: Any, scratch: dict[str, Any]) -> Any:
-        """What one run of the flow contributes to the batch's results: its last action."""
-        return action
-
     def _orch_each_sync(self, shared: Any, pr: Any) -> list[Any]:
         def run_once(bp: Any) -> Any:
             token, scratch = enter_local()
@@ -546,8 +668,15 @@ class BatchFlow(Flow[S]):
         in item order (with ``errors="collect"``, a :class:`BatchResults` with failed runs'
         exceptions in place)."""
         name = node_name(self)
-
         run_one = functools.partial(self._run_one_async, shared)
+        walk = None
+        if not self._retrying() and (self.start_node is not None or self._pocketflow_compatible):
+            # Each worker of the pool awaits the walk itself, with its own cancellation flag
+            # (made once per worker, not once per item): see _walk.
+            def walk(cancelled: Callable[[], bool]) -> Callable[[Any], Awaitable[Any]]:
+                steps, merge = self._walk, self._merge
+                return lambda bp: steps(shared, merge(bp), cancelled, True)
+
         return await map_ordered(
             run_one,
             self._batches(pr, pull_async=True),
@@ -555,6 +684,7 @@ class BatchFlow(Flow[S]):
             where=f"parallel batch flow {name!r}",
             errors=errors,
             node=self,
+            walk=walk,
         )
 
 

@@ -14,7 +14,7 @@ import inspect
 import time
 import warnings
 import weakref
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import CoroutineType, EllipsisType
 from typing import TYPE_CHECKING, Any
@@ -287,10 +287,22 @@ class BaseNode(_Generic[S]):
     _plain_copy = True
     #: True only for Flow and AsyncFlow themselves: a flow walking them walks their steps.
     _walked_inline = False
+    #: Which phases the walk may call itself, instead of ``_run``/``_run_async``: SYNC for
+    #: a Node class, ASYNC for an AsyncNode class, that overrides none of ``_run``,
+    #: ``_run_async`` and ``_exec`` (0 for every other class). Checked once per class.
+    _inline_phases = 0
+    #: A step the walk awaits as ``await node._direct(shared=shared)``, with no copy, no
+    #: params and no ``_run_async`` around it (an ``async def f(shared)`` function node
+    #: with nothing else to do: see FunctionNode); ``None`` for every other node.
+    _direct: Callable[..., Awaitable[Any]] | None = None
+    #: The same for a sync flow's walk: ``node._direct_sync(shared=shared)`` (a ``def
+    #: f(shared)`` function node with nothing else to do).
+    _direct_sync: Callable[..., Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._walked_inline = False
+        cls._inline_phases = _phases_of(cls)
         if not hasattr(cls, "prep_async"):  # a sync node class (not an AsyncNode's)
             _refuse_async_phases(cls)
         cls._plain_copy = not any(vars(k).get("__slots__") for k in cls.__mro__[:-1]) and all(
@@ -303,6 +315,11 @@ class BaseNode(_Generic[S]):
             cls._step_copy = cls.__copy__
         if cls.set_params is not BaseNode.set_params:
             cls._step_params = cls.set_params
+        cls._plain_step = (
+            cls._plain_copy
+            and cls._step_copy is BaseNode.__copy__
+            and cls._step_params is BaseNode.set_params
+        )
 
     def __copy__(self) -> BaseNode:
         # Flows copy every node they step into: this is copy.copy's result, several times faster.
@@ -318,11 +335,29 @@ class BaseNode(_Generic[S]):
     # whose run depends on nothing but the shared store run as they are (see FunctionNode).
     _step_copy = __copy__
     _step_params = set_params
+    #: Neither hook overridden, a plain ``__dict__``: the walk makes the step's copy itself.
+    _plain_step = True
 
     def __repr__(self) -> str:
         cls, name = type(self).__name__, node_name(self)
         label = cls if name == cls else f"{cls} {name!r}"
         return f"<{label} successors={list(self.successors)}>"
+
+
+SYNC, ASYNC = 1, 2
+
+
+def _phases_of(cls: type[BaseNode]) -> int:
+    """``_inline_phases`` of a subclass of Node or AsyncNode (set on those two below)."""
+    node, async_node = globals().get("Node"), globals().get("AsyncNode")
+    if async_node is not None and issubclass(cls, async_node):
+        same = ("_run_async", "_exec", "_run")
+        return ASYNC if all(getattr(cls, m) is getattr(async_node, m) for m in same) else 0
+    if node is not None and issubclass(cls, node):
+        same = ("_run_async", "_exec", "_run")
+        plain = (BaseNode._run_async, node._exec, BaseNode._run)
+        return SYNC if all(getattr(cls, m) is f for m, f in zip(same, plain, strict=True)) else 0
+    return 0
 
 
 def _refuse_async_phases(cls: type[BaseNode]) -> None:
@@ -477,6 +512,19 @@ class Node(BaseNode[S]):
         What it returns is used as ``exec``'s result. The default re-raises ``exc``.
         """
         raise exc
+
+    def _plain_attempt(self) -> bool:
+        """One attempt of ``exec`` does all ``_exec`` would: the walk may call it itself."""
+        return self.max_retries == 1 and self.timeout is None and self.rate_limit is None
+
+    def _refuse_coroutine(self, result: Any) -> None:
+        result.close()
+        raise _coroutine_from_sync_exec(self)
+
+    def _exec_failed(self, prep_res: Any, exc: Exception) -> Any:
+        """The only attempt of ``exec`` raised ``exc`` (not a PauseRequest): as ``_exec``."""
+        _observe_failure(self, 0, exc)
+        return self.exec_fallback(prep_res, exc)
 
     def _exec(self, prep_res: Any) -> Any:
         for i in range(self.max_retries):
@@ -659,6 +707,20 @@ class AsyncNode(Node[S]):
                 await (anyio.sleep(self._retry_delay(i)) if self.wait > 0 else checkpoint())
         return None  # unreachable: max_retries >= 1
 
+    def _plain_attempt(self) -> bool:
+        return (
+            self.max_retries == 1
+            and self.timeout is None
+            and self.rate_limit is None
+            and self.limiter is None
+        )
+
+    async def _exec_failed_async(self, prep_res: Any, exc: Exception) -> Any:
+        """The only attempt of ``exec_async`` raised ``exc`` (no PauseRequest): as ``_exec``."""
+        asyncio_under_trio(exc)
+        _observe_failure(self, 0, exc)
+        return await self.exec_fallback_async(prep_res, exc)
+
     async def _attempt(self, prep_res: Any) -> Any:
         """One attempt of ``exec_async``, within ``timeout``."""
         if self.timeout is None:
@@ -753,3 +815,6 @@ class AsyncParallelBatchNode(AsyncNode[S], BatchNode[S]):
             errors=self.errors,
             node=self,
         )
+
+
+Node._inline_phases, AsyncNode._inline_phases = SYNC, ASYNC

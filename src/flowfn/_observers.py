@@ -79,6 +79,10 @@ class RunSummary:
 
     nodes: dict[str, NodeStats] = field(default_factory=dict)
     duration: float | None = None
+    #: The events it adds up (the run makes no others for it: see ``Event`` kinds).
+    kinds = frozenset(
+        ("run_end", "node_end", "node_error", "retry", "item_end", "item_error", "fallback")
+    )
 
     def __call__(self, event: Event) -> None:
         if event.kind == "run_end":

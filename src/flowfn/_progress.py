@@ -93,6 +93,11 @@ class Progress:
     :class:`~flowfn.FlowError` (``progress=True`` makes a Progress per run).
     """
 
+    #: The events it draws from: no step starts or ends, so its runs walk at full speed.
+    kinds = frozenset(
+        ("run_start", "run_end", "batch_start", "batch_end", "item_end", "item_error")
+    ) | {"retry", "node_error"}
+
     def __init__(
         self,
         stream: TextIO | None = None,
