@@ -101,7 +101,7 @@ def lease_expired(url: str) -> bool:
 def test_a_run_killed_with_sigkill_resumes_from_postgres_without_redoing_recorded_work(
     postgres_url: str, tmp_path: Path, backend: str, kill_at: int
 ) -> None:
-    url = f"{postgres_url}&lease=1"  # the killed holder's lease is soon expired
+    url = f"{postgres_url}&lease=3"  # the killed holder's lease is soon expired
     first = finished(url, tmp_path, backend, "--kill-at", str(kill_at))
     assert first.returncode == -9, first.stdout + first.stderr
     done_at_kill = recorded(url)
@@ -145,7 +145,7 @@ def test_a_lease_is_refused_while_its_holder_lives_and_taken_over_once_it_is_kil
 def test_a_holder_that_lost_its_lease_writes_nothing_more(
     postgres_url: str, tmp_path: Path, backend: str
 ) -> None:
-    url = f"{postgres_url}&lease=1"
+    url = f"{postgres_url}&lease=3"  # renewed every second: a loaded machine still keeps it
     cut_off = child(url, tmp_path, backend, "--slow", wait=False)
     assert isinstance(cut_off, subprocess.Popen)
     try:
