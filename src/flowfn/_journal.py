@@ -642,9 +642,14 @@ class _Batch:
         """The finished items as one blob (``[indices, results, fingerprints]``), and how
         many it holds: an item whose result cannot be saved is left out (it runs again on
         resume), with a warning."""
-        items = jobs if self.item_of is None else list(map(self.item_of, jobs))
+        kinds = set(map(type, jobs))
+        if self.item_of is not None and tuple in kinds:  # jobs: the items are inside them
+            items: Sequence[Any] = list(map(self.item_of, jobs))
+            kinds = set(map(type, items))
+        else:
+            items = jobs
         # Ints are their own fingerprints: a batch over range(n) costs no hashing.
-        prints = items if set(map(type, items)) == {int} else list(map(_fingerprint, items))
+        prints = items if kinds == {int} else list(map(_fingerprint, items))
         try:
             return self.journal.dumps([indices, results, prints]), len(indices)
         except Exception as exc:
@@ -789,6 +794,7 @@ class _Batch:
                 with writer.lock:  # the writer is not serialising any of them now
                     self.closed = True
                     columns = self._take()
+                # Saved as they are now, before post may change them in place.
                 record = self._items_record(columns)
                 if record is not None:
                     writer.put(record)
