@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import io
 import itertools
 import os
@@ -980,11 +981,11 @@ def _current_key() -> str | None:
     return f"{journal.run_id}/{'.'.join(map(str, position))}/{journal.step_name(position)}"
 
 
-def wrap_batch(
-    batch: _Batch, fn: Callable[[Any], Awaitable[Any]], items: Iterable[Any] | AsyncIterable[Any]
-) -> tuple[Callable[[tuple[int, Any]], Awaitable[Any]], Any]:
-    """``fn`` and ``items`` for a durable batch: items numbered, finished ones skipped
-    (once their fingerprint matches), each finished one recorded."""
+def wrapped(
+    batch: _Batch, fn: Callable[[Any], Awaitable[Any]]
+) -> Callable[[tuple[int, Any]], Awaitable[Any]]:
+    """``fn`` for the numbered items of a durable batch: finished ones skipped (once their
+    fingerprint matches), each finished one recorded."""
     done, journal = batch.done, batch.journal
     sync = journal.sync
 
@@ -1008,7 +1009,7 @@ def wrap_batch(
                 await journal.until_committed(ticket)
             return result
 
-        return run_function, _numbered(items)
+        return run_function
 
     async def run_flow(pair: tuple[int, Any]) -> Any:
         index, item = pair
@@ -1030,7 +1031,7 @@ def wrap_batch(
             await batch.until_recorded(count)
         return result
 
-    return run_flow, _numbered(items)
+    return run_flow
 
 
 def wrap_batch_sync(
@@ -1074,17 +1075,19 @@ async def durable(
     *,
     reports: bool,
 ) -> list[Any]:
-    """``runner(fn, items, record, paused, track)`` (the batch), with finished items
+    """``runner(fn, items, record, paused, track, wrap)`` (the batch), with finished items
     recorded and, on resume, the recorded ones not run again. A runner that ``reports``
-    calls ``record((index, item, result))`` for each item that succeeded (the pool does), so
-    a fresh batch of functions needs no wrapper around each item; see ``_run_pool``."""
+    calls ``record(index, item, result)`` for each item that succeeded (the pool does), so
+    a fresh batch of functions needs no wrapper around each item; see ``_run_pool``.
+    Otherwise each item goes through ``wrap(fn)``, which a runner that makes its own ``fn``
+    per worker (a batch flow's walk) applies to it."""
     batch = journal.batch(node, items)
     try:
         if reports and not batch.done and not batch.flows and not journal.sync:
-            results = await runner(fn, items, batch.record, batch.paused, batch.track)
+            results = await runner(fn, items, batch.record, batch.paused, batch.track, None)
         else:
-            run, numbered = wrap_batch(batch, fn, items)
-            results = await runner(run, numbered, None, None, None)
+            wrap = functools.partial(wrapped, batch)
+            results = await runner(wrap(fn), _numbered(items), None, None, None, wrap)
     except BaseException:
         batch.end(failed=True)
         raise

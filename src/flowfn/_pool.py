@@ -274,13 +274,24 @@ async def map_ordered(
     limit, errors = check_limit(limit, where), check_errors(errors, where)
     if _journal._active and node is not None and (journal := _journal.current()) is not None:
 
-        async def pool(fn: Any, items: Any, record: Any, paused: Any, track: Any) -> list[Any]:
+        async def pool(
+            fn: Any, items: Any, record: Any, paused: Any, track: Any, wrap: Any
+        ) -> list[Any]:
+            # A batch flow's walk, made per worker, goes through the journal's wrapper too.
+            per_worker = None if walk is None or wrap is None else _wrapped_walk(walk, wrap)
             return await _map_ordered(
-                fn, items, limit, where, errors, node, record, paused, track, branches
+                fn, items, limit, where, errors, node, record, paused, track, branches, per_worker
             )
 
         return await _journal.durable(journal, node, fn, items, pool, reports=True)
     return await _map_ordered(fn, items, limit, where, errors, node, branches=branches, walk=walk)
+
+
+def _wrapped_walk(
+    walk: Callable[[Callable[[], bool]], Callable[[Any], Awaitable[Any]]],
+    wrap: Callable[[Callable[[Any], Awaitable[Any]]], Callable[[Any], Awaitable[Any]]],
+) -> Callable[[Callable[[], bool]], Callable[[Any], Awaitable[Any]]]:
+    return lambda cancelled: wrap(walk(cancelled))
 
 
 async def _map_ordered(
