@@ -319,6 +319,25 @@ _claimed_lock = threading.Lock()
 _lock_files: dict[str, list[int]] = {}  # lock file -> [descriptor, users]
 
 
+def batch_infos(
+    known: dict[str, tuple[str, int | None]],
+    recorded: dict[str, Any],
+    steps: dict[str, tuple[str, bool]],
+) -> list[BatchInfo]:
+    """The batches of a run, in the order they ran, from what a store read: each batch's
+    node and item count (by place, as JSON text), its items recorded, and its step's node
+    and whether it finished."""
+    import json
+
+    found = []
+    for position in set(known) | set(recorded):
+        node, total = known.get(position, (steps.get(position, ("?", False))[0], None))
+        finished = steps.get(position, ("", False))[1]
+        place = tuple(int(p) for p in json.loads(position))
+        found.append(BatchInfo(place, node, int(recorded.get(position, 0)), total, finished))
+    return sorted(found)
+
+
 def delete_old_runs(store: Any, older_than: float, status: str | None, now: float) -> list[str]:
     """Delete the runs of ``store`` last updated more than ``older_than`` seconds before
     ``now`` (only those whose ``state`` is ``status``, if given); live runs are kept, and so
@@ -811,7 +830,6 @@ class SQLiteStore:
 
     def batches(self, run_id: str) -> list[BatchInfo]:
         """The batches of ``run_id`` in the order they ran: items recorded of items known."""
-        import json
 
         db = self._db()
         with self._reading():
@@ -833,14 +851,7 @@ class SQLiteStore:
                     (run_id,),
                 )
             }
-            found = []
-            for position in set(known) | set(recorded):
-                node, total = known.get(position, (steps.get(position, ("?", False))[0], None))
-                finished = steps.get(position, ("", False))[1]
-                place = tuple(int(p) for p in json.loads(position))
-                done = int(recorded.get(position, 0))
-                found.append(BatchInfo(place, node, done, total, finished))
-        return sorted(found)
+        return batch_infos(known, recorded, steps)
 
     def questions(self, run_id: str) -> list[dict[str, Any]] | None:
         """A paused run's questions (``id``, ``question``, ``node``, ``item``) from their

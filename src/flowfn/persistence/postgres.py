@@ -37,6 +37,7 @@ from .._store import (
     RunInfo,
     Saved,
     Serializer,
+    batch_infos,
     delete_old_runs,
 )
 
@@ -780,14 +781,7 @@ class PostgresStore:
                     (run_id,),
                 )
             }
-            found = []
-            for position in set(known) | set(recorded):
-                node, total = known.get(position, (steps.get(position, ("?", False))[0], None))
-                finished = steps.get(position, ("", False))[1]
-                place = tuple(int(p) for p in json.loads(position))
-                done = int(recorded.get(position, 0))
-                found.append(BatchInfo(place, node, done, total, finished))
-        return sorted(found)
+        return batch_infos(known, recorded, steps)
 
     def questions(self, run_id: str) -> list[dict[str, Any]] | None:
         """A paused run's questions (``id``, ``question``, ``node``, ``item``)."""
