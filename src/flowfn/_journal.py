@@ -1,30 +1,31 @@
 """Durable runs: ``run(shared, checkpoint=..., run_id=...)`` records a run as it goes and
-resumes it after a crash, an exception or Ctrl-C without redoing finished work.
+resumes it after a crash, an exception or Ctrl-C, giving what an uninterrupted run gives.
 
 What is recorded, and when:
 
 * **Steps.** After each step of a flow's walk (nested flows included): its place (the
-  step counters of the walks around it), the node, the action it returned and the shared
-  store after it.
-* **Batch items.** Each finished item of a batch node (sequential or parallel) with its
-  result. The runs of a batch *flow* write to the shared store, so their results are
-  recorded together with a copy of the shared store taken after them (at most every
-  ``PROGRESS_EVERY`` seconds, and when the batch ends): a resumed run never counts a run
-  as finished whose writes it does not have.
+  step counters of the walks around it), the node, the action it returned, the shared
+  store after it, and which ``into=`` node wrote which key.
+* **Batches.** When a batch starts: the store as its prep left it, and its item count.
+  Then each finished item (sequential or parallel) with its result and a fingerprint of
+  the item. The runs of a batch *flow* write to the shared store, so they are recorded
+  with a copy of it (whenever the writer is free; with ``durability="async"`` at most
+  every 3 copy-times): a resumed run never counts a run as finished whose writes it does
+  not have.
 * Inside an item (a batch node's function, a batch flow's sub-flow run) nothing is
   recorded: an item that had not finished runs again from its start.
 
-Values are serialised on the event loop's thread (the shared store may change right
-after), and written by one writer thread per run in batched transactions, so the steps
-and items never wait for the disk. A crash loses at most the records not yet written;
-their work is redone on resume.
+One writer thread per run commits in groups: whatever is queued, in one transaction, then
+again at once (no timer). With ``durability="sync"`` a step or item counts as finished only
+once its record is committed. A crash loses only what was not committed; that work is
+redone on resume.
 
-Resuming restores the shared store of the latest record, goes down the nested walks to
-the step after it (or back into the batch it was in), and gives the items recorded as
-finished their recorded results without running them; results come back in item order.
-A flow's own prep and post run again when the walk re-enters it.
+Resuming restores the shared store of the latest record and goes down the nested walks to
+the step after it, or back into the batch it was in: there the batch's prep runs again and
+the store is put back as the batch's latest record has it; the items recorded as finished
+get their recorded results without running (refused if an item moved), and results come
+back in item order. A flow's own prep and post run again when the walk re-enters it.
 """
-
 from __future__ import annotations
 
 import collections
@@ -67,12 +68,6 @@ __all__ = ["Durability", "Journal", "current", "item_key", "run_durable"]
 
 #: When a finished step or item counts as recorded (``run(durability=...)``).
 Durability = Literal["async", "sync"]
-
-#: Seconds between copies of the shared store while a batch flow's runs finish.
-PROGRESS_EVERY = 0.25
-#: Finished items of a batch node sent to the writer at a time (and at least every
-#: PROGRESS_EVERY seconds).
-ITEMS_AT_ONCE = 1024
 
 # Durable runs in progress, process-wide: the engine's one-integer fast check.
 _active = 0
