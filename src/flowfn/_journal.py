@@ -26,6 +26,7 @@ the store is put back as the batch's latest record has it; the items recorded as
 get their recorded results without running (refused if an item moved), and results come
 back in item order. A flow's own prep and post run again when the walk re-enters it.
 """
+
 from __future__ import annotations
 
 import collections
