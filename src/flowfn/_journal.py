@@ -1176,23 +1176,7 @@ async def run_durable(
     from ._flows import Flow
 
     store = _store(checkpoint, root)
-    if not isinstance(shared, MutableMapping):
-        raise TypeError(
-            f"{node_name(root)}: a run with checkpoint= needs a dict-like shared store (it is "
-            f"saved and restored by key), got {type(shared).__name__}"
-        )
-    if run_id is None:
-        import uuid
-
-        run_id = uuid.uuid4().hex[:12]
-    elif not isinstance(run_id, str) or not run_id:
-        raise TypeError(f"{node_name(root)}: run_id must be a non-empty str, got {run_id!r}")
-    if durability not in ("async", "sync"):
-        raise ValueError(
-            f"{node_name(root)}: durability must be 'async' (records committed in groups as "
-            f"they come) or 'sync' (a step or item counts as finished once its record is "
-            f"committed), got {durability!r}"
-        )
+    run_id = _checked(root, shared, run_id, durability)
     flow = root if isinstance(root, Flow) else Flow(root)
     shape = shape_of(flow)
     try:
@@ -1217,19 +1201,7 @@ async def run_durable(
             shared.update(restored)
             if saved.status == "done":  # nothing left to do: the store and result it gave
                 return _finished(store, saved, shared)
-        from ._remote import _waker
-
-        journal = Journal(
-            store, run_id, saved, shared, root=flow, durability=durability, wake=_waker()
-        )
-        if saved is not None and saved.last is not None:
-            journal.restore_owners(saved.last.owners, shared)
-        watch = events.current()
-        if saved is not None and watch is not None:
-            watch.emit("resume", root)  # this run goes on from a saved one
-        if saved is not None and saved.status == "paused" and saved.detail is not None:
-            journal.answers.update(_answers(store, saved))
-        journal.answers.update(answers or {})
+        journal = _begin_journal(store, run_id, saved, shared, root, durability, answers)
         token, cache_token = _journal.set(journal), caching.set(journal)
         _active += 1
         try:
@@ -1264,6 +1236,54 @@ async def run_durable(
         raise
     finally:
         store.release(run_id)
+
+
+def _checked(root: Any, shared: Any, run_id: str | None, durability: Any) -> str:
+    """The run's id (made up if None), once the arguments of a durable run are checked."""
+    if not isinstance(shared, MutableMapping):
+        raise TypeError(
+            f"{node_name(root)}: a run with checkpoint= needs a dict-like shared store (it is "
+            f"saved and restored by key), got {type(shared).__name__}"
+        )
+    if durability not in ("async", "sync"):
+        raise ValueError(
+            f"{node_name(root)}: durability must be 'async' (records committed in groups as "
+            f"they come) or 'sync' (a step or item counts as finished once its record is "
+            f"committed), got {durability!r}"
+        )
+    if run_id is None:
+        import uuid
+
+        return uuid.uuid4().hex[:12]
+    if not isinstance(run_id, str) or not run_id:
+        raise TypeError(f"{node_name(root)}: run_id must be a non-empty str, got {run_id!r}")
+    return run_id
+
+
+def _begin_journal(
+    store: CheckpointStore,
+    run_id: str,
+    saved: Saved | None,
+    shared: Any,
+    root: Any,
+    durability: Durability,
+    answers: Mapping[str, Any] | None,
+) -> Journal:
+    """The run's journal, with what a resumed run brings back: into= owners, answers."""
+    from ._flows import Flow
+    from ._remote import _waker
+
+    flow = root if isinstance(root, Flow) else Flow(root)
+    journal = Journal(store, run_id, saved, shared, root=flow, durability=durability, wake=_waker())
+    if saved is not None and saved.last is not None:
+        journal.restore_owners(saved.last.owners, shared)
+    watch = events.current()
+    if saved is not None and watch is not None:
+        watch.emit("resume", root)  # this run goes on from a saved one
+    if saved is not None and saved.status == "paused" and saved.detail is not None:
+        journal.answers.update(_answers(store, saved))
+    journal.answers.update(answers or {})
+    return journal
 
 
 async def _end(
