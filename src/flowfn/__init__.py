@@ -25,6 +25,7 @@ from ._pause import Paused, Question, ask
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from ._progress import EchoHandler, Progress, echo
 from ._remote import RemoteTraceback
+from .persistence import work, work_async
 from ._store import (
     BatchInfo,
     CheckpointStore,
@@ -99,6 +100,8 @@ __all__ = [
     "other_errors",
     "parallel_batch",
     "stream",
+    "work",
+    "work_async",
 ]
 
 

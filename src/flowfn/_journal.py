@@ -286,6 +286,10 @@ class _Writer:
 class Journal:
     """One durable run, as the walk and the batches see it (event loop thread only)."""
 
+    #: With ``run(share=True)``: the run's parallel batches, shared with helpers
+    #: (``flowfn.persistence._sharing.Sharing``).
+    sharing: Any = None
+
     def __init__(
         self,
         store: CheckpointStore,
@@ -1077,6 +1081,8 @@ async def durable(
     a fresh batch of functions needs no wrapper around each item; see ``_run_pool``.
     Otherwise each item goes through ``wrap(fn)``, which a runner that makes its own ``fn``
     per worker (a batch flow's walk) applies to it."""
+    if journal.sharing is not None and journal.sharing.takes(node, items):
+        return await journal.sharing.batch(journal, node, items)  # type: ignore[no-any-return]
     batch = journal.batch(node, items)
     try:
         if reports and not batch.done and not batch.flows and not journal.sync:
@@ -1168,8 +1174,10 @@ async def run_durable(
     target: str | None = None,
     answers: Mapping[str, Any] | None = None,
     durability: Durability = "async",
+    share: bool = False,
 ) -> Any:
     """Run ``root`` recording into ``checkpoint``; resume ``run_id`` if it is there.
+    ``share``: its parallel batches are shared with helpers (a Postgres checkpoint).
 
     Returns what the flow returns, or :class:`Paused` if a step asked for input."""
     global _active
@@ -1177,6 +1185,11 @@ async def run_durable(
 
     store = _store(checkpoint, root)
     run_id = _checked(root, shared, run_id, durability)
+    sharing = None
+    if share:
+        from .persistence._sharing import Sharing
+
+        sharing = Sharing.of(store, root, run_id)
     flow = root if isinstance(root, Flow) else Flow(root)
     shape = shape_of(flow)
     try:
@@ -1202,10 +1215,14 @@ async def run_durable(
             if saved.status == "done":  # nothing left to do: the store and result it gave
                 return _finished(store, saved, shared)
         journal = _begin_journal(store, run_id, saved, shared, root, durability, answers)
+        journal.sharing = sharing
         token, cache_token = _journal.set(journal), caching.set(journal)
         _active += 1
         try:
-            result = await flow._run_async(shared)
+            if sharing is None:
+                result = await flow._run_async(shared)
+            else:
+                result = await sharing.run(flow._run_async, shared)
         finally:
             _active -= 1
             _journal.reset(token)
@@ -1226,6 +1243,8 @@ async def run_durable(
     except BaseException as exc:
         if journal is not None:
             status = "failed" if isinstance(exc, Exception) else "interrupted"
+            if sharing is not None and getattr(exc, "status", None) == "cancelled":
+                status = "cancelled"  # flowfn runs cancel
             with anyio.CancelScope(shield=True):
                 await _end(store, run_id, journal, status, f"{type(exc).__name__}: {exc}", None)
             add_note(

@@ -147,6 +147,7 @@ class BaseNode(_Generic[S]):
         run_id: str | None = None,
         answers: Mapping[str, Any] | None = None,
         durability: _journal.Durability | None = None,
+        share: bool = False,
     ) -> Any:
         """Run this node (a flow: the whole flow) and return its action.
 
@@ -164,7 +165,9 @@ class BaseNode(_Generic[S]):
         ``durability`` says when a finished step or item counts as recorded: ``"async"`` (the
         default) commits records in groups as they come, off the event loop; ``"sync"`` lets
         a step or item count as finished only once its record is committed, so that after a
-        crash only what was running runs again (docs/durable.md).
+        crash only what was running runs again (docs/durable.md). ``share=True`` (with a
+        ``postgresql://`` checkpoint) shares the run's parallel batches with helpers in other
+        processes (:func:`flowfn.work`; docs/durable.md, "Across machines").
         """
         if self.successors:
             warnings.warn("Node won't run successors. Use Flow.", stacklevel=2)
@@ -175,6 +178,7 @@ class BaseNode(_Generic[S]):
                     or run_id is not None
                     or answers is not None
                     or durability
+                    or share
                 ):
                     return start_event_loop(
                         self._run_durable,
@@ -183,6 +187,7 @@ class BaseNode(_Generic[S]):
                         run_id,
                         answers,
                         durability,
+                        share,
                         backend=backend,
                         who=node_name(self),
                     )
@@ -204,16 +209,23 @@ class BaseNode(_Generic[S]):
         run_id: str | None,
         answers: Mapping[str, Any] | None = None,
         durability: _journal.Durability | None = None,
+        share: bool = False,
     ) -> Any:
         from ._journal import run_durable
 
         if checkpoint is None:
             raise TypeError(
-                f"{node_name(self)}: run_id=, answers= and durability= are about a run in a "
-                f"checkpoint; pass checkpoint= too"
+                f"{node_name(self)}: run_id=, answers=, durability= and share= are about a run "
+                f"in a checkpoint; pass checkpoint= too"
             )
         return await run_durable(
-            self, shared, checkpoint, run_id, answers=answers, durability=durability or "async"
+            self,
+            shared,
+            checkpoint,
+            run_id,
+            answers=answers,
+            durability=durability or "async",
+            share=share,
         )
 
     async def run_async(
@@ -226,6 +238,7 @@ class BaseNode(_Generic[S]):
         run_id: str | None = None,
         answers: Mapping[str, Any] | None = None,
         durability: _journal.Durability | None = None,
+        share: bool = False,
     ) -> Any:
         """Run this node (a flow: the whole flow) in the current event loop; see :meth:`run`."""
         await _checkpoint()  # as every async call of trio and anyio is: cancelled, nothing runs
@@ -238,8 +251,11 @@ class BaseNode(_Generic[S]):
                     or run_id is not None
                     or answers is not None
                     or durability
+                    or share
                 ):
-                    return await self._run_durable(shared, checkpoint, run_id, answers, durability)
+                    return await self._run_durable(
+                        shared, checkpoint, run_id, answers, durability, share
+                    )
                 if not _journal._active:
                     return await self._run_async(shared)
                 with _journal.detached():

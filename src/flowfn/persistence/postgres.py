@@ -53,11 +53,37 @@ __all__ = ["SCHEMA_FORMAT", "PostgresStore"]
 
 #: The layout of the tables this flowfn writes in its schema; older layouts are brought up
 #: to it by the steps of ``_MIGRATIONS``, newer ones are refused.
-SCHEMA_FORMAT = 1
+SCHEMA_FORMAT = 2
+# Format 2: the tables of shared batches (flowfn.persistence._sharing): a row per shared
+# batch (its global limit, rate bucket and state), a row per item (claimed, recorded), and
+# the flag `flowfn runs cancel` sets. Idempotent: run on every schema before its migration.
+_FORMAT_2 = """
+CREATE TABLE IF NOT EXISTS {schema}.shared_batches (
+    run_id TEXT NOT NULL, position TEXT NOT NULL, node TEXT NOT NULL, nodes TEXT NOT NULL,
+    total INTEGER NOT NULL, lim INTEGER, per_second DOUBLE PRECISION,
+    burst DOUBLE PRECISION, tokens DOUBLE PRECISION, refilled DOUBLE PRECISION,
+    params BYTEA, state TEXT NOT NULL, PRIMARY KEY (run_id, position)
+);
+CREATE TABLE IF NOT EXISTS {schema}.work (
+    run_id TEXT NOT NULL, position TEXT NOT NULL, idx INTEGER NOT NULL, item BYTEA NOT NULL,
+    state SMALLINT NOT NULL, owner TEXT, expires DOUBLE PRECISION,
+    claimed DOUBLE PRECISION, tries INTEGER NOT NULL DEFAULT 0, ok BOOLEAN, result BYTEA,
+    PRIMARY KEY (run_id, position, idx)
+);
+CREATE INDEX IF NOT EXISTS work_open ON {schema}.work (run_id, position, idx) WHERE state = 0;
+CREATE INDEX IF NOT EXISTS work_claimed ON {schema}.work (run_id, position) WHERE state = 1;
+ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS cancelled BOOLEAN NOT NULL DEFAULT false;
+"""
 #: {format: the statements that bring a schema of that format to the next one}.
-_MIGRATIONS: dict[int, str] = {}
+_MIGRATIONS: dict[int, str] = {1: _FORMAT_2}
 _NOW = "extract(epoch from clock_timestamp())"  # the server's clock: one for every machine
-_STATES = {"done": "finished", "failed": "failed", "interrupted": "interrupted", "paused": "paused"}
+_STATES = {
+    "done": "finished",
+    "failed": "failed",
+    "interrupted": "interrupted",
+    "paused": "paused",
+    "cancelled": "cancelled",
+}
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS {schema}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,7 +115,7 @@ CREATE TABLE IF NOT EXISTS {schema}.cache (
     expires DOUBLE PRECISION
 );
 """
-_RUN_TABLES = ("steps", "items", "batches", "leases", "runs")
+_RUN_TABLES = ("steps", "items", "batches", "work", "shared_batches", "leases", "runs")
 
 
 _ENCODED = "%40 for @, %2F for /, %3F for ?, %23 for #, %25 for %"
@@ -339,6 +365,8 @@ class PostgresStore:
             self._refuse_foreign(db)
             db.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {schema}"))
             db.execute(self._sql(_TABLES))
+            # A fresh schema is marked with SCHEMA_FORMAT below, and gets no migration.
+            db.execute(self._sql(_FORMAT_2))
             db.execute(
                 self._sql("INSERT INTO {schema}.meta VALUES ('format', %s) ON CONFLICT DO NOTHING"),
                 (str(SCHEMA_FORMAT),),
@@ -479,7 +507,8 @@ class PostgresStore:
                     db.execute(
                         self._sql(
                             "UPDATE {schema}.runs SET status='running', holder=%s, meta=%s, "
-                            "updated=%s, target=COALESCE(target, %s) WHERE run_id=%s"
+                            "updated=%s, target=COALESCE(target, %s), cancelled=false "
+                            "WHERE run_id=%s"
                         ),
                         (holder, how, now, target, run_id),
                     )

@@ -1,0 +1,1034 @@
+"""Many processes, one batch: ``run(..., checkpoint="postgresql://...", share=True)``.
+
+A shared run publishes each parallel batch of functions in the ``work`` table of its
+Postgres schema (one row per unfinished item, serialised with the run's serializer) and
+runs its items like every *helper* (:func:`work`, ``flowfn runs work``) does: it claims
+items in batches (``FOR UPDATE SKIP LOCKED``), each claim a lease renewed every third of
+the store's ``lease`` while the item runs, runs them with the node's own retries, timeout,
+fallback and ``errors=``, and records the results in batches. Helpers' results reach the
+run's process through LISTEN/NOTIFY (never a polling loop); it feeds every result to its
+journal (so a resume works as for a batch run in one process) and hands them to ``post``
+in item order.
+
+Global limits: a claim locks the batch's row, counts the live claims of every process
+(at most the node's ``limit=``) and takes starts from a token bucket in that row refilled by
+the server's clock (at most ``per_second=`` starts per second, a burst of a tenth of a
+second's worth). The node's own rate limit is not applied again in any process.
+
+A helper killed mid-item leaves claims that expire after ``lease`` seconds; then any
+process takes the items. A helper stopped with Ctrl-C gives its claims back at once.
+``flowfn runs cancel`` marks the run cancelled and notifies it: the run's process and
+every helper stop their items at their next checkpoint, and the run ends with
+:class:`RunCancelled` (state ``cancelled``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import hashlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sized
+from types import SimpleNamespace
+from typing import Any
+
+import anyio
+
+from .. import _journal
+from .._errors import FlowError, add_note, node_name
+from .._pause import PauseRequest
+from .postgres import _NOW, PostgresStore, psycopg, sql
+
+__all__ = ["RunCancelled", "Sharing", "cancel", "check_flow", "work", "work_async"]
+
+_OPEN, _CLAIMED, _RECORDED, _TAKEN = 0, 1, 2, 3
+_PAUSED = object()  # an item of the run's process that asked for input
+
+
+class RunCancelled(FlowError):
+    """The run was cancelled (``flowfn runs cancel``): recorded with the state ``cancelled``."""
+
+    status = "cancelled"
+
+
+# -- what every process sharing a run has ------------------------------------------------
+
+
+def _channel(schema: str) -> str:
+    """The schema's NOTIFY channel (an identifier of at most 63 bytes)."""
+    return "flowfn_" + hashlib.sha1(schema.encode()).hexdigest()[:24]
+
+
+class _Conn:
+    """One connection of its own, used by one worker thread at a time."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.db: psycopg.Connection[Any] | None = None
+        self.lock = threading.Lock()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        with self.lock:
+            if self.db is None or self.db.closed:
+                self.db = self.store._connect()
+            try:
+                return fn(self.store, self.db, *args)
+            except psycopg.OperationalError as exc:
+                self.db.close()  # broken: the next call opens another one
+                raise self.store._failed("written", exc) from None
+            except psycopg.Error as exc:
+                raise self.store._failed("written", exc) from None
+
+    async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(functools.partial(self.call, fn, *args))
+
+    def close(self) -> None:
+        with self.lock:
+            if self.db is not None:
+                self.db.close()
+                self.db = None
+
+
+class _Listener:
+    """A thread listening on the schema's channel: the notifications about ``run_id`` go
+    to ``on_note(kind, position)`` on the event loop's thread."""
+
+    def __init__(self, store: PostgresStore, run_id: str, on_note: Callable[[str, str], None]):
+        from .._remote import _waker
+
+        self.store, self.run_id, self.on_note = store, run_id, on_note
+        self.wake = _waker()
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._listen, name="flowfn-listen", daemon=True)
+        self.thread.start()
+
+    def _listen(self) -> None:
+        listen = sql.SQL("LISTEN {}").format(sql.Identifier(_channel(self.store.schema)))
+        while not self.stopping.is_set():
+            try:
+                db = self.store._connect()
+            except BaseException as exc:
+                self.error = exc
+                self.ready.set()
+                return
+            try:
+                with db:
+                    db.execute(listen)
+                    if self.ready.is_set():  # reconnected: what came meanwhile is unknown
+                        self.wake(functools.partial(self.on_note, "again", ""))
+                    self.ready.set()
+                    while not self.stopping.is_set():
+                        for note in db.notifies(timeout=0.2):
+                            self._tell(note.payload)
+            except psycopg.Error:
+                time.sleep(0.2)
+
+    def _tell(self, payload: str) -> None:
+        with contextlib.suppress(ValueError, TypeError):
+            run_id, kind, position = json.loads(payload)
+            if run_id == self.run_id:
+                self.wake(functools.partial(self.on_note, kind, position))
+
+    async def started(self) -> None:
+        await anyio.to_thread.run_sync(self.ready.wait)
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+class _Shared:
+    """One process's part in a shared run: its claim token, connections and listener."""
+
+    def __init__(self, store: PostgresStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.claims, self.records = _Conn(store), _Conn(store)
+        self.handlers: dict[str, Callable[[str, str], None]] = {}
+        self.listener: _Listener | None = None
+
+    async def start(self) -> None:
+        self.listener = _Listener(self.store, self.run_id, self._note)
+        await self.listener.started()
+
+    def _note(self, kind: str, position: str) -> None:
+        for handler in list(self.handlers.values()):
+            handler(kind, position)
+
+    def payload(self, kind: str, position: str = "") -> str:
+        return json.dumps([self.run_id, kind, position])
+
+    async def notify(self, kind: str, position: str = "") -> None:
+        await self.records(_notify, _channel(self.store.schema), self.payload(kind, position))
+
+    def give_back(self, position: str | None = None) -> None:
+        """Give this process's claims back at once (blocks)."""
+        with contextlib.suppress(FlowError):
+            self.records.call(_give_back, self.run_id, self.owner, position, self.payload("again"))
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+        self.claims.close()
+        self.records.close()
+
+
+# -- the statements -------------------------------------------------------------------------
+
+
+def _notify(store: PostgresStore, db: psycopg.Connection[Any], channel: str, payload: str) -> None:
+    db.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+def _give_back(
+    store: PostgresStore,
+    db: psycopg.Connection[Any],
+    run_id: str,
+    owner: str,
+    position: str | None,
+    payload: str,
+) -> None:
+    with db.transaction():
+        db.execute(
+            store._sql(
+                "UPDATE {schema}.work SET state = 0, owner = NULL, expires = NULL "
+                "WHERE run_id = %s AND owner = %s AND state = 1 "
+                "AND (%s::text IS NULL OR position = %s::text)"
+            ),
+            (run_id, owner, position, position),
+        )
+        db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), payload))
+
+
+def _publish(
+    store: PostgresStore,
+    db: psycopg.Connection[Any],
+    row: tuple[Any, ...],
+    items: list[tuple[int, bytes]],
+    payload: str,
+) -> None:
+    """The batch's row and one row per unfinished item (what an earlier attempt of the same
+    batch left is replaced: its unrecorded items run again)."""
+    run_id, position = row[0], row[1]
+    with db.transaction():
+        for table in ("work", "shared_batches"):
+            db.execute(
+                store._sql(f"DELETE FROM {{schema}}.{table} WHERE run_id = %s AND position = %s"),
+                (run_id, position),
+            )
+        db.execute(
+            store._sql(
+                "INSERT INTO {schema}.shared_batches (run_id, position, node, nodes, total, "
+                "lim, per_second, burst, tokens, refilled, params, state) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, {_NOW}, %s, 'open')"
+            ),
+            row,
+        )
+        with db.cursor() as cursor, cursor.copy(
+            store._sql("COPY {schema}.work (run_id, position, idx, item, state) FROM STDIN")
+        ) as copying:
+            for index, blob in items:
+                copying.write_row((run_id, position, index, blob, _OPEN))
+        db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), payload))
+
+
+def _close(
+    store: PostgresStore, db: psycopg.Connection[Any], run_id: str, position: str, payload: str
+) -> None:
+    with db.transaction():
+        for table in ("work", "shared_batches"):
+            db.execute(
+                store._sql(f"DELETE FROM {{schema}}.{table} WHERE run_id = %s AND position = %s"),
+                (run_id, position),
+            )
+        db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), payload))
+
+
+def _claim(
+    store: PostgresStore,
+    db: psycopg.Connection[Any],
+    run_id: str,
+    position: str,
+    owner: str,
+    want: int,
+) -> tuple[list[tuple[int, bytes]], float | None, bool]:
+    """Claim up to ``want`` items: (index, item) pairs, how long to wait before trying again
+    if none (None: until notified), and whether the batch is still open."""
+    key = (run_id, position)
+    with db.transaction():
+        row = db.execute(
+            store._sql(
+                f"SELECT lim, per_second, burst, tokens, refilled, ({_NOW})::float8 "
+                "FROM {schema}.shared_batches WHERE run_id = %s AND position = %s FOR UPDATE"
+            ),
+            key,
+        ).fetchone()
+        if row is None:
+            return [], None, False
+        limit, rate, burst, tokens, refilled, now = row
+        live = 0
+        if limit is not None:
+            live = _count(store, db, key, now)
+            want = min(want, limit - live)
+        if rate is not None:
+            tokens = min(burst, tokens + (now - refilled) * rate)
+            want = min(want, int(tokens))
+        claimed: list[tuple[int, bytes]] = []
+        if want > 0:
+            claimed = _take(store, db, key, owner, want, now)
+        if rate is not None:
+            tokens -= len(claimed)
+            db.execute(
+                store._sql(
+                    "UPDATE {schema}.shared_batches SET tokens = %s, refilled = %s "
+                    "WHERE run_id = %s AND position = %s"
+                ),
+                (tokens, now, *key),
+            )
+        if claimed:
+            return claimed, None, True
+        if rate is not None and tokens < 1 and (limit is None or live < limit):
+            return [], (1 - tokens) / rate, True
+        soonest = db.execute(  # a claim that expires frees its item (and a slot)
+            store._sql(
+                "SELECT min(expires) FROM {schema}.work "
+                "WHERE run_id = %s AND position = %s AND state = 1"
+            ),
+            key,
+        ).fetchone()
+        wait = None if soonest is None or soonest[0] is None else max(0.01, soonest[0] - now)
+        return [], wait, True
+
+
+def _count(store: PostgresStore, db: psycopg.Connection[Any], key: tuple[str, str], now: float) -> int:
+    found = db.execute(
+        store._sql(
+            "SELECT count(*) FROM {schema}.work "
+            "WHERE run_id = %s AND position = %s AND state = 1 AND expires >= %s"
+        ),
+        (*key, now),
+    ).fetchone()
+    return 0 if found is None else int(found[0])
+
+
+def _take(
+    store: PostgresStore,
+    db: psycopg.Connection[Any],
+    key: tuple[str, str],
+    owner: str,
+    want: int,
+    now: float,
+) -> list[tuple[int, bytes]]:
+    """Items whose claim expired first (their holder died), then open ones in order."""
+    claimed: list[tuple[int, bytes]] = []
+    for which in ("state = 1 AND expires < %s", "state = 0 AND %s IS NOT NULL"):
+        if len(claimed) >= want:
+            break
+        rows = db.execute(
+            store._sql(
+                "WITH picked AS (SELECT idx FROM {schema}.work WHERE run_id = %s "
+                f"AND position = %s AND {which} ORDER BY idx LIMIT %s FOR UPDATE SKIP LOCKED) "
+                "UPDATE {schema}.work w SET state = 1, owner = %s, expires = %s, claimed = %s, "
+                "tries = w.tries + 1 FROM picked WHERE w.run_id = %s AND w.position = %s "
+                "AND w.idx = picked.idx RETURNING w.idx, w.item"
+            ),
+            (*key, now, want - len(claimed), owner, now + store.lease, now, *key),
+        ).fetchall()
+        claimed.extend((int(index), bytes(blob)) for index, blob in rows)
+    return claimed
+
+
+def _record(
+    store: PostgresStore,
+    db: psycopg.Connection[Any],
+    key: tuple[str, str],
+    owner: str,
+    state: int,
+    rows: list[tuple[int, bool, bytes | None]],
+    payload: str,
+) -> set[int]:
+    """Record finished items whose claim this process still holds; returns their indices
+    (an item whose claim expired and was taken by another process is that one's)."""
+    with db.transaction():
+        accepted = db.execute(
+            store._sql(
+                "UPDATE {schema}.work w SET state = %s, ok = v.ok, result = v.result, "
+                "expires = NULL FROM unnest(%s::int[], %s::bool[], %s::bytea[]) "
+                "AS v(idx, ok, result) WHERE w.run_id = %s AND w.position = %s "
+                "AND w.idx = v.idx AND w.owner = %s AND w.state = 1 RETURNING w.idx"
+            ),
+            (
+                state,
+                [row[0] for row in rows],
+                [row[1] for row in rows],
+                [row[2] for row in rows],
+                *key,
+                owner,
+            ),
+        ).fetchall()
+        db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), payload))
+    return {int(row[0]) for row in accepted}
+
+
+def _renew(
+    store: PostgresStore, db: psycopg.Connection[Any], key: tuple[str, str], owner: str
+) -> None:
+    db.execute(
+        store._sql(
+            f"UPDATE {{schema}}.work SET expires = {_NOW} + %s "
+            "WHERE run_id = %s AND position = %s AND owner = %s AND state = 1"
+        ),
+        (store.lease, *key, owner),
+    )
+
+
+def _fetch(
+    store: PostgresStore, db: psycopg.Connection[Any], key: tuple[str, str]
+) -> list[tuple[int, bool, bytes]]:
+    rows = db.execute(
+        store._sql(
+            "WITH old AS (SELECT idx, result FROM {schema}.work WHERE run_id = %s "
+            "AND position = %s AND state = 2 FOR UPDATE) "
+            "UPDATE {schema}.work w SET state = 3, result = NULL FROM old "
+            "WHERE w.run_id = %s AND w.position = %s AND w.idx = old.idx "
+            "RETURNING old.idx, w.ok, old.result"
+        ),
+        (*key, *key),
+    ).fetchall()
+    return [(int(index), bool(ok), bytes(blob)) for index, ok, blob in rows]
+
+
+# -- one process's share of one batch -----------------------------------------------------
+
+
+class _Server:
+    """Claims items of one batch, runs them, records their results, until stopped.
+
+    ``run_item(index, item)`` runs one item; ``state`` is what a result recorded here
+    becomes (``_TAKEN`` in the run's process, whose journal has it at once; ``_RECORDED``
+    in a helper, for the run's process to take); ``on_recorded(rows)`` gets the results
+    whose claim this process still held. At most ``cap`` items are claimed here at once;
+    items that never wait (CPU-bound) are claimed a few at a time, so that other processes
+    get their share."""
+
+    def __init__(
+        self,
+        shared: _Shared,
+        position: str,
+        run_item: Callable[[int, Any], Awaitable[Any]],
+        state: int,
+        on_recorded: Callable[[list[tuple[int, bool, Any]]], None],
+        cap: int,
+    ) -> None:
+        self.shared, self.position, self.run_item = shared, position, run_item
+        self.key = (shared.run_id, position)
+        self.state, self.on_recorded, self.cap = state, on_recorded, cap
+        self.loads, self.dumps = shared.store.serializer.loads, shared.store.serializer.dumps
+        self.queued = 0  # claimed and started as tasks, not yet running
+        self.busy = 0  # running
+        self.finished: list[tuple[int, bool, Any]] = []
+        self.wake = anyio.Event()
+        self.flush = anyio.Event()
+        self.seconds = 0.005  # an item's time, on average (guessed until measured)
+        self.ran = 0
+        self.open = True
+        self.error: Exception | None = None
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    async def serve(self) -> None:
+        """Claim and run items until the batch is closed (or this task is cancelled); a
+        failure to claim or record is raised as itself."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._guarded, self._recorder, tg)
+                tg.start_soon(self._guarded, self._renewer, tg)
+                await self._guarded(self._claim_loop, tg)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.shared.give_back, self.position)
+        if self.error is not None:
+            raise self.error
+
+    async def _guarded(self, task: Callable[..., Awaitable[None]], tg: Any) -> None:
+        try:
+            await task(tg)
+        except Exception as exc:
+            if self.error is None:
+                self.error = exc
+            tg.cancel_scope.cancel()
+
+    def _want(self) -> int:
+        room = self.cap - self.queued - self.busy
+        if self.busy:  # items that wait (for I/O) were running while this task ran
+            return room
+        ahead = max(2, min(256, int(0.02 / max(self.seconds, 1e-5))))
+        return 0 if self.queued > ahead // 2 else min(room, ahead - self.queued)
+
+    async def _claim_loop(self, tg: Any) -> None:
+        while self.open:
+            want = self._want()
+            wait: float | None = None
+            if want > 0:
+                claimed, wait, self.open = await self.shared.claims(
+                    _claim, *self.key, self.shared.owner, want
+                )
+                for index, blob in claimed:
+                    self.queued += 1
+                    tg.start_soon(self._run, index, blob)
+                if claimed:
+                    await anyio.lowlevel.checkpoint()
+                    continue
+            if self.open:
+                await self._sleep(wait)
+
+    async def _sleep(self, seconds: float | None) -> None:
+        with anyio.move_on_after(self.shared.store.lease / 3 if seconds is None else seconds):
+            await self.wake.wait()
+        self.wake = anyio.Event()
+
+    async def _run(self, index: int, blob: bytes) -> None:
+        self.queued -= 1
+        self.busy += 1
+        started = time.perf_counter()
+        try:
+            value: Any = await self.run_item(index, self.loads(blob))
+            ok = True
+        except Exception as exc:
+            value, ok = exc, False
+        finally:
+            self.busy -= 1
+        self.seconds += (time.perf_counter() - started - self.seconds) / 8
+        self.ran += 1
+        self.finished.append((index, ok, value))
+        self.flush.set()
+        self.wake.set()
+
+    async def _recorder(self, tg: Any) -> None:
+        while True:
+            await self.flush.wait()
+            self.flush = anyio.Event()
+            finished, self.finished = self.finished, []
+            rows = [(index, ok, self._blob(index, ok, value)) for index, ok, value in finished]
+            accepted = await self.shared.records(
+                _record,
+                self.key,
+                self.shared.owner,
+                self.state,
+                rows,
+                self.shared.payload("recorded", self.position),
+            )
+            self.on_recorded([row for row in finished if row[0] in accepted])
+            self.wake.set()
+
+    def _blob(self, index: int, ok: bool, value: Any) -> bytes | None:
+        if self.state == _TAKEN:
+            return None  # the run's own process: its journal has the result
+        if ok:
+            try:
+                return self.dumps(value)
+            except Exception as exc:
+                value = FlowError(
+                    f"item {index}: its result cannot be saved to travel to the run's process "
+                    f"({type(exc).__name__}: {exc})"
+                )
+        host = f"pid {os.getpid()} on {socket.gethostname()}"
+        add_note(value, f"flowfn: item {index} ran in a helper ({host})")
+        try:
+            return self.dumps(value)
+        except Exception:
+            text = f"{type(value).__name__}: {value}"
+            return self.dumps({"error": text, "helper": host})
+
+    async def _renewer(self, tg: Any) -> None:
+        while True:
+            await anyio.sleep(self.shared.store.lease / 3)
+            await self.shared.claims(_renew, self.key, self.shared.owner)
+
+
+# -- the node's items, as every process runs them ------------------------------------------
+
+
+def _takes_context(node: Any) -> str | None:
+    work = getattr(node, "_work", None)
+    if work is None:
+        return None
+    for name, _ in work.inject:
+        if name in ("shared", "params", "local"):
+            return str(name)
+    return None
+
+
+def _shareable(node: Any) -> bool:
+    from .._nodes import AsyncParallelBatchNode
+
+    return (
+        isinstance(node, AsyncParallelBatchNode)
+        and getattr(node, "_remote", None) is None
+        and not hasattr(node, "start_node")
+    )
+
+
+def _walk_nodes(start: Any) -> Iterator[Any]:
+    """Every node a walk may step into: nested flows too, not the sub-flows of batch flows
+    (their runs are redone whole, in the run's process)."""
+    from .._flows import BatchFlow
+
+    for node in _journal._Graph(start).nodes:
+        yield node
+        inner = getattr(node, "start_node", None)
+        if inner is not None and not isinstance(node, BatchFlow):
+            yield from _walk_nodes(inner)
+
+
+def check_flow(root: Any) -> None:
+    """A :class:`~flowfn.FlowError` naming the first parallel batch node whose function
+    takes ``shared``, ``params`` or ``local``: helpers in other processes cannot give it
+    those (what it writes there would never reach the run)."""
+    start = getattr(root, "start_node", None)
+    for node in _walk_nodes(root if start is None else start):
+        taken = _takes_context(node) if _shareable(node) else None
+        if taken is not None:
+            raise FlowError(
+                f"node {node_name(node)!r} takes {taken!r}, which a helper in another process "
+                f"cannot give it (what it reads or writes there is the run's process's own): "
+                f"with share=True, the items of a parallel batch take their item and named "
+                f"params only. Pass what it needs in the items, or drop share=True"
+            )
+
+
+def item_runner(node: Any, params: dict[str, Any] | None) -> Callable[[Any], Awaitable[Any]]:
+    """What runs one item of ``node`` in any process: its retries, timeout, fallback and
+    ``limiter=``, without its own rate limit (the claims hold ``per_second`` globally)."""
+    from .._nodes import AsyncNode
+
+    step = copy.copy(node)
+    if params is not None:
+        step.params = dict(params)
+    step.rate_limit = None
+    attempt = functools.partial(AsyncNode._exec, step)
+    work = getattr(step, "_work", None)
+    if work is None:  # a node class: its exec_async gets the item
+        return attempt
+    limiter = step._limiter()
+    kwargs = work.kwargs(step, {})
+    return lambda item: attempt(({}, (item,), limiter, kwargs))
+
+
+# -- the run's process ---------------------------------------------------------------------
+
+
+class Sharing:
+    """A run with ``share=True``: its parallel batches of functions go through the ``work``
+    table, where helpers take their share; ``flowfn runs cancel`` stops it."""
+
+    def __init__(self, store: PostgresStore, run_id: str) -> None:
+        self.store, self.run_id = store, run_id
+        self.shared = _Shared(store, run_id)
+        self.scope: anyio.CancelScope | None = None
+        self.cancelled = False
+
+    @classmethod
+    def of(cls, store: Any, root: Any, run_id: str) -> Sharing:
+        if not isinstance(store, PostgresStore):
+            raise FlowError(
+                f"{node_name(root)}: share=True shares the run's batches with helpers through "
+                f"a PostgreSQL checkpoint; checkpoint={store!r} is not one (give a "
+                f"postgresql:// URL or a PostgresStore), or drop share=True"
+            )
+        check_flow(root)
+        return cls(store, run_id)
+
+    async def run(self, walk: Callable[[Any], Awaitable[Any]], shared: Any) -> Any:
+        """``await walk(shared)``, stopped if the run is cancelled."""
+        await self.shared.start()
+        self.shared.handlers["run"] = self._note
+        try:
+            with anyio.CancelScope() as self.scope:
+                result = await walk(shared)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(FlowError):
+                await self.shared.notify("ended")
+            self.shared.close()
+        if self.cancelled:
+            raise RunCancelled(
+                f"run {self.run_id!r} in {self.store} was cancelled (flowfn runs cancel); "
+                f"it may be resumed with the same run_id"
+            )
+        return result
+
+    def _note(self, kind: str, position: str) -> None:
+        if kind == "cancel" and self.scope is not None:
+            self.cancelled = True
+            self.scope.cancel()
+
+    def takes(self, node: Any, items: Any) -> bool:
+        """Whether this batch is shared: a parallel batch of functions over sized items."""
+        return (
+            _shareable(node)
+            and isinstance(items, Sized)
+            and not isinstance(items, AsyncIterable)
+            and not _journal._takes_shared(node)
+        )
+
+    async def batch(self, journal: _journal.Journal, node: Any, items: Any) -> list[Any]:
+        """The batch's results in item order, its items run by every process sharing it."""
+        batch = journal.batch(node, items)
+        try:
+            results = await _RunBatch(self, batch, node, list(items)).run()
+        except BaseException:
+            batch.end(failed=True)
+            raise
+        batch.end(failed=False)
+        return results
+
+
+class _RunBatch:
+    """One shared batch, as the run's process sees it."""
+
+    def __init__(self, sharing: Sharing, batch: Any, node: Any, jobs: list[Any]) -> None:
+        self.sharing, self.batch, self.node, self.jobs = sharing, batch, node, jobs
+        item_of = batch.item_of
+        self.items = jobs if item_of is None else [item_of(job) for job in jobs]
+        self.position = json.dumps(list(batch.position))
+        self.where = f"parallel batch node {node_name(node)!r}"
+        self.errors = getattr(node, "errors", "fail_fast")
+        self.results: list[Any] = [None] * len(jobs)
+        self.have: set[int] = set()
+        self.failure: BaseException | None = None
+        self.done = anyio.Event()
+        self.fetching = anyio.Event()
+
+    async def run(self) -> list[Any]:
+        from .._pool import DEFAULT_LIMIT, BatchResults
+
+        for index, value in self.batch.done.items():
+            self.batch.check(index, self.jobs[index])
+            self.results[index] = value
+            self.have.add(index)
+        if len(self.have) < len(self.jobs):
+            shared = self.sharing.shared
+            runner = item_runner(self.node, None)
+            cap = getattr(self.node, "limit", None) or DEFAULT_LIMIT
+            server = _Server(
+                shared, self.position, self._item(runner), _TAKEN, self._local, cap
+            )
+            shared.handlers[self.position] = functools.partial(self._note, server)
+            try:
+                await shared.records(_publish, *self._rows())
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._guarded, server.serve)
+                    tg.start_soon(self._guarded, self._fetcher)
+                    await self.done.wait()
+                    tg.cancel_scope.cancel()
+            finally:
+                del shared.handlers[self.position]
+                with anyio.CancelScope(shield=True), contextlib.suppress(FlowError):
+                    await shared.records(
+                        _close, *server.key, shared.payload("closed", self.position)
+                    )
+        if self.failure is not None:
+            raise self.failure
+        return BatchResults(self.results) if self.errors == "collect" else self.results
+
+    async def _guarded(self, task: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await task()
+        except Exception as exc:  # raised as itself, not in an exception group
+            if self.failure is None:
+                self.failure = exc
+            self.done.set()
+
+    def _rows(self) -> tuple[tuple[Any, ...], list[tuple[int, bytes]], str]:
+        dumps, node = self.sharing.store.serializer.dumps, self.node
+        rate = getattr(getattr(node, "rate_limit", None), "per_second", None)
+        try:
+            params = dumps(dict(node.params))
+            items = [(i, dumps(self.items[i])) for i in range(len(self.jobs)) if i not in self.have]
+        except Exception as exc:
+            raise FlowError(
+                f"{self.where}: with share=True its items and params travel to helpers, and "
+                f"they cannot be saved with the {self.sharing.store.serializer.name!r} "
+                f"serializer ({type(exc).__name__}: {exc})"
+            ) from exc
+        row = (
+            self.sharing.run_id, self.position, node_name(node),
+            json.dumps(list(self.batch.nodes)), len(self.jobs), getattr(node, "limit", None),
+            rate, None if rate is None else max(1.0, rate / 10),
+            None if rate is None else max(1.0, rate / 10), params,
+        )  # fmt: skip
+        return row, items, self.sharing.shared.payload("opened", self.position)
+
+    def _item(self, runner: Callable[[Any], Awaitable[Any]]) -> Callable[[int, Any], Awaitable[Any]]:
+        batch = self.batch
+
+        async def run_item(index: int, item: Any) -> Any:
+            token = _journal._item.set([batch, index])  # for flowfn.item_key()
+            try:
+                return await runner(item)
+            except PauseRequest as request:
+                batch.paused(index, request)
+                return _PAUSED
+            finally:
+                _journal._item.reset(token)
+
+        return run_item
+
+    def _note(self, server: _Server, kind: str, position: str) -> None:
+        if position == self.position or kind == "again":
+            server.poke()
+            if kind in ("recorded", "again"):
+                self.fetching.set()
+
+    async def _fetcher(self) -> None:
+        loads = self.sharing.store.serializer.loads
+        key = (self.sharing.run_id, self.position)
+        while True:
+            await self.fetching.wait()
+            self.fetching = anyio.Event()
+            rows = await self.sharing.shared.records(_fetch, key)
+            self._take([(index, ok, _loaded(loads, blob, ok)) for index, ok, blob in rows])
+
+    def _local(self, rows: list[tuple[int, bool, Any]]) -> None:
+        self._take(rows)
+
+    def _take(self, rows: list[tuple[int, bool, Any]]) -> None:
+        for index, ok, value in rows:
+            if index in self.have:
+                continue
+            self.have.add(index)
+            if ok:
+                if value is not _PAUSED:
+                    self.results[index] = value
+                    self.batch.record(index, self.jobs[index], value)
+            else:
+                add_note(value, f"flowfn: item {index} of {self.where}")
+                if self.errors == "collect":
+                    self.results[index] = value
+                elif self.failure is None:
+                    self.failure = value
+                    self.done.set()
+        if len(self.have) == len(self.jobs):
+            self.done.set()
+
+
+def _loaded(loads: Callable[[bytes], Any], blob: bytes, ok: bool) -> Any:
+    value = loads(blob)
+    if ok or isinstance(value, BaseException):
+        return value
+    if isinstance(value, dict) and "error" in value:
+        return FlowError(f"{value['error']} (in a helper, {value.get('helper')})")
+    return FlowError(f"an item failed in a helper: {value!r}")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+class _Helper:
+    """A helper process's loop: serve the open batches of the run until it ends."""
+
+    def __init__(self, shared: _Shared, root: Any) -> None:
+        from .._journal import shape_of
+
+        self.shared, self.root = shared, root
+        self.shape = shape_of(root)
+        self.serving: dict[str, tuple[anyio.CancelScope, _Server | None]] = {}
+        self.poked = anyio.Event()
+        self.ended = False
+        self.ran = 0
+
+    async def serve(self) -> int:
+        self.shared.handlers["helper"] = self._note
+        async with anyio.create_task_group() as tg:
+            while not self.ended:
+                self.poked = anyio.Event()
+                state = await self.shared.claims(_run_state, self.shared.run_id)
+                if self._over(state):
+                    break
+                for position, nodes, name, params in state[-1]:
+                    if position not in self.serving:
+                        scope = anyio.CancelScope()
+                        self.serving[position] = (scope, None)
+                        node = self._node(json.loads(nodes), name)
+                        tg.start_soon(self._serve, scope, position, node, params)
+                with anyio.move_on_after(self.shared.store.lease / 3):
+                    await self.poked.wait()
+            tg.cancel_scope.cancel()
+        return self.ran
+
+    def _over(self, state: tuple[Any, ...]) -> bool:
+        """Whether the run has ended (or is not live any more); checks the flow first."""
+        exists, status, cancelled, live, shape, serializer = state[:6]
+        if not exists:
+            return False  # not started yet: wait for it
+        if shape != self.shape:
+            raise FlowError(
+                f"run {self.shared.run_id!r} in {self.shared.store} was made by a flow of "
+                f"another shape than {node_name(self.root)!r} (its nodes, names or actions "
+                f"differ); a helper needs the run's own flow (--target)"
+            )
+        if serializer != self.shared.store.serializer.name:
+            raise FlowError(
+                f"run {self.shared.run_id!r} uses the {serializer!r} serializer, and this "
+                f"helper {self.shared.store.serializer.name!r}; give it the same serializer"
+            )
+        return status != "running" or bool(cancelled) or not live
+
+    def _node(self, path: list[int], name: str) -> Any:
+        node: Any = None
+        start = getattr(self.root, "start_node", None)
+        for index in path:
+            nodes = _journal._Graph(start).nodes if start is not None else []
+            if index >= len(nodes):
+                node = None
+                break
+            node = nodes[index]
+            start = getattr(node, "start_node", None)
+        if node is None or node_name(node) != name or not _shareable(node):
+            raise FlowError(
+                f"run {self.shared.run_id!r}: its shared batch of node {name!r} is not in "
+                f"this helper's flow {node_name(self.root)!r}; a helper needs the run's flow"
+            )
+        check_flow(self.root)
+        return node
+
+    async def _serve(
+        self, scope: anyio.CancelScope, position: str, node: Any, params: bytes | None
+    ) -> None:
+        from .._pool import DEFAULT_LIMIT
+
+        loads = self.shared.store.serializer.loads
+        runner = item_runner(node, None if params is None else loads(params))
+        holder = SimpleNamespace(
+            journal=SimpleNamespace(run_id=self.shared.run_id),
+            position=tuple(json.loads(position)),
+            node=node,
+        )
+
+        async def run_item(index: int, item: Any) -> Any:
+            token = _journal._item.set([holder, index])  # for flowfn.item_key()
+            try:
+                return await runner(item)
+            except PauseRequest:
+                raise FlowError(
+                    f"node {node_name(node)!r}, item {index}: flowfn.ask() is not available "
+                    f"to the items a helper runs (the run's process asks)"
+                ) from None
+            finally:
+                _journal._item.reset(token)
+
+        cap = getattr(node, "limit", None) or DEFAULT_LIMIT
+        server = _Server(self.shared, position, run_item, _RECORDED, lambda rows: None, cap)
+        self.serving[position] = (scope, server)
+        with scope:
+            await server.serve()
+        self.ran += server.ran
+
+    def _note(self, kind: str, position: str) -> None:
+        if kind in ("ended", "cancel"):
+            self.ended = True
+        if kind == "closed" and position in self.serving:
+            self.serving[position][0].cancel()
+        entry = self.serving.get(position)
+        if entry is not None and entry[1] is not None:
+            entry[1].poke()
+        if kind in ("opened", "ended", "cancel", "again"):
+            self.poked.set()
+
+
+def _run_state(
+    store: PostgresStore, db: psycopg.Connection[Any], run_id: str
+) -> tuple[Any, ...]:
+    """(exists, status, cancelled, lease live, shape, serializer, open batches)."""
+    row = db.execute(
+        store._sql(
+            "SELECT r.status, r.cancelled, "
+            f"EXISTS (SELECT 1 FROM {{schema}}.leases l WHERE l.run_id = r.run_id "
+            f"AND l.expires >= {_NOW}), r.shape, r.serializer "
+            "FROM {schema}.runs r WHERE r.run_id = %s"
+        ),
+        (run_id,),
+    ).fetchone()
+    batches = db.execute(
+        store._sql(
+            "SELECT position, nodes, node, params FROM {schema}.shared_batches "
+            "WHERE run_id = %s AND state = 'open'"
+        ),
+        (run_id,),
+    ).fetchall()
+    opened = [(p, n, name, None if b is None else bytes(b)) for p, n, name, b in batches]
+    if row is None:
+        return (False, None, False, False, None, None, opened)
+    return (True, *row, opened)
+
+
+def _store(checkpoint: Any, serializer: Any) -> PostgresStore:
+    if isinstance(checkpoint, PostgresStore):
+        return checkpoint
+    if isinstance(checkpoint, str) and checkpoint.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(checkpoint, serializer=serializer)
+    raise FlowError(
+        f"helpers share a run through its PostgreSQL checkpoint: give a postgresql:// URL or "
+        f"a PostgresStore, not {checkpoint!r}"
+    )
+
+
+async def work_async(checkpoint: Any, run_id: str, flow: Any, *, serializer: Any = None) -> int:
+    """:func:`work` in the running event loop (asyncio or trio)."""
+    from .._flows import Flow
+
+    store = _store(checkpoint, serializer)
+    root = flow if isinstance(flow, Flow) else Flow(flow)
+    check_flow(root)
+    shared = _Shared(store, run_id)
+    try:
+        await shared.start()
+        return await _Helper(shared, root).serve()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(shared.give_back)
+        shared.close()
+
+
+def work(
+    checkpoint: Any, run_id: str, flow: Any, *, serializer: Any = None, backend: str = "asyncio"
+) -> int:
+    """Help run ``run_id`` (started with ``share=True``): run items of its shared batches in
+    this process until the run ends (finishes, fails, is cancelled or is no longer live).
+    Returns how many items this helper ran. ``flow`` is the run's flow (the same shape:
+    the helper finds the batch's node in it). Ctrl-C gives this helper's claims back at once.
+    """
+    store = _store(checkpoint, serializer)
+    return int(anyio.run(functools.partial(work_async, store, run_id, flow), backend=backend))
+
+
+def cancel(checkpoint: Any, run_id: str) -> bool:
+    """Mark ``run_id`` cancelled and tell its processes: the run's process and its helpers
+    stop their items at their next checkpoint. False if the run is not running."""
+    store = _store(checkpoint, None)
+    db = store._connect()
+    try:
+        with store._errors("written"), db.transaction():
+            row = db.execute(
+                store._sql(
+                    "UPDATE {schema}.runs SET cancelled = true "
+                    "WHERE run_id = %s AND status = 'running' RETURNING run_id"
+                ),
+                (run_id,),
+            ).fetchone()
+            payload = json.dumps([run_id, "cancel", ""])
+            db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), payload))
+    finally:
+        db.close()
+    return row is not None
