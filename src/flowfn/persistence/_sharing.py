@@ -51,6 +51,10 @@ _OPEN, _CLAIMED, _RECORDED, _TAKEN = 0, 1, 2, 3
 _PAUSED = object()  # an item of the run's process that asked for input
 
 
+#: Told of each notification about the run: (kind, batch position, item indices or None).
+_OnNote = Callable[[str, str, "list[int] | None"], None]
+
+
 class RunCancelled(FlowError):
     """The run was cancelled (``flowfn runs cancel``): recorded with the state ``cancelled``."""
 
@@ -97,9 +101,9 @@ class _Conn:
 
 class _Listener:
     """A thread listening on the schema's channel: the notifications about ``run_id`` go
-    to ``on_note(kind, position)`` on the event loop's thread."""
+    to ``on_note(kind, position, indices)`` on the event loop's thread."""
 
-    def __init__(self, store: PostgresStore, run_id: str, on_note: Callable[[str, str], None]):
+    def __init__(self, store: PostgresStore, run_id: str, on_note: _OnNote) -> None:
         from .._remote import _waker
 
         self.store, self.run_id, self.on_note = store, run_id, on_note
@@ -123,7 +127,7 @@ class _Listener:
                 with db:
                     db.execute(listen)
                     if self.ready.is_set():  # reconnected: what came meanwhile is unknown
-                        self.wake(functools.partial(self.on_note, "again", ""))
+                        self.wake(functools.partial(self.on_note, "again", "", None))
                     self.ready.set()
                     while not self.stopping.is_set():
                         for note in db.notifies(timeout=0.2):
@@ -133,9 +137,10 @@ class _Listener:
 
     def _tell(self, payload: str) -> None:
         with contextlib.suppress(ValueError, TypeError):
-            run_id, kind, position = json.loads(payload)
+            run_id, kind, position, *indices = json.loads(payload)
             if run_id == self.run_id:
-                self.wake(functools.partial(self.on_note, kind, position))
+                found = indices[0] if indices else None
+                self.wake(functools.partial(self.on_note, kind, position, found))
 
     async def started(self) -> None:
         await anyio.to_thread.run_sync(self.ready.wait)
@@ -153,16 +158,16 @@ class _Shared:
         self.store, self.run_id = store, run_id
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.claims, self.records = _Conn(store), _Conn(store)
-        self.handlers: dict[str, Callable[[str, str], None]] = {}
+        self.handlers: dict[str, _OnNote] = {}
         self.listener: _Listener | None = None
 
     async def start(self) -> None:
         self.listener = _Listener(self.store, self.run_id, self._note)
         await self.listener.started()
 
-    def _note(self, kind: str, position: str) -> None:
+    def _note(self, kind: str, position: str, indices: list[int] | None) -> None:
         for handler in list(self.handlers.values()):
-            handler(kind, position)
+            handler(kind, position, indices)
 
     def payload(self, kind: str, position: str = "") -> str:
         return json.dumps([self.run_id, kind, position])
@@ -197,14 +202,19 @@ def _give_back(
     position: str | None,
     payload: str,
 ) -> None:
+    """This process's claims open again, its batches' live counts and cursors moved back."""
     with db.transaction():
         db.execute(
             store._sql(
-                "UPDATE {schema}.work SET state = 0, owner = NULL, expires = NULL "
-                "WHERE run_id = %s AND owner = %s AND state = 1 "
-                "AND (%s::text IS NULL OR position = %s::text)"
+                "WITH back AS (UPDATE {schema}.work SET state = 0, owner = NULL, "
+                "expires = NULL WHERE run_id = %s AND owner = %s AND state = 1 "
+                "AND (%s::text IS NULL OR position = %s::text) RETURNING position, idx) "
+                "UPDATE {schema}.shared_batches b SET live = b.live - c.n, "
+                "next_open = least(b.next_open, c.first) FROM (SELECT position, count(*) AS n, "
+                "min(idx) AS first FROM back GROUP BY position) c "
+                "WHERE b.run_id = %s AND b.position = c.position"
             ),
-            (run_id, owner, position, position),
+            (run_id, owner, position, position, run_id),
         )
         db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), payload))
 
@@ -238,6 +248,7 @@ def _publish(
         ) as copying:
             for index, blob in items:
                 copying.write_row((run_id, position, index, blob, _OPEN))
+        db.execute(store._sql("ANALYZE {schema}.work"))  # plans for its size, not an empty one
         db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), payload))
 
 
@@ -260,67 +271,52 @@ def _claim(
     position: str,
     owner: str,
     want: int,
+    expired: bool,
 ) -> tuple[list[tuple[int, bytes]], float | None, bool]:
-    """Claim up to ``want`` items: (index, item) pairs, how long to wait before trying again
-    if none (None: until notified), and whether the batch is still open."""
+    """Claim up to ``want`` items (first, if ``expired``, those whose claim expired: their
+    holder died): (index, item) pairs, how long to wait before trying again if none (None:
+    until notified), and whether the batch is still open.
+
+    The batch's row, locked until the transaction ends, keeps the count of live claims
+    (``live``, at most ``lim``), the rate's token bucket, and ``next_open``: no open item
+    comes before it (so that the claims never walk over the rows claimed before)."""
     key = (run_id, position)
     with db.transaction():
         row = db.execute(
             store._sql(
-                f"SELECT lim, per_second, burst, tokens, refilled, ({_NOW})::float8 "
-                "FROM {schema}.shared_batches WHERE run_id = %s AND position = %s FOR UPDATE"
+                f"SELECT lim, per_second, burst, tokens, refilled, ({_NOW})::float8, live, "
+                "next_open FROM {schema}.shared_batches WHERE run_id = %s AND position = %s "
+                "FOR UPDATE"
             ),
             key,
         ).fetchone()
         if row is None:
             return [], None, False
-        limit, rate, burst, tokens, refilled, now = row
-        live = 0
-        if limit is not None:
-            live = _count(store, db, key, now)
-            want = min(want, limit - live)
+        limit, rate, burst, tokens, refilled, now, live, next_open = row
         if rate is not None:
             tokens = min(burst, tokens + (now - refilled) * rate)
             want = min(want, int(tokens))
-        claimed: list[tuple[int, bytes]] = []
-        if want > 0:
-            claimed = _take(store, db, key, owner, want, now)
-        if rate is not None:
-            tokens -= len(claimed)
+        claimed = _take_expired(store, db, key, owner, want, now) if expired and want > 0 else []
+        fresh = want - len(claimed) if limit is None else min(want - len(claimed), limit - live)
+        opened = _take_open(store, db, key, owner, fresh, now, next_open) if fresh > 0 else []
+        claimed += opened
+        if rate is not None or opened:
+            tokens = None if rate is None else tokens - len(claimed)
             db.execute(
                 store._sql(
-                    "UPDATE {schema}.shared_batches SET tokens = %s, refilled = %s "
-                    "WHERE run_id = %s AND position = %s"
+                    "UPDATE {schema}.shared_batches SET tokens = %s, refilled = %s, "
+                    "live = live + %s, next_open = %s WHERE run_id = %s AND position = %s"
                 ),
-                (tokens, now, *key),
+                (tokens, now, len(opened), opened[-1][0] + 1 if opened else next_open, *key),
             )
-        if claimed:
-            return claimed, None, True
-        if rate is not None and tokens < 1 and (limit is None or live < limit):
-            return [], (1 - tokens) / rate, True
-        soonest = db.execute(  # a claim that expires frees its item (and a slot)
-            store._sql(
-                "SELECT min(expires) FROM {schema}.work "
-                "WHERE run_id = %s AND position = %s AND state = 1"
-            ),
-            key,
-        ).fetchone()
-        wait = None if soonest is None or soonest[0] is None else max(0.01, soonest[0] - now)
-        return [], wait, True
+    if claimed:
+        return claimed, None, True
+    if rate is not None and tokens < 1 and (limit is None or live < limit):
+        return [], (1 - tokens) / rate, True
+    return [], None, True
 
 
-def _count(store: PostgresStore, db: psycopg.Connection[Any], key: tuple[str, str], now: float) -> int:
-    found = db.execute(
-        store._sql(
-            "SELECT count(*) FROM {schema}.work "
-            "WHERE run_id = %s AND position = %s AND state = 1 AND expires >= %s"
-        ),
-        (*key, now),
-    ).fetchone()
-    return 0 if found is None else int(found[0])
-
-
-def _take(
+def _take_expired(
     store: PostgresStore,
     db: psycopg.Connection[Any],
     key: tuple[str, str],
@@ -328,23 +324,52 @@ def _take(
     want: int,
     now: float,
 ) -> list[tuple[int, bytes]]:
-    """Items whose claim expired first (their holder died), then open ones in order."""
-    claimed: list[tuple[int, bytes]] = []
-    for which in ("state = 1 AND expires < %s", "state = 0 AND %s IS NOT NULL"):
-        if len(claimed) >= want:
-            break
-        rows = db.execute(
-            store._sql(
-                "WITH picked AS (SELECT idx FROM {schema}.work WHERE run_id = %s "
-                f"AND position = %s AND {which} ORDER BY idx LIMIT %s FOR UPDATE SKIP LOCKED) "
-                "UPDATE {schema}.work w SET state = 1, owner = %s, expires = %s, claimed = %s, "
-                "tries = w.tries + 1 FROM picked WHERE w.run_id = %s AND w.position = %s "
-                "AND w.idx = picked.idx RETURNING w.idx, w.item"
-            ),
-            (*key, now, want - len(claimed), owner, now + store.lease, now, *key),
-        ).fetchall()
-        claimed.extend((int(index), bytes(blob)) for index, blob in rows)
-    return claimed
+    """Items whose claim expired, claimed again (a claim passed on: ``live`` is unchanged)."""
+    return _take(store, db, key, owner, now, "state = 1 AND expires < %s", now, want)
+
+
+def _take_open(
+    store: PostgresStore,
+    db: psycopg.Connection[Any],
+    key: tuple[str, str],
+    owner: str,
+    want: int,
+    now: float,
+    next_open: int,
+) -> list[tuple[int, bytes]]:
+    return _take(store, db, key, owner, now, "state = 0 AND idx >= %s", next_open, want)
+
+
+def _take(
+    store: PostgresStore,
+    db: psycopg.Connection[Any],
+    key: tuple[str, str],
+    owner: str,
+    now: float,
+    which: str,
+    bound: float,
+    want: int,
+) -> list[tuple[int, bytes]]:
+    # Two statements, the second on the primary key: a join of the rows picked with the
+    # table is planned as a scan of the whole table.
+    picked = db.execute(
+        store._sql(
+            "SELECT idx FROM {schema}.work WHERE run_id = %s AND position = %s "
+            f"AND {which} ORDER BY idx LIMIT %s FOR UPDATE SKIP LOCKED"
+        ),
+        (*key, bound, want),
+    ).fetchall()
+    if not picked:
+        return []
+    rows = db.execute(
+        store._sql(
+            "UPDATE {schema}.work SET state = 1, owner = %s, expires = %s, claimed = %s, "
+            "tries = tries + 1 WHERE run_id = %s AND position = %s AND idx = ANY(%s::int[]) "
+            "RETURNING idx, item"
+        ),
+        (owner, now + store.lease, now, *key, [row[0] for row in picked]),
+    ).fetchall()
+    return sorted((int(index), bytes(blob)) for index, blob in rows)
 
 
 def _record(
@@ -375,8 +400,22 @@ def _record(
                 owner,
             ),
         ).fetchall()
-        db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), payload))
-    return {int(row[0]) for row in accepted}
+        indices = [int(row[0]) for row in accepted]
+        if indices:
+            db.execute(
+                store._sql(
+                    "UPDATE {schema}.shared_batches SET live = live - %s "
+                    "WHERE run_id = %s AND position = %s"
+                ),
+                (len(indices), *key),
+            )
+        channel = _channel(store.schema)
+        for first in range(0, len(indices), 1000):  # a notification holds 8000 bytes
+            told = json.dumps([*json.loads(payload), indices[first : first + 1000]])
+            db.execute("SELECT pg_notify(%s, %s)", (channel, told))
+        if not indices:
+            db.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+    return set(indices)
 
 
 def _renew(
@@ -392,17 +431,22 @@ def _renew(
 
 
 def _fetch(
-    store: PostgresStore, db: psycopg.Connection[Any], key: tuple[str, str]
+    store: PostgresStore,
+    db: psycopg.Connection[Any],
+    key: tuple[str, str],
+    indices: list[int] | None,
 ) -> list[tuple[int, bool, bytes]]:
+    """Take the results helpers recorded: of ``indices``, or (None) all of them."""
+    among = "" if indices is None else "AND idx = ANY(%s) "
     rows = db.execute(
         store._sql(
             "WITH old AS (SELECT idx, result FROM {schema}.work WHERE run_id = %s "
-            "AND position = %s AND state = 2 FOR UPDATE) "
+            f"AND position = %s {among}AND state = 2 FOR UPDATE) "
             "UPDATE {schema}.work w SET state = 3, result = NULL FROM old "
             "WHERE w.run_id = %s AND w.position = %s AND w.idx = old.idx "
             "RETURNING old.idx, w.ok, old.result"
         ),
-        (*key, *key),
+        (*key, *(() if indices is None else (indices,)), *key),
     ).fetchall()
     return [(int(index), bool(ok), bytes(blob)) for index, ok, blob in rows]
 
@@ -442,6 +486,7 @@ class _Server:
         self.ran = 0
         self.open = True
         self.error: Exception | None = None
+        self.expiry_check = 0.0  # when to look for expired claims next (monotonic)
 
     def poke(self) -> None:
         self.wake.set()
@@ -481,8 +526,12 @@ class _Server:
             want = self._want()
             wait: float | None = None
             if want > 0:
+                now = time.monotonic()
+                expired = now >= self.expiry_check
+                if expired:  # now and then: the claims of a process that died
+                    self.expiry_check = now + min(1.0, self.shared.store.lease / 4)
                 claimed, wait, self.open = await self.shared.claims(
-                    _claim, *self.key, self.shared.owner, want
+                    _claim, *self.key, self.shared.owner, want, expired
                 )
                 for index, blob in claimed:
                     self.queued += 1
@@ -668,7 +717,7 @@ class Sharing:
             )
         return result
 
-    def _note(self, kind: str, position: str) -> None:
+    def _note(self, kind: str, position: str, indices: list[int] | None) -> None:
         if kind == "cancel" and self.scope is not None:
             self.cancelled = True
             self.scope.cancel()
@@ -709,6 +758,7 @@ class _RunBatch:
         self.failure: BaseException | None = None
         self.done = anyio.Event()
         self.fetching = anyio.Event()
+        self.wanted: list[int] = []  # items helpers recorded, to take (-1: look for them)
 
     async def run(self) -> list[Any]:
         from .._pool import DEFAULT_LIMIT, BatchResults
@@ -785,10 +835,16 @@ class _RunBatch:
 
         return run_item
 
-    def _note(self, server: _Server, kind: str, position: str) -> None:
+    def _note(
+        self, server: _Server, kind: str, position: str, indices: list[int] | None
+    ) -> None:
         if position == self.position or kind == "again":
             server.poke()
-            if kind in ("recorded", "again"):
+            if kind == "recorded" and indices is not None:
+                self.wanted.extend(indices)
+                self.fetching.set()
+            elif kind in ("recorded", "again"):
+                self.wanted.append(-1)  # unknown ones: look at every recorded item
                 self.fetching.set()
 
     async def _fetcher(self) -> None:
@@ -797,7 +853,8 @@ class _RunBatch:
         while True:
             await self.fetching.wait()
             self.fetching = anyio.Event()
-            rows = await self.sharing.shared.records(_fetch, key)
+            wanted, self.wanted = self.wanted, []
+            rows = await self.sharing.shared.records(_fetch, key, None if -1 in wanted else wanted)
             self._take([(index, ok, _loaded(loads, blob, ok)) for index, ok, blob in rows])
 
     def _local(self, rows: list[tuple[int, bool, Any]]) -> None:
@@ -935,7 +992,7 @@ class _Helper:
             await server.serve()
         self.ran += server.ran
 
-    def _note(self, kind: str, position: str) -> None:
+    def _note(self, kind: str, position: str, indices: list[int] | None) -> None:
         if kind in ("ended", "cancel"):
             self.ended = True
         if kind == "closed" and position in self.serving:

@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS {schema}.shared_batches (
     run_id TEXT NOT NULL, position TEXT NOT NULL, node TEXT NOT NULL, nodes TEXT NOT NULL,
     total INTEGER NOT NULL, lim INTEGER, per_second DOUBLE PRECISION,
     burst DOUBLE PRECISION, tokens DOUBLE PRECISION, refilled DOUBLE PRECISION,
-    params BYTEA, state TEXT NOT NULL, PRIMARY KEY (run_id, position)
+    params BYTEA, state TEXT NOT NULL, live INTEGER NOT NULL DEFAULT 0,
+    next_open INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, position)
 );
 CREATE TABLE IF NOT EXISTS {schema}.work (
     run_id TEXT NOT NULL, position TEXT NOT NULL, idx INTEGER NOT NULL, item BYTEA NOT NULL,
@@ -70,7 +71,6 @@ CREATE TABLE IF NOT EXISTS {schema}.work (
     claimed DOUBLE PRECISION, tries INTEGER NOT NULL DEFAULT 0, ok BOOLEAN, result BYTEA,
     PRIMARY KEY (run_id, position, idx)
 );
-CREATE INDEX IF NOT EXISTS work_open ON {schema}.work (run_id, position, idx) WHERE state = 0;
 CREATE INDEX IF NOT EXISTS work_claimed ON {schema}.work (run_id, position) WHERE state = 1;
 ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS cancelled BOOLEAN NOT NULL DEFAULT false;
 """
