@@ -8,13 +8,16 @@ Configured by the environment (the same in every process): SHARING_ITEMS, SHARIN
 SHARING_RATE (per_second), SHARING_SLEEP (seconds per item), SHARING_LOG (a folder). Each item
 appends ``s INDEX TIME`` when it starts and ``e INDEX TIME`` when it ends to the file
 ``PID.log`` in SHARING_LOG (one write each: a SIGKILL loses no line). While a file named
-``hold`` exists in that folder, items wait (checking every 20 ms) before they end.
+``hold`` exists in that folder, items wait (checking every 20 ms) before they end, unless
+SHARING_BLOCK (seconds) makes them block their process that long instead.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -29,6 +32,7 @@ ITEMS = int(os.environ.get("SHARING_ITEMS", "100"))
 LIMIT = int(os.environ.get("SHARING_LIMIT", "40"))
 RATE = float(os.environ.get("SHARING_RATE", "2000"))
 SLEEP = float(os.environ.get("SHARING_SLEEP", "0.001"))
+BLOCK = float(os.environ.get("SHARING_BLOCK", "0"))  # seconds an item blocks its process
 LOG = Path(os.environ.get("SHARING_LOG", "."))
 _log = None
 
@@ -48,8 +52,10 @@ def start(shared: dict[str, Any]) -> None:
 @parallel_batch(items="xs", into="ys", limit=LIMIT, per_second=RATE)
 async def triple(x: int) -> int:
     log("s", x)
+    if BLOCK:  # this process claims little while it is blocked, and never holds items
+        time.sleep(BLOCK)
     await anyio.sleep(SLEEP)
-    while (LOG / "hold").exists():
+    while not BLOCK and (LOG / "hold").exists():
         await anyio.sleep(0.02)
     log("e", x)
     return 3 * x + 1
@@ -65,6 +71,7 @@ start >> triple >> total
 
 
 def main() -> None:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a test that waits in vain asks
     mode, where, run_id, backend = sys.argv[1:5]
     if mode == "help":
         print(json.dumps(flowfn.work(where, run_id, flow, backend=backend)))

@@ -216,6 +216,12 @@ def _parser() -> argparse.ArgumentParser:
         "--run-id", metavar="ID", help="the run's name in the checkpoint (resumes it if there)"
     )
     _add_durable_options(run)
+    run.add_argument(
+        "--share",
+        action="store_true",
+        help="share the run's parallel batches with helpers (flowfn runs work; a postgresql:// "
+        "--checkpoint)",
+    )
     run.set_defaults(handler=_run_command)
 
     _add_runs_commands(commands, target_help)
@@ -293,6 +299,28 @@ def _add_runs_commands(commands: Any, target_help: str) -> None:
         "--status", choices=_PRUNABLE, help="only the runs in this state (default: any)"
     )
     prune.set_defaults(handler=_runs_prune)
+    _add_sharing_commands(runs_commands, target_help)
+
+
+def _add_sharing_commands(runs_commands: Any, target_help: str) -> None:
+    work = runs_commands.add_parser(
+        "work", help="help a run started with --share: run items of its shared batches here"
+    )
+    work.add_argument("checkpoint", metavar="URL")
+    work.add_argument("run_id", metavar="ID")
+    work.add_argument("--target", metavar="TARGET", required=True, help=target_help)
+    _add_nodes_option(work)
+    work.add_argument("--backend", choices=BACKENDS, help="the event loop (default: asyncio)")
+    work.add_argument(
+        "--serializer", choices=tuple(_SERIALIZERS), help="the run's serializer (default: pickle)"
+    )
+    work.set_defaults(handler=_runs_work)
+    cancel = runs_commands.add_parser(
+        "cancel", help="cancel a shared run: its process and helpers stop their items"
+    )
+    cancel.add_argument("checkpoint", metavar="URL")
+    cancel.add_argument("run_id", metavar="ID")
+    cancel.set_defaults(handler=_runs_cancel)
 
 
 def _add_nodes_option(command: argparse.ArgumentParser) -> None:
@@ -403,6 +431,7 @@ def _run_command(args: argparse.Namespace) -> int:
             checkpoint=checkpoint,
             run_id=args.run_id,
             durability=args.durability,
+            share=args.share,
         )
     if summary is not None:
         print(summary, file=sys.stderr)
@@ -790,6 +819,41 @@ def _runs_prune(args: argparse.Namespace) -> int:
         print(f"no {what} older than {args.older_than} in {_shown(args.checkpoint)}")
         return 0
     print(f"deleted {len(deleted)} {what} older than {args.older_than}: {', '.join(deleted)}")
+    return 0
+
+
+def _postgres_url(checkpoint: str, command: str) -> str:
+    if not checkpoint.startswith(("postgresql://", "postgres://")):
+        raise UsageError(
+            f"flowfn runs {command} works on runs shared through PostgreSQL (run --share "
+            f"--checkpoint postgresql://...); {checkpoint!r} is not a postgresql:// URL"
+        )
+    _open_store(checkpoint)  # a clear error if psycopg is missing or the URL is malformed
+    return checkpoint
+
+
+def _runs_work(args: argparse.Namespace) -> int:
+    """``flowfn runs work URL ID --target T``: run items of a shared run until it ends."""
+    from .persistence import work
+
+    url = _postgres_url(args.checkpoint, "work")
+    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+        raise UsageError("--backend trio needs trio: pip install 'flowfn[trio]'")
+    flow = load_target(args.target, args.nodes)
+    serializer = _SERIALIZERS[args.serializer or "pickle"]()
+    ran = work(url, args.run_id, flow, serializer=serializer, backend=args.backend or "asyncio")
+    print(f"ran {ran} items of run {args.run_id}")
+    return 0
+
+
+def _runs_cancel(args: argparse.Namespace) -> int:
+    """``flowfn runs cancel URL ID``: cancel a running shared run."""
+    from .persistence import cancel
+
+    url = _postgres_url(args.checkpoint, "cancel")
+    if not cancel(url, args.run_id):
+        raise UsageError(f"run {args.run_id!r} in {_shown(url)} is not running")
+    print(f"cancelled run {args.run_id} in {_shown(url)}")
     return 0
 
 
