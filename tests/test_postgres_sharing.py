@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +253,8 @@ def test_runs_cancel_stops_the_run_and_its_helpers_at_their_next_checkpoint(
                 process.kill()
             process.communicate()
     assert code == 1, output
-    assert "RunCancelled: run 'run-1'" in output and "was cancelled" in output
+    assert "RunCancelled: run 'run-1'" in output
+    assert "was cancelled" in output
     assert helper_code == 0, helper_output
     # Held items were stopped where they waited: none of them ended.
     assert not any(kind == "e" for rows in events(tmp_path).values() for kind, _, _ in rows)
@@ -265,7 +266,8 @@ def test_runs_cancel_stops_the_run_and_its_helpers_at_their_next_checkpoint(
         text=True,
         timeout=60,
     )
-    assert again.returncode != 0 and "is not running" in again.stderr + again.stdout
+    assert again.returncode != 0
+    assert "is not running" in again.stderr + again.stdout
 
 
 # -- in one process: the run and a helper on the same event loop ---------------------------
@@ -309,7 +311,8 @@ async def test_a_run_and_a_helper_in_one_event_loop_share_a_batch_that_collects_
     ]
     assert sorted(results.errors) == [x for x in range(50) if x % 7 == 3]
     assert all("fails" in str(e) for e in results.errors.values())
-    assert helped and 0 <= helped[0] <= 50  # the helper returned once the run ended
+    assert helped
+    assert 0 <= helped[0] <= 50
     # Resumed, a finished run gives its store again without running anything.
     again: dict[str, Any] = {}
     await in_process.run_async(again, checkpoint=postgres_url, run_id="r", share=True)
@@ -368,7 +371,7 @@ def test_a_format_1_schema_is_migrated_to_format_2(postgres_url: str) -> None:
         db.execute(postgres._TABLES.replace("{schema}", f'"{schema}"'))
         db.execute(f"INSERT INTO \"{schema}\".meta VALUES ('format', '1')")
         db.execute(
-            f"INSERT INTO \"{schema}\".runs (run_id, flow, shape, serializer, status, created, "
+            f'INSERT INTO "{schema}".runs (run_id, flow, shape, serializer, status, created, '
             "updated) VALUES ('old', 'f', 's', 'pickle', 'done', 0, 0)"
         )
     store = PostgresStore(postgres_url)

@@ -25,7 +25,6 @@ from ._pause import Paused, Question, ask
 from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
 from ._progress import EchoHandler, Progress, echo
 from ._remote import RemoteTraceback
-from .persistence import work, work_async
 from ._store import (
     BatchInfo,
     CheckpointStore,
@@ -35,6 +34,7 @@ from ._store import (
     Serializer,
     SQLiteStore,
 )
+from .persistence import work, work_async
 
 # The TypeScript port's names.
 ParallelBatchNode = AsyncParallelBatchNode

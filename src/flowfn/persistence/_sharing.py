@@ -43,7 +43,13 @@ import anyio
 from .. import _journal
 from .._errors import FlowError, add_note, node_name
 from .._pause import PauseRequest
-from .postgres import _NOW, PostgresStore, psycopg, sql
+from .postgres import _NOW, PostgresStore
+
+try:
+    import psycopg
+    from psycopg import sql
+except ImportError as exc:  # pragma: no cover - postgres.py said so already
+    raise FlowError("shared runs need psycopg 3: pip install 'flowfn[postgres]'") from exc
 
 __all__ = ["RunCancelled", "Sharing", "cancel", "check_flow", "work", "work_async"]
 
@@ -243,9 +249,12 @@ def _publish(
             ),
             row,
         )
-        with db.cursor() as cursor, cursor.copy(
-            store._sql("COPY {schema}.work (run_id, position, idx, item, state) FROM STDIN")
-        ) as copying:
+        with (
+            db.cursor() as cursor,
+            cursor.copy(
+                store._sql("COPY {schema}.work (run_id, position, idx, item, state) FROM STDIN")
+            ) as copying,
+        ):
             for index, blob in items:
                 copying.write_row((run_id, position, index, blob, _OPEN))
         db.execute(store._sql("ANALYZE {schema}.work"))  # plans for its size, not an empty one
@@ -657,7 +666,10 @@ def check_flow(root: Any) -> None:
             )
 
 
-def item_runner(node: Any, params: dict[str, Any] | None) -> Callable[[Any], Awaitable[Any]]:
+_Runner = Callable[[Any], Awaitable[Any]]
+
+
+def item_runner(node: Any, params: dict[str, Any] | None) -> _Runner:
     """What runs one item of ``node`` in any process: its retries, timeout, fallback and
     ``limiter=``, without its own rate limit (the claims hold ``per_second`` globally)."""
     from .._nodes import AsyncNode
@@ -771,9 +783,7 @@ class _RunBatch:
             shared = self.sharing.shared
             runner = item_runner(self.node, None)
             cap = getattr(self.node, "limit", None) or DEFAULT_LIMIT
-            server = _Server(
-                shared, self.position, self._item(runner), _TAKEN, self._local, cap
-            )
+            server = _Server(shared, self.position, self._item(runner), _TAKEN, self._local, cap)
             shared.handlers[self.position] = functools.partial(self._note, server)
             try:
                 await shared.records(_publish, *self._rows())
@@ -820,7 +830,9 @@ class _RunBatch:
         )  # fmt: skip
         return row, items, self.sharing.shared.payload("opened", self.position)
 
-    def _item(self, runner: Callable[[Any], Awaitable[Any]]) -> Callable[[int, Any], Awaitable[Any]]:
+    def _item(
+        self, runner: Callable[[Any], Awaitable[Any]]
+    ) -> Callable[[int, Any], Awaitable[Any]]:
         batch = self.batch
 
         async def run_item(index: int, item: Any) -> Any:
@@ -835,9 +847,7 @@ class _RunBatch:
 
         return run_item
 
-    def _note(
-        self, server: _Server, kind: str, position: str, indices: list[int] | None
-    ) -> None:
+    def _note(self, server: _Server, kind: str, position: str, indices: list[int] | None) -> None:
         if position == self.position or kind == "again":
             server.poke()
             if kind == "recorded" and indices is not None:
@@ -1004,9 +1014,7 @@ class _Helper:
             self.poked.set()
 
 
-def _run_state(
-    store: PostgresStore, db: psycopg.Connection[Any], run_id: str
-) -> tuple[Any, ...]:
+def _run_state(store: PostgresStore, db: psycopg.Connection[Any], run_id: str) -> tuple[Any, ...]:
     """(exists, status, cancelled, lease live, shape, serializer, open batches)."""
     row = db.execute(
         store._sql(
