@@ -56,7 +56,7 @@ __all__ = ["SCHEMA_FORMAT", "PostgresStore"]
 SCHEMA_FORMAT = 2
 # Format 2: the tables of shared batches (flowfn.persistence._sharing): a row per shared
 # batch (its global limit, rate bucket and state), a row per item (claimed, recorded), and
-# the flag `flowfn runs cancel` sets. Idempotent: run on every schema before its migration.
+# the flag `flowfn runs cancel` sets. Run on a fresh schema, or as the migration from 1.
 _FORMAT_2 = """
 CREATE TABLE IF NOT EXISTS {schema}.shared_batches (
     run_id TEXT NOT NULL, position TEXT NOT NULL, node TEXT NOT NULL, nodes TEXT NOT NULL,
@@ -365,12 +365,15 @@ class PostgresStore:
             self._refuse_foreign(db)
             db.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {schema}"))
             db.execute(self._sql(_TABLES))
-            # A fresh schema is marked with SCHEMA_FORMAT below, and gets no migration.
-            db.execute(self._sql(_FORMAT_2))
-            db.execute(
-                self._sql("INSERT INTO {schema}.meta VALUES ('format', %s) ON CONFLICT DO NOTHING"),
+            fresh = db.execute(
+                self._sql(
+                    "INSERT INTO {schema}.meta VALUES ('format', %s) ON CONFLICT DO NOTHING "
+                    "RETURNING key"
+                ),
                 (str(SCHEMA_FORMAT),),
-            )
+            ).fetchone()
+            if fresh is not None:  # made in this format at once (an ALTER TABLE on every
+                db.execute(self._sql(_FORMAT_2))  # open would wait for every live run's locks)
             found_format = self._format_of(db)
             while found_format is not None and found_format in _MIGRATIONS:
                 db.execute(self._sql(_MIGRATIONS[found_format]))
