@@ -24,6 +24,7 @@ every helper stop their items at their next checkpoint, and the run ends with
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import functools
@@ -486,8 +487,9 @@ class _Server:
         self.key = (shared.run_id, position)
         self.state, self.on_recorded, self.cap = state, on_recorded, cap
         self.loads, self.dumps = shared.store.serializer.loads, shared.store.serializer.dumps
-        self.queued = 0  # claimed and started as tasks, not yet running
-        self.busy = 0  # running
+        self.ready: collections.deque[tuple[int, bytes]] = collections.deque()  # claimed
+        self.workers = 0  # tasks running the claimed items, one after another
+        self.busy = 0  # workers inside an item
         self.finished: list[tuple[int, bool, Any]] = []
         self.wake = anyio.Event()
         self.flush = anyio.Event()
@@ -524,11 +526,14 @@ class _Server:
             tg.cancel_scope.cancel()
 
     def _want(self) -> int:
-        room = self.cap - self.queued - self.busy
-        if self.busy:  # items that wait (for I/O) were running while this task ran
-            return room
-        ahead = max(2, min(256, int(0.02 / max(self.seconds, 1e-5))))
-        return 0 if self.queued > ahead // 2 else min(room, ahead - self.queued)
+        room = self.cap - len(self.ready) - self.busy
+        if self.workers and self.busy == self.workers:  # every worker waits inside an item
+            return room  # (for I/O): as many as the cap lets run at once
+        # Items that never wait: enough for about 100 ms, claimed again when half are left,
+        # while the worker runs the others (it lets this task run between items; a claim's
+        # thread waits for the GIL while items hold it: it takes several switch intervals).
+        ahead = max(2, min(512, int(0.1 / max(self.seconds, 1e-5))))
+        return 0 if len(self.ready) > ahead // 2 else min(room, ahead - len(self.ready))
 
     async def _claim_loop(self, tg: Any) -> None:
         while self.open:
@@ -542,36 +547,50 @@ class _Server:
                 claimed, wait, self.open = await self.shared.claims(
                     _claim, *self.key, self.shared.owner, want, expired
                 )
-                for index, blob in claimed:
-                    self.queued += 1
-                    tg.start_soon(self._run, index, blob)
+                self.ready.extend(claimed)
+                self._grow(tg)
                 if claimed:
-                    await anyio.lowlevel.checkpoint()
                     continue
             if self.open:
                 await self._sleep(wait)
+
+    def _grow(self, tg: Any) -> None:
+        """Start workers: one if there is none; more while every worker waits inside an
+        item (the items wait for I/O: up to one per claimed item)."""
+        idle = self.workers - self.busy
+        while self.ready and (not self.workers or (not idle and self.workers < self.cap)):
+            self.workers += 1
+            tg.start_soon(self._worker)
+            if self.busy < self.workers - 1:
+                break
 
     async def _sleep(self, seconds: float | None) -> None:
         with anyio.move_on_after(self.shared.store.lease / 3 if seconds is None else seconds):
             await self.wake.wait()
         self.wake = anyio.Event()
 
-    async def _run(self, index: int, blob: bytes) -> None:
-        self.queued -= 1
-        self.busy += 1
-        started = time.perf_counter()
+    async def _worker(self) -> None:
+        ready, loads = self.ready, self.loads
         try:
-            value: Any = await self.run_item(index, self.loads(blob))
-            ok = True
-        except Exception as exc:
-            value, ok = exc, False
+            while ready:
+                index, blob = ready.popleft()
+                self.busy += 1
+                started = time.perf_counter()
+                try:
+                    value: Any = await self.run_item(index, loads(blob))
+                    ok = True
+                except Exception as exc:
+                    value, ok = exc, False
+                finally:
+                    self.busy -= 1
+                self.seconds += (time.perf_counter() - started - self.seconds) / 8
+                self.ran += 1
+                self.finished.append((index, ok, value))
+                self.flush.set()
+                self.wake.set()
+                await anyio.lowlevel.checkpoint()  # the claim loop's turn, the recorder's
         finally:
-            self.busy -= 1
-        self.seconds += (time.perf_counter() - started - self.seconds) / 8
-        self.ran += 1
-        self.finished.append((index, ok, value))
-        self.flush.set()
-        self.wake.set()
+            self.workers -= 1
 
     async def _recorder(self, tg: Any) -> None:
         while True:
@@ -998,9 +1017,11 @@ class _Helper:
         cap = getattr(node, "limit", None) or DEFAULT_LIMIT
         server = _Server(self.shared, position, run_item, _RECORDED, lambda rows: None, cap)
         self.serving[position] = (scope, server)
-        with scope:
-            await server.serve()
-        self.ran += server.ran
+        try:
+            with scope:
+                await server.serve()
+        finally:
+            self.ran += server.ran
 
     def _note(self, kind: str, position: str, indices: list[int] | None) -> None:
         if kind in ("ended", "cancel"):
