@@ -61,6 +61,7 @@ def test_every_example_is_tested_and_short() -> None:
         "parallel_squares",
         "resume_batch",
         "scale_out",
+        "shared_batch",  # needs a PostgreSQL server (FLOWFN_TEST_POSTGRES)
         "stream_tokens",
         "typed_store",
         "summarize_files",
@@ -233,6 +234,17 @@ def test_scale_out_runs_the_same_batch_on_processes_dask_and_ray(engine: str) ->
     if engine == "ray":  # Ray's start-up lines (INFO, a token warning) stay out of it
         assert "the first start takes a few seconds" in out[1]
         assert result.stderr == ""
+
+
+@backends
+def test_shared_batch_shares_its_questions_with_two_helpers(
+    backend: str, postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = example("shared_batch").main(backend, url=postgres_url)
+    assert [a["question"] for a in shared["answers"]] == shared["questions"]  # in item order
+    assert shared["report"]["answers"] == 90
+    assert sum(shared["report"]["by process"].values()) == 90
+    assert "'answers': 90" in capsys.readouterr().out
 
 
 @backends

@@ -34,7 +34,7 @@ from ._store import (
     Serializer,
     SQLiteStore,
 )
-from .persistence import work, work_async
+from ._work import work, work_async
 
 # The TypeScript port's names.
 ParallelBatchNode = AsyncParallelBatchNode

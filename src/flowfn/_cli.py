@@ -522,7 +522,7 @@ def _error_object(exc: BaseException) -> dict[str, Any]:
 
 
 _SERIALIZERS: dict[str, type[Serializer]] = {"pickle": PickleSerializer, "json": JSONSerializer}
-_PRUNABLE = ("finished", "failed", "interrupted", "paused", "crashed")
+_PRUNABLE = ("finished", "failed", "interrupted", "paused", "crashed", "cancelled")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 

@@ -9,27 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .._work import work, work_async
+
 if TYPE_CHECKING:
+    from ._sharing import RunCancelled
     from .postgres import PostgresStore
 
-__all__ = ["PostgresStore", "cancel", "work", "work_async"]
-
-
-def work(checkpoint: Any, run_id: str, flow: Any, **options: Any) -> int:
-    """Help run ``run_id`` (started with ``share=True`` on a Postgres checkpoint): run items
-    of its shared parallel batches in this process until the run ends; returns how many.
-    ``options``: ``serializer=`` (the run's), ``backend=`` (``"asyncio"`` or ``"trio"``).
-    See docs/durable.md, "Across machines"."""
-    from ._sharing import work as work_
-
-    return work_(checkpoint, run_id, flow, **options)
-
-
-async def work_async(checkpoint: Any, run_id: str, flow: Any, **options: Any) -> int:
-    """:func:`work` in the running event loop."""
-    from ._sharing import work_async as work_async_
-
-    return await work_async_(checkpoint, run_id, flow, **options)
+__all__ = ["PostgresStore", "RunCancelled", "cancel", "work", "work_async"]
 
 
 def cancel(checkpoint: Any, run_id: str) -> bool:
@@ -45,4 +31,8 @@ def __getattr__(name: str) -> Any:
         from .postgres import PostgresStore
 
         return PostgresStore
+    if name == "RunCancelled":
+        from ._sharing import RunCancelled
+
+        return RunCancelled
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
