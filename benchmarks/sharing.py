@@ -2,7 +2,7 @@
 
     python benchmarks/sharing.py postgresql://user@host/db [--repeat 3]
 
-1. Throughput on CPU-bound items (5 ms of CPU each, 400 items, ``limit=1000``: no bound):
+1. Throughput on CPU-bound items (5 ms of CPU each, 1500 items, ``limit=1000``: no bound):
    items per second of one process with an SQLite checkpoint (no sharing), of the shared run
    alone on Postgres, and of the shared run with one helper (two processes). The target is
    two processes >= 1.7x one (SQLite). The machine's cores bound what two processes can do.
@@ -31,7 +31,7 @@ from typing import Any
 import flowfn
 from flowfn import Flow, parallel_batch
 
-CPU_ITEMS, NOOP_ITEMS, BURN = 400, 20_000, 0.005
+CPU_ITEMS, NOOP_ITEMS, BURN = 1500, 20_000, 0.005
 
 
 def burn_flow() -> Flow:

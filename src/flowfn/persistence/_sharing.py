@@ -126,10 +126,13 @@ class _Listener:
         while not self.stopping.is_set():
             try:
                 db = self.store._connect()
-            except BaseException as exc:
-                self.error = exc
-                self.ready.set()
-                return
+            except Exception as exc:
+                if not self.ready.is_set():  # at the start: the process hears of it
+                    self.error = exc
+                    self.ready.set()
+                    return
+                time.sleep(0.5)  # later: again, until the server is back
+                continue
             try:
                 with db:
                     db.execute(listen)
@@ -595,6 +598,11 @@ class _Server:
     async def _recorder(self, tg: Any) -> None:
         while True:
             await self.flush.wait()
+            if not (self.workers and self.busy == self.workers) and self.ready:
+                # Items that never wait, and more to run: a few more results per record
+                # (a transaction, and a notification, per item would cost more CPU than the
+                # items' claims); where items wait, or none is left, record at once.
+                await anyio.sleep(min(0.05, 10 * self.seconds))
             self.flush = anyio.Event()
             finished, self.finished = self.finished, []
             rows = [(index, ok, self._blob(index, ok, value)) for index, ok, value in finished]
@@ -880,7 +888,12 @@ class _RunBatch:
         loads = self.sharing.store.serializer.loads
         key = (self.sharing.run_id, self.position)
         while True:
-            await self.fetching.wait()
+            # Told by notifications; now and then a look at every row, in case one was lost.
+            with anyio.move_on_after(self.sharing.store.lease / 3) as waited:
+                await self.fetching.wait()
+            if waited.cancelled_caught:
+                self.wanted.append(-1)
+            await anyio.sleep(0.01)  # the notifications of other helpers' records too
             self.fetching = anyio.Event()
             wanted, self.wanted = self.wanted, []
             rows = await self.sharing.shared.records(_fetch, key, None if -1 in wanted else wanted)
@@ -933,6 +946,7 @@ class _Helper:
         self.poked = anyio.Event()
         self.ended = False
         self.ran = 0
+        self.error: Exception | None = None
 
     async def serve(self) -> int:
         self.shared.handlers["helper"] = self._note
@@ -951,6 +965,8 @@ class _Helper:
                 with anyio.move_on_after(self.shared.store.lease / 3):
                     await self.poked.wait()
             tg.cancel_scope.cancel()
+        if self.error is not None:  # raised as itself, not in an exception group
+            raise self.error
         return self.ran
 
     def _over(self, state: tuple[Any, ...]) -> bool:
@@ -1020,6 +1036,11 @@ class _Helper:
         try:
             with scope:
                 await server.serve()
+        except Exception as exc:
+            if self.error is None:
+                self.error = exc
+            self.ended = True
+            self.poked.set()
         finally:
             self.ran += server.ran
 
