@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -390,3 +390,55 @@ def test_a_format_1_schema_is_migrated_to_format_2(postgres_url: str) -> None:
     assert query(postgres_url, "SELECT count(*) FROM {schema}.work") == [(0,)]
     assert query(postgres_url, "SELECT count(*) FROM {schema}.shared_batches") == [(0,)]
     store.close()
+
+
+@backends
+def test_a_shared_run_killed_mid_batch_resumes_without_redoing_what_it_recorded(
+    postgres_url: str, tmp_path: Path, backend: str
+) -> None:
+    url = f"{postgres_url}&lease=2"
+    env = {"SHARING_ITEMS": "3000", "SHARING_LIMIT": "40", "SHARING_RATE": "1e9"}
+    env |= {"SHARING_SLEEP": "0.005", "SHARING_LOG": str(tmp_path)}
+    helper = spawn("help", url, backend, env)
+    run = spawn("run", url, backend, env)
+    try:
+        wait_for("a third of the items ended", lambda: ends(tmp_path) >= 1000, run, helper)
+        run.kill()
+        run.communicate()
+        recorded_at_kill = set(recorded_indices(url))
+        # The run is no longer live once its lease expired: the helper returns.
+        helper_code, helper_output = ended(helper, 60)
+        assert helper_code == 0, helper_output
+        again = spawn("run", url, backend, env)
+        code, output = ended(again)
+    finally:
+        for process in (run, helper):
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert code == 0, output
+    assert json.loads(output)["total"] == sum(3 * x + 1 for x in range(3000))
+    assert sorted(recorded_indices(url)) == list(range(3000))  # each once, old and new
+    started_again = Counter(index for rows in events(tmp_path).values()
+                            for kind, index, _ in rows if kind == "s")  # fmt: skip
+    assert recorded_at_kill  # the killed run had recorded some items ...
+    assert all(started_again[index] == 1 for index in recorded_at_kill)  # ... run once
+
+
+def test_flowfn_run_share_on_the_command_line(postgres_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "SHARING_ITEMS": "30", "SHARING_LOG": str(tmp_path)}
+    target = f"{CHILD}:flow"
+    command = [sys.executable, "-m", "flowfn", "run", target, "--run-id", "cli", "--share"]
+    shared = subprocess.run(
+        [*command, "--checkpoint", postgres_url], capture_output=True, text=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert shared.returncode == 0, shared.stdout + shared.stderr
+    assert json.loads(shared.stdout)["shared"]["total"] == sum(3 * x + 1 for x in range(30))
+    assert sorted(recorded_indices(postgres_url)) == list(range(30))
+    on_sqlite = subprocess.run(
+        [*command, "--checkpoint", str(tmp_path / "runs.db")], capture_output=True, text=True,
+        env=env, timeout=120,
+    )  # fmt: skip
+    assert on_sqlite.returncode != 0
+    assert "share=True shares the run's batches with helpers" in on_sqlite.stderr
