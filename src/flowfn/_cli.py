@@ -660,7 +660,8 @@ def _runs_show(args: argparse.Namespace) -> int:
         how += f", backend {run.backend}, durability {run.durability or 'async'}"
     print(f"target: {run.target or '(not recorded)'} ({how})")
     if run.error:
-        print(f"{'error' if run.state in ('failed', 'interrupted') else 'last error'}: {run.error}")
+        ended = run.state in ("failed", "interrupted", "cancelled")
+        print(f"{'error' if ended else 'last error'}: {run.error}")
     _print_steps(steps, batches)
     if run.state == "paused":
         _print_questions(questions, resume, args.checkpoint, run)
