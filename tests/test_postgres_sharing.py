@@ -5,6 +5,7 @@ themselves; the format-2 schema and its migration; the refusals. On asyncio and 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -442,3 +443,30 @@ def test_flowfn_run_share_on_the_command_line(postgres_url: str, tmp_path: Path)
     )  # fmt: skip
     assert on_sqlite.returncode != 0
     assert "share=True shares the run's batches with helpers" in on_sqlite.stderr
+
+
+@pytest.mark.anyio
+async def test_runs_cancel_refuses_a_run_started_without_share(
+    postgres_url: str, anyio_backend: str
+) -> None:
+    from flowfn.persistence import cancel
+
+    started, release = anyio.Event(), anyio.Event()
+
+    @node
+    async def wait_here(shared: dict[str, Any]) -> None:
+        started.set()
+        await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(
+            functools.partial(
+                flowfn.Flow(wait_here).run_async, {}, checkpoint=postgres_url, run_id="plain"
+            )
+        )
+        await started.wait()
+        with pytest.raises(FlowError, match="started without share=True"):
+            await anyio.to_thread.run_sync(cancel, postgres_url, "plain")
+        release.set()
+    assert not await anyio.to_thread.run_sync(cancel, postgres_url, "plain")  # it ended
+    assert not await anyio.to_thread.run_sync(cancel, postgres_url, "no such run")

@@ -852,7 +852,11 @@ def _runs_cancel(args: argparse.Namespace) -> int:
     from .persistence import cancel
 
     url = _postgres_url(args.checkpoint, "cancel")
-    if not cancel(url, args.run_id):
+    try:
+        cancelled = cancel(url, args.run_id)
+    except FlowError as exc:
+        raise UsageError(str(exc)) from None
+    if not cancelled:
         raise UsageError(f"run {args.run_id!r} in {_shown(url)} is not running")
     print(f"cancelled run {args.run_id} in {_shown(url)}")
     return 0

@@ -1201,6 +1201,8 @@ async def run_durable(
         ) from exc
     target = target or getattr(store, "target", None) or _target_of(root)
     meta = {"backend": backend_name(), "durability": durability}
+    if sharing is not None:
+        meta["share"] = "yes"  # flowfn runs cancel reaches it
     saved = await anyio.to_thread.run_sync(
         lambda: store.begin(
             run_id, flow=node_name(root), shape=shape, initial=initial, target=target, meta=meta

@@ -1122,20 +1122,29 @@ def work(
 
 def cancel(checkpoint: Any, run_id: str) -> bool:
     """Mark ``run_id`` cancelled and tell its processes: the run's process and its helpers
-    stop their items at their next checkpoint. False if the run is not running."""
+    stop their items at their next checkpoint. False if the run is not running; a
+    :class:`~flowfn.FlowError` if it was started without ``share=True`` (it would not hear)."""
     store = _store(checkpoint, None)
     db = store._connect()
     try:
         with store._errors("written"), db.transaction():
             row = db.execute(
-                store._sql(
-                    "UPDATE {schema}.runs SET cancelled = true "
-                    "WHERE run_id = %s AND status = 'running' RETURNING run_id"
-                ),
+                store._sql("SELECT status, meta FROM {schema}.runs WHERE run_id = %s FOR UPDATE"),
                 (run_id,),
             ).fetchone()
+            if row is None or row[0] != "running":
+                return False
+            if json.loads(row[1] or "{}").get("share") != "yes":
+                raise FlowError(
+                    f"run {run_id!r} in {store} was started without share=True, so it does "
+                    f"not listen for a cancellation; stop it where it runs (Ctrl-C)"
+                )
+            db.execute(
+                store._sql("UPDATE {schema}.runs SET cancelled = true WHERE run_id = %s"),
+                (run_id,),
+            )
             payload = json.dumps([run_id, "cancel", ""])
             db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), payload))
     finally:
         db.close()
-    return row is not None
+    return True
