@@ -17,8 +17,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TextIO
 
-from ._errors import FlowError
-from ._events import Event
+from .._engine.errors import FlowError
+from .._engine.events import Event
 
 __all__ = ["EchoHandler", "LinesAboveBars", "Progress", "echo"]
 

@@ -29,11 +29,10 @@ import anyio.abc
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from . import _events as events
-from . import _journal
-from ._checkpoints import YIELD_EVERY, cancelled_flag, pacer, stray_cancellation
-from ._errors import FlowError, add_note, keep_others
-from ._pause import PauseRequest
+from . import events, hooks
+from .checkpoints import YIELD_EVERY, cancelled_flag, pacer, stray_cancellation
+from .errors import FlowError, add_note, keep_others
+from .hooks import PauseRequest
 
 if sys.version_info >= (3, 11):
     _GROUP: type[BaseException] = BaseExceptionGroup  # noqa: F821 - a builtin since 3.11
@@ -138,8 +137,8 @@ def each_sync(
     fn: Callable[[T], R], items: Iterable[T], *, where: str, node: object | None = None
 ) -> list[R]:
     """``[fn(item) for item in items]`` with a note naming the failing item, and events."""
-    if _journal._active and node is not None and (journal := _journal.current()) is not None:
-        return _journal.durable_sync(journal, node, fn, items, _each_sync_plain(where, node))
+    if hooks.active and node is not None and (run := hooks.current()) is not None:
+        return run.run_batch_sync(node, fn, items, _each_sync_plain(where, node))
     return _each_sync_plain(where, node)(fn, items)
 
 
@@ -181,12 +180,12 @@ async def each(
     """The async :func:`each_sync`: one item after another; async iterables are pulled
     one item at a time too (and closed if the batch stops early). Each item is a
     checkpoint: once the batch is cancelled, no further item starts."""
-    if _journal._active and node is not None and (journal := _journal.current()) is not None:
+    if hooks.active and node is not None and (run := hooks.current()) is not None:
 
         async def one_by_one(fn: Any, items: Any, *hooks: Any) -> list[Any]:
             return await _each(fn, items, where, node)
 
-        return await _journal.durable(journal, node, fn, items, one_by_one, reports=False)
+        return await run.run_batch(node, fn, items, one_by_one, reports=False)
     return await _each(fn, items, where, node)
 
 
@@ -272,7 +271,7 @@ async def map_ordered(
     flag of the pool's workers (a batch flow's walk then tests the flag its worker has).
     """
     limit, errors = check_limit(limit, where), check_errors(errors, where)
-    if _journal._active and node is not None and (journal := _journal.current()) is not None:
+    if hooks.active and node is not None and (run := hooks.current()) is not None:
 
         async def pool(
             fn: Any, items: Any, record: Any, paused: Any, track: Any, wrap: Any
@@ -283,7 +282,7 @@ async def map_ordered(
                 fn, items, limit, where, errors, node, record, paused, track, branches, per_worker
             )
 
-        return await _journal.durable(journal, node, fn, items, pool, reports=True)
+        return await run.run_batch(node, fn, items, pool, reports=True)
     return await _map_ordered(fn, items, limit, where, errors, node, branches=branches, walk=walk)
 
 
