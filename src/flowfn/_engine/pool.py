@@ -9,6 +9,7 @@ before a worker is free for it, so a million-item batch costs memory in proporti
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import (
@@ -16,6 +17,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Sequence,
@@ -724,11 +726,76 @@ def _spawner(tg: anyio.abc.TaskGroup) -> Callable[..., object]:
     """How the pool starts a worker in ``tg``: on trio, in the trio nursery under anyio's
     group (5 us a task against 20 us through ``start_soon``, which wraps each task in a
     cancel scope and a TaskHandle of its own, that the pool never uses); the workers then
-    share the group's cancel status. Elsewhere, ``start_soon``."""
+    share the group's cancel status. On asyncio, see :func:`_asyncio_spawner`. Elsewhere,
+    ``start_soon``."""
     nursery = getattr(tg, "_nursery", None)
     if nursery is not None and type(nursery).__module__.startswith("trio"):
         return nursery.start_soon  # type: ignore[no-any-return]
-    return tg.start_soon
+    fast = _asyncio_spawner(tg)
+    return tg.start_soon if fast is None else fast
+
+
+def _asyncio_spawner(tg: anyio.abc.TaskGroup) -> Callable[..., object] | None:
+    """On asyncio, a worker started in ``tg`` as anyio before 4.14 started every task: an
+    asyncio task in the group's cancel scope, with the group's bookkeeping, and no cancel
+    scope nor TaskHandle of its own (the pool keeps no handle, and a worker ends only by
+    returning or by a cancellation of the group: ``guarded`` catches the rest). What anyio
+    4.14 added per task cost 40% of a 5k sub-flow batch (benchmarks/: 17.3 against 10.6
+    us a sub-flow), as every resumption of a worker went through its scope.
+
+    Relies on the group's internals as anyio 4.9-4.16 lay them out (checked here, and by
+    tests/test_parallel.py on the installed anyio); None (``start_soon``) if they differ,
+    or if the loop has a task factory of its own."""
+    import asyncio
+
+    backend = sys.modules.get("anyio._backends._asyncio")
+    group: Any = tg
+    scope: Any = getattr(group, "cancel_scope", None)
+    if (
+        backend is None
+        or type(tg) is not getattr(backend, "TaskGroup", None)
+        or not hasattr(backend, "_task_states")
+        or not hasattr(backend, "TaskState")
+        or not all(hasattr(group, a) for a in ("_tasks", "_exceptions", "_on_completed_fut"))
+        or not all(hasattr(scope, a) for a in ("_tasks", "_host_task", "_effectively_cancelled"))
+    ):
+        return None
+    loop = asyncio.get_running_loop()
+    if loop.get_task_factory() is not None:
+        return None
+    states, task_state, tasks, scope_tasks = (
+        backend._task_states,
+        backend.TaskState,
+        group._tasks,
+        scope._tasks,
+    )
+    create, parent_id = loop.create_task, id(scope._host_task)
+
+    def done(task: asyncio.Task[Any]) -> None:
+        # anyio's own task_done, for a task with no start status and no handle.
+        scope_tasks.remove(task)
+        tasks.remove(task)
+        del states[task]
+        if group._on_completed_fut is not None and not tasks:
+            with contextlib.suppress(asyncio.InvalidStateError):
+                group._on_completed_fut.set_result(None)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is None:
+                return
+            if not isinstance(exc, asyncio.CancelledError):
+                group._exceptions.append(exc)
+        if not scope._effectively_cancelled:
+            scope.cancel()
+
+    def spawn(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        task = create(fn(*args))
+        states[task] = task_state(parent_id, scope)
+        scope_tasks.add(task)
+        tasks.add(task)
+        task.add_done_callback(done)
+
+    return spawn
 
 
 def _most_urgent(failure: list[BaseException]) -> BaseException:
