@@ -5,6 +5,7 @@ stops every worker, and no worker outlives the batch."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import anyio
@@ -85,3 +86,48 @@ def _tasks(backend: str) -> Any:
     import trio
 
     return len(trio.lowlevel.current_root_task().child_nurseries)
+
+
+def _ends(batch: Any, backend: str) -> BaseException | Any:
+    """The outcome of ``anyio.run(batch)`` (its result or what it raised), run in a thread
+    of its own: a batch that never ends fails the test instead of hanging it (its thread
+    is a daemon, left behind)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(anyio.run(batch, backend=backend))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)  # a hang guard, far beyond the few milliseconds the batch takes
+    assert outcome, "the batch never ended"
+    return outcome[0]
+
+
+def test_an_item_that_leaves_a_cancel_scope_open_does_not_hang_the_batch(
+    anyio_backend: str,
+) -> None:
+    """A scope entered in an item and never exited is still the worker's innermost scope
+    when the worker ends. ``start_soon`` reports it (asyncio: the task's own scope cannot
+    exit, RuntimeError; trio tolerates it); the pool's bookkeeping of its plain tasks must
+    not trip on it, or the group waits forever for a worker it never forgets (even a
+    deadline cannot end that wait, shielded in the group's exit)."""
+
+    async def item(i: int) -> int:
+        if i == 1:
+            anyio.CancelScope().__enter__()  # never exited
+        await anyio.sleep(0)
+        return i
+
+    async def batch() -> list[int]:
+        return await map_ordered(item, range(3), limit=3)
+
+    outcome = _ends(batch, anyio_backend)
+    if anyio_backend == "asyncio":
+        assert isinstance(outcome, RuntimeError), outcome
+        assert "cancel scope" in str(outcome)
+    else:
+        assert outcome == [0, 1, 2]

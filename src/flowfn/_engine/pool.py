@@ -772,15 +772,24 @@ def _asyncio_spawner(tg: anyio.abc.TaskGroup) -> Callable[..., object] | None:
     create, parent_id = loop.create_task, id(scope._host_task)
 
     def done(task: asyncio.Task[Any]) -> None:
-        # anyio's own task_done, for a task with no start status and no handle.
-        scope_tasks.remove(task)
+        # anyio's own task_done, for a task with no start status and no handle. The task
+        # leaves the scope it ended in: the group's, unless an item left a scope of its
+        # own open, which start_soon's scope per task reports (it cannot exit) and so
+        # does this, as a failure of the worker.
+        innermost = states.pop(task).cancel_scope
+        innermost._tasks.discard(task)
         tasks.remove(task)
-        del states[task]
         if group._on_completed_fut is not None and not tasks:
             with contextlib.suppress(asyncio.InvalidStateError):
                 group._on_completed_fut.set_result(None)
         if not task.cancelled():
             exc = task.exception()
+            if exc is None and innermost is not scope:
+                exc = RuntimeError(
+                    "an item of a parallel batch entered a cancel scope and never exited "
+                    "it (the worker ended inside it): exit every scope an item enters, "
+                    "in the task that entered it (a `with` block does)"
+                )
             if exc is None:
                 return
             if not isinstance(exc, asyncio.CancelledError):
