@@ -744,7 +744,7 @@ def _asyncio_spawner(tg: anyio.abc.TaskGroup) -> Callable[..., object] | None:
     us a sub-flow), as every resumption of a worker went through its scope.
 
     Relies on the group's internals as anyio 4.9-4.16 lay them out (checked here, and by
-    tests/test_parallel.py on the installed anyio); None (``start_soon``) if they differ,
+    tests/test_pool_workers.py on the installed anyio); None (``start_soon``) if they differ,
     or if the loop has a task factory of its own."""
     import asyncio
 
