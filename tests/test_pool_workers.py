@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from flowfn import map_ordered
+from flowfn import FlowError, map_ordered
 from flowfn._engine import pool
 
 pytestmark = pytest.mark.anyio
@@ -133,3 +133,34 @@ def test_an_item_that_leaves_a_cancel_scope_open_does_not_hang_the_batch(
         assert "cancel scope" in str(outcome)
     else:
         assert outcome == [0, 1, 2]
+
+
+async def test_a_worker_cancelled_before_it_ran_leaves_no_hole_in_the_results(
+    anyio_backend: str,
+) -> None:
+    """asyncio: a ``task.cancel()`` from outside the flow on a worker that has not run yet
+    ends its task without running a line of it, so its item is neither done nor failed.
+    The batch must not return a hole (``None``) for it as if it were a result."""
+    if anyio_backend != "asyncio":
+        pytest.skip("trio has no foreign cancellation: a trio task always starts")
+    import asyncio
+    import inspect
+
+    cancelled: list[object] = []
+
+    def cancel_the_workers_not_yet_started() -> None:
+        for task in asyncio.all_tasks():
+            if inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_CREATED:
+                task.cancel()
+                cancelled.append(task)
+
+    async def item(i: int) -> int:
+        if i == 0:  # the first worker runs alone; the pool starts the others as it awaits
+            asyncio.get_running_loop().call_soon(cancel_the_workers_not_yet_started)
+        await anyio.sleep(0)
+        return i
+
+    with pytest.raises(FlowError, match="never started") as caught:
+        await map_ordered(item, range(4), limit=4)
+    assert len(cancelled) == 3
+    assert "3 items of parallel batch" in str(caught.value)

@@ -465,6 +465,13 @@ class _Pool:
                 f"around the flow nor by a failing sibling (on Python 3.10, asyncio cannot tell "
                 f"such a cancellation from a real one); the batch has no result for them"
             )
+        if self.running:  # asyncio: a task cancelled before its first step never runs guarded
+            raise FlowError(
+                f"{self.running} items of {self.where} never started: the task of their worker "
+                f"was cancelled before it ran, but not by a cancel scope around the flow nor by "
+                f"a failing sibling (a task.cancel() from outside flowfn); the batch has no "
+                f"result for them"
+            )
         if self.results is not None:
             del self.results[self.pulled :]  # the slots reserved beyond the last item
 
