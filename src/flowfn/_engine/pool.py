@@ -466,10 +466,11 @@ class _Pool:
                 f"such a cancellation from a real one); the batch has no result for them"
             )
         if self.running:  # asyncio: a task cancelled before its first step never runs guarded
+            items = "1 item" if self.running == 1 else f"{self.running} items"
             raise FlowError(
-                f"{self.running} items of {self.where} never started: the task of their worker "
-                f"was cancelled before it ran, but not by a cancel scope around the flow nor by "
-                f"a failing sibling (a task.cancel() from outside flowfn); the batch has no "
+                f"{items} of {self.where} never started: the task of their worker was "
+                f"cancelled before it ran, but not by a cancel scope around the flow nor by a "
+                f"failing sibling (a task.cancel() from outside flowfn); the batch has no "
                 f"result for them"
             )
         if self.results is not None:
