@@ -70,7 +70,8 @@ def _aliases(pkg: griffe.Module) -> dict[str, str]:
     """Private type aliases of flowfn's modules (``Workers = ...``), by name, as source;
     a private TypeVar (``_Successor``) as its bound."""
     found: dict[str, str] = {}
-    for module in pkg.modules.values():
+    for module in _modules(pkg):
+        private = any(part.startswith("_") for part in module.path.split(".")[1:])
         for name, member in module.members.items():
             if member.is_alias or not member.is_attribute or name in _PUBLIC:
                 continue
@@ -79,20 +80,25 @@ def _aliases(pkg: griffe.Module) -> dict[str, str]:
                 bound = re.search(r"bound=['\"](.+?)['\"]", text)
                 if name.startswith("_") and bound:
                     found[name] = bound.group(1)
-            elif (
-                module.name.startswith("_")
-                and name.lstrip("_")[:1].isupper()
-                and ("[" in text or "|" in text)
-            ):
+            elif private and name.lstrip("_")[:1].isupper() and ("[" in text or "|" in text):
                 found[name] = text
+    return found
+
+
+def _modules(package: griffe.Module) -> list[griffe.Module]:
+    """The modules of ``package``, those of its subpackages (the wings) included."""
+    found = []
+    for module in package.modules.values():
+        found.append(module)
+        found += _modules(module)  # a wing's modules (none for a plain module)
     return found
 
 
 def _option_defaults(pkg: griffe.Module) -> dict[str, str]:
     """Each node option's default: ``options.pop(key, default)`` in ``FunctionNode``, else
     the matching parameter of ``Node.__init__`` (the retry policy)."""
-    defaults = {p.name: str(p.default) for p in pkg["_nodes"]["Node"]["__init__"].parameters}
-    source = "\n".join(pkg["_decorators"]["FunctionNode"]["__init__"].lines)
+    defaults = {p.name: str(p.default) for p in pkg["_engine.nodes"]["Node"]["__init__"].parameters}
+    source = "\n".join(pkg["_dsl.decorators"]["FunctionNode"]["__init__"].lines)
     defaults.update(_POP.findall(source))
     return defaults
 
@@ -122,14 +128,14 @@ class PublicSignatures(griffe.Extension):
         self.aliases = _aliases(pkg)
         self.options = self._node_options(pkg)
         for name in _DECORATORS:
-            function = pkg["_decorators"][name]
+            function = pkg["_dsl.decorators"][name]
             tables = self._table(name, function)
             for each in [function, *(function.overloads or [])]:
                 self._clean(each)
             assert function.docstring is not None
             function.docstring.value += "\n\n" + tables
-        for module in pkg.modules.values():
-            public = not module.name.startswith("_")
+        for module in _modules(pkg):
+            public = not any(part.startswith("_") for part in module.path.split(".")[1:])
             for cls in module.classes.values():
                 if not cls.is_alias and (cls.name in _PUBLIC or public):
                     self._clean_class(cls)
@@ -189,7 +195,7 @@ class PublicSignatures(griffe.Extension):
         """``NodeOptions``' keys: (type, default, meaning) from its source and comments."""
         options: dict[str, tuple[str, str, str]] = {}
         defaults = _option_defaults(pkg)
-        for cls in (pkg["_decorators"]["NodeOptions"], pkg["_retry"]["RetryOptions"]):
+        for cls in (pkg["_dsl.decorators"]["NodeOptions"], pkg["_engine.retry"]["RetryOptions"]):
             last = None
             for line in cls.lines:
                 if match := _OPTION.match(line):

@@ -27,7 +27,7 @@ from flowfn import (
     batch,
     node,
 )
-from flowfn._store import Record
+from flowfn._durable.store import Record
 
 MakeStore = Callable[..., Any]
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from flowfn import Cache, Flow, parallel_batch
-from flowfn._cache import code_fingerprint
+from flowfn._durable.cache import code_fingerprint
 
 PRICES = """
 from flowfn import Cache, batch
@@ -154,7 +154,7 @@ def test_what_the_fingerprint_follows() -> None:
 
 FINGERPRINT = """
 import sys
-from flowfn._cache import code_fingerprint
+from flowfn._durable.cache import code_fingerprint
 space = {}
 exec(sys.argv[1], space)
 print(code_fingerprint(space["f"]))

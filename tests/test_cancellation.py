@@ -650,7 +650,7 @@ async def test_a_stream_keeps_every_failure_reachable(anyio_backend: str) -> Non
 def public_checks_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make flowfn read cancellation through anyio's public API only (its fallback for
     when the backends' internals change shape)."""
-    from flowfn import _checkpoints
+    from flowfn._engine import checkpoints as _checkpoints
 
     monkeypatch.setattr(_checkpoints, "_use_internals", False)
 

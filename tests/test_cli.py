@@ -502,7 +502,7 @@ def test_plain_prints_go_above_the_bars_of_flowfn_run(tmp_path: Path) -> None:
 
 
 def test_lines_above_bars_writes_through_without_bars() -> None:
-    from flowfn._progress import LinesAboveBars
+    from flowfn._observe.progress import LinesAboveBars
 
     target = io.StringIO()
     stream = LinesAboveBars(target)
@@ -536,7 +536,7 @@ def test_a_flow_ends_warning_names_the_user_code_behind_odd_nodes() -> None:
     import inspect
 
     from flowfn import Flow, Node, node
-    from flowfn._errors import _defined_at
+    from flowfn._engine.errors import _defined_at
 
     def plain(shared: Any, k: int) -> str:
         return "oops"

@@ -403,7 +403,7 @@ def test_sync_only_dsl_flows_run_without_an_event_loop() -> None:
 def test_flow_run_starts_the_chosen_backend(backend: str) -> None:
     @node(into="library")
     async def detect(shared: Any) -> str:
-        from flowfn._backend import running_async_library
+        from flowfn._engine.backend import running_async_library
 
         return str(running_async_library())
 

@@ -497,11 +497,11 @@ async def test_cached_results_are_reused_by_later_runs_per_item(tmp_path: Path) 
 def test_a_cache_key_function_and_time_to_live(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import flowfn._cache
+    import flowfn._durable.cache
     from flowfn import Cache
 
     now = [1000.0]
-    monkeypatch.setattr(flowfn._cache.time, "time", lambda: now[0])
+    monkeypatch.setattr(flowfn._durable.cache.time, "time", lambda: now[0])
     fetched: list[str] = []
     failing = {"boom"}
 

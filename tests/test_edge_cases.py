@@ -23,7 +23,7 @@ from flowfn import (
     parallel_batch,
     stream,
 )
-from flowfn import _events as events
+from flowfn._engine import events
 
 pytestmark = pytest.mark.anyio
 
@@ -236,7 +236,7 @@ def test_a_half_imported_trio_is_no_running_trio(monkeypatch: pytest.MonkeyPatch
     import sys
     import types
 
-    from flowfn._backend import running_async_library
+    from flowfn._engine.backend import running_async_library
 
     monkeypatch.setitem(sys.modules, "trio", types.ModuleType("trio"))
     assert running_async_library() is None

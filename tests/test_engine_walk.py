@@ -10,8 +10,8 @@ import anyio
 import pytest
 
 from flowfn import Event, Flow, FlowError, Progress, RunSummary, local, node, parallel_batch
-from flowfn import _events as events
 from flowfn import compat as pf
+from flowfn._engine import events
 
 pytestmark = pytest.mark.anyio
 

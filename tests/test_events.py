@@ -25,7 +25,7 @@ from flowfn import (
     node,
     parallel_batch,
 )
-from flowfn import _events as events
+from flowfn._engine import events
 
 pytestmark = pytest.mark.anyio
 
@@ -265,7 +265,8 @@ async def test_rich_draws_the_bars_on_a_terminal_when_installed(anyio_backend: s
     """rich comes with the test extra, so "auto" picks it on a terminal; prints and log lines
     go above its bars, a failed item is counted and the stopped bar keeps its last frame."""
     pytest.importorskip("rich")
-    from flowfn import EchoHandler, _progress, echo
+    from flowfn import EchoHandler, echo
+    from flowfn._observe import progress as _progress
 
     screen = Terminal()
     logger = logging.getLogger("test_events.rich")
@@ -458,7 +459,7 @@ async def test_a_cancelled_run_ends_its_rich_bars_and_shows_the_cursor(
 async def test_an_observer_that_raises_does_not_leave_bars_behind(anyio_backend: str) -> None:
     """Every observer gets every event: a Progress after a broken observer still ends."""
     pytest.importorskip("rich")
-    from flowfn import _progress
+    from flowfn._observe import progress as _progress
 
     screen = Terminal()
     seen: list[str] = []
@@ -529,7 +530,7 @@ def test_progress_and_a_thread_in_tqdm_write_do_not_deadlock() -> None:
     import threading
     import time
 
-    from flowfn._progress import LinesAboveBars
+    from flowfn._observe.progress import LinesAboveBars
 
     screen = Terminal()
     bars = Progress(screen, renderer="tqdm")

@@ -483,7 +483,7 @@ def test_process_workers_in_a_script_with_a_main_guard_run(tmp_path: Path) -> No
 
 
 def test_which_lines_are_under_the_main_guard(tmp_path: Path) -> None:
-    from flowfn._processes import _under_main_guard
+    from flowfn._workers.processes import _under_main_guard
 
     script = tmp_path / "script.py"
     script.write_text(
@@ -523,7 +523,7 @@ async def test_jobs_failed_by_one_dead_worker_get_exceptions_of_their_own(
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
-    from flowfn._processes import _wait
+    from flowfn._workers.processes import _wait
 
     shared_by_all = BrokenProcessPool("A process in the process pool was terminated abruptly")
     jobs: list[Future[Any]] = [Future(), Future()]

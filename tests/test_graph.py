@@ -1,6 +1,6 @@
 """Pictures of flows: Mermaid and DOT text, parsed back into boxes, edges and nesting.
 
-Both renderers draw one ``Scope`` (see ``flowfn._graph``), so each test parses the Mermaid
+Both renderers draw one ``Scope`` (see ``flowfn._observe.graph``), so each test parses the Mermaid
 text and the DOT text into the same ``Picture`` and compares the two, then checks the
 picture itself: labels, kinds, which flow each box sits in, and the edges with their actions.
 """
@@ -31,7 +31,7 @@ from flowfn import (
     node,
     parallel_batch,
 )
-from flowfn._graph import layout, to_dot, to_mermaid
+from flowfn._observe.graph import layout, to_dot, to_mermaid
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMES = "\N{MULTIPLICATION SIGN}"

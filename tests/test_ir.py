@@ -37,7 +37,7 @@ from flowfn import (
     parallel_batch,
 )
 from flowfn._cli import main as cli_main
-from flowfn._journal import shape_of
+from flowfn._durable.journal import shape_of
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

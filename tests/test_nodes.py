@@ -88,7 +88,7 @@ def test_default_fallback_reraises_the_last_error() -> None:
 
 def test_wait_sleeps_between_attempts_only(monkeypatch: pytest.MonkeyPatch) -> None:
     sleeps: list[float] = []
-    monkeypatch.setattr("flowfn._nodes.time.sleep", sleeps.append)
+    monkeypatch.setattr("flowfn._engine.nodes.time.sleep", sleeps.append)
     Flaky(fails=2, max_retries=3, wait=0.25).run({})
     assert sleeps == [0.25, 0.25]
 
@@ -107,7 +107,7 @@ async def test_async_retries_wait_with_anyio_sleep(
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    monkeypatch.setattr("flowfn._nodes.anyio.sleep", fake_sleep)
+    monkeypatch.setattr("flowfn._engine.nodes.anyio.sleep", fake_sleep)
 
     class AsyncFlaky(AsyncNode):
         attempts = 0

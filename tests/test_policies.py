@@ -21,7 +21,7 @@ from flowfn import (
     node,
     parallel_batch,
 )
-from flowfn._retry import RateLimit, retry_delay
+from flowfn._engine.retry import RateLimit, retry_delay
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +51,7 @@ async def test_backoff_waits_grow_up_to_max_wait(
     anyio_backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sleep = FakeSleep()
-    monkeypatch.setattr("flowfn._nodes.anyio.sleep", sleep)
+    monkeypatch.setattr("flowfn._engine.nodes.anyio.sleep", sleep)
     node_ = AlwaysFails(max_retries=6, wait=0.1, backoff=2, max_wait=1.0)
     await node_.run_async({})
     assert sleep.delays == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0])
@@ -59,7 +59,7 @@ async def test_backoff_waits_grow_up_to_max_wait(
 
 def test_sync_nodes_back_off_too(monkeypatch: pytest.MonkeyPatch) -> None:
     sleep = FakeSleep()
-    monkeypatch.setattr("flowfn._nodes.time.sleep", sleep.sync)
+    monkeypatch.setattr("flowfn._engine.nodes.time.sleep", sleep.sync)
 
     class Fails(Node):
         def exec(self, prep_res: Any) -> None:
@@ -154,8 +154,8 @@ async def test_rate_limit_spaces_attempts(
 ) -> None:
     clock = [100.0]
     sleep = FakeSleep()
-    monkeypatch.setattr("flowfn._retry.time.monotonic", lambda: clock[0])
-    monkeypatch.setattr("flowfn._retry.anyio.sleep", sleep)
+    monkeypatch.setattr("flowfn._engine.retry.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("flowfn._engine.retry.anyio.sleep", sleep)
     limit = RateLimit(per_second=4)
     for _ in range(4):
         await limit.wait()

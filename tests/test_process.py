@@ -83,7 +83,7 @@ def pid_of(item: int) -> int:
 
 async def test_worker_processes_outlive_a_run(anyio_backend: str) -> None:
     """One pool per interpreter: a second run finds the worker processes of the first."""
-    from flowfn import _processes
+    from flowfn._workers import processes as _processes
 
     first: dict[str, Any] = {}
     await Flow(pid_of).run_async(first)
@@ -98,7 +98,7 @@ async def test_worker_processes_outlive_a_run(anyio_backend: str) -> None:
 
 
 def test_a_new_event_loop_reuses_the_worker_processes() -> None:
-    from flowfn import _processes
+    from flowfn._workers import processes as _processes
 
     first: dict[str, Any] = {}
     Flow(pid_of).run(first, backend="trio")
@@ -121,7 +121,7 @@ def mark_slowly(path: str) -> None:
 async def test_cancelled_process_jobs_that_had_not_started_never_run(
     anyio_backend: str, tmp_path: Path
 ) -> None:
-    from flowfn import _processes
+    from flowfn._workers import processes as _processes
 
     paths = [str(tmp_path / f"{i}.txt") for i in range(12)]
     await Flow(pid_of).run_async({})  # the workers are up: the batch below is not waiting
@@ -152,7 +152,7 @@ def call_api() -> None:
 async def test_an_exception_that_cannot_come_back_leaves_the_pool_working(
     anyio_backend: str,
 ) -> None:
-    from flowfn import _processes
+    from flowfn._workers import processes as _processes
 
     await Flow(pid_of).run_async({})
     pool = _processes._pool

@@ -92,7 +92,7 @@ def _own_members(cls: type) -> list[tuple[str, Any]]:
 def _alias_docstrings() -> dict[str, str]:
     """Docstrings of module-level assignments (``EventKind = Literal[...]`` then a string)."""
     docs = {}
-    for source in Path(flowfn.__file__).parent.glob("*.py"):
+    for source in Path(flowfn.__file__).parent.rglob("*.py"):
         body = ast.parse(source.read_text()).body
         for stmt, after in itertools.pairwise(body):
             if (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowfn._retry import RateLimit
+from flowfn._engine.retry import RateLimit
 
 
 class Clock:
@@ -18,7 +18,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
-    monkeypatch.setattr("flowfn._retry.time.monotonic", clock)
+    monkeypatch.setattr("flowfn._engine.retry.time.monotonic", clock)
     return clock
 
 

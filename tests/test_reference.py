@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import flowfn
-from flowfn._decorators import NodeOptions
+from flowfn._dsl.decorators import NodeOptions
 
 pytest.importorskip("properdocs", reason="the docs extra: pip install -e '.[docs]'")
 
@@ -135,9 +135,11 @@ def test_public_records_show_their_fields(site: Path, page: str, record: str) ->
 
 
 def private_types() -> set[str]:
-    """Classes and type aliases defined in flowfn's private modules and not exported."""
+    """Classes and type aliases defined in flowfn's private modules (the wings' modules
+    included) and not exported."""
     names = set()
-    for source in (ROOT / "src" / "flowfn").glob("_*.py"):
+    package = ROOT / "src" / "flowfn"
+    for source in [*package.glob("_*.py"), *package.glob("_*/*.py")]:
         for stmt in ast.parse(source.read_text()).body:
             if isinstance(stmt, ast.ClassDef):
                 names.add(stmt.name)

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-import flowfn._journal as journal_module
+import flowfn._durable.journal as journal_module
 from flowfn import (
     Flow,
     FlowError,

@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 
-from flowfn import Flow, FlowError, JSONSerializer, Paused, SQLiteStore, _store, ask, node
+from flowfn import Flow, FlowError, JSONSerializer, Paused, SQLiteStore, ask, node
 from flowfn._cli import main
-from flowfn._store import BatchInfo, Record
+from flowfn._durable import store as _store
+from flowfn._durable.store import BatchInfo, Record
 
 backends = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 

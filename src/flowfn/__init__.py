@@ -1,8 +1,7 @@
 """flowfn: functional workflows on anyio, with PocketFlow's semantics, on asyncio or trio."""
 
-from ._branches import Parallel
-from ._cache import Cache
-from ._decorators import (
+from ._dsl.branches import Parallel
+from ._dsl.decorators import (
     FunctionBatchFlow,
     FunctionBatchNode,
     FunctionNode,
@@ -11,21 +10,11 @@ from ._decorators import (
     node,
     parallel_batch,
 )
-from ._emit import FlowOutput, emit, emit_sync
-from ._errors import FlowEndsWarning, FlowError, other_errors
-from ._events import Event, EventKind, Observer
-from ._flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow, BatchFlow, Flow
-from ._ir import from_ir, ir_schema
-from ._journal import item_key
-from ._limiter import Limiter
-from ._local import local
-from ._nodes import AsyncBatchNode, AsyncNode, AsyncParallelBatchNode, BaseNode, BatchNode, Node
-from ._observers import LogObserver, NodeStats, RunSummary
-from ._pause import Paused, Question, ask
-from ._pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
-from ._progress import EchoHandler, Progress, echo
-from ._remote import RemoteTraceback
-from ._store import (
+from ._dsl.ir import from_ir, ir_schema
+from ._durable.cache import Cache
+from ._durable.journal import item_key
+from ._durable.pause import Paused, Question, ask
+from ._durable.store import (
     BatchInfo,
     CheckpointStore,
     JSONSerializer,
@@ -34,7 +23,25 @@ from ._store import (
     Serializer,
     SQLiteStore,
 )
-from ._work import work, work_async
+from ._durable.work import work, work_async
+from ._engine.emit import FlowOutput, emit, emit_sync
+from ._engine.errors import FlowEndsWarning, FlowError, other_errors
+from ._engine.events import Event, EventKind, Observer
+from ._engine.flows import AsyncBatchFlow, AsyncFlow, AsyncParallelBatchFlow, BatchFlow, Flow
+from ._engine.limiter import Limiter
+from ._engine.local import local
+from ._engine.nodes import (
+    AsyncBatchNode,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    BaseNode,
+    BatchNode,
+    Node,
+)
+from ._engine.pool import DEFAULT_LIMIT, BatchResults, map_ordered, stream
+from ._observe.observers import LogObserver, NodeStats, RunSummary
+from ._observe.progress import EchoHandler, Progress, echo
+from ._workers.remote import RemoteTraceback
 
 # The TypeScript port's names.
 ParallelBatchNode = AsyncParallelBatchNode
@@ -109,7 +116,7 @@ def _public_module_names() -> None:
     """Give each public name the module users import it from, as trio does.
 
     Reprs, tracebacks and pickles then say ``flowfn.FlowError``, not
-    ``flowfn._errors.FlowError``; both spellings name the same object.
+    ``flowfn._engine.errors.FlowError``; both spellings name the same object.
     """
     for name in __all__:
         obj = globals()[name]

@@ -35,19 +35,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
-from ._backend import BACKENDS
-from ._errors import FlowError
-from ._flows import Flow
-from ._nodes import BaseNode
-from ._observers import LogObserver, RunSummary
-from ._pause import Paused
-from ._progress import EchoHandler, LinesAboveBars
-from ._store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
+from ._durable.pause import Paused
+from ._durable.store import JSONSerializer, PickleSerializer, RunInfo, Serializer, SQLiteStore
+from ._engine.backend import BACKENDS
+from ._engine.errors import FlowError
+from ._engine.flows import Flow
+from ._engine.nodes import BaseNode
+from ._observe.observers import LogObserver, RunSummary
+from ._observe.progress import EchoHandler, LinesAboveBars
 
 if TYPE_CHECKING:
     from typing import TypeAlias
 
-    from ._journal import Durability
+    from ._durable.journal import Durability
     from .persistence.postgres import PostgresStore
 
     _RunsStore: TypeAlias = "SQLiteStore | PostgresStore"  # what the runs commands open
@@ -919,7 +919,7 @@ def _json_key(key: Any) -> Any:
 
 def _graph_command(args: argparse.Namespace) -> int:
     """``flowfn graph``: print or write the flow's picture as Mermaid, DOT or PNG."""
-    from ._graph import to_dot, to_mermaid
+    from ._observe.graph import to_dot, to_mermaid
 
     fmt = args.format or _format_of(args.output)
     if fmt in _RENDERED and not args.output:
@@ -1015,8 +1015,8 @@ def load_target(target: str, nodes: str | None = None) -> BaseNode:
 
 
 def _load_document(target: str, nodes: str | None) -> BaseNode:
-    from ._decorators import FunctionBatchFlow, FunctionNode
-    from ._ir import from_ir
+    from ._dsl.decorators import FunctionBatchFlow, FunctionNode
+    from ._dsl.ir import from_ir
 
     if nodes is None:
         raise UsageError(

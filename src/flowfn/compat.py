@@ -17,9 +17,16 @@ of the same name, and of the compat classes PocketFlow derives it from.
 
 from __future__ import annotations
 
-from . import _flows
-from ._nodes import AsyncBatchNode, AsyncNode, AsyncParallelBatchNode, BaseNode, BatchNode, Node
-from ._nodes import S as _S
+from ._engine import flows as _flows
+from ._engine.nodes import (
+    AsyncBatchNode,
+    AsyncNode,
+    AsyncParallelBatchNode,
+    BaseNode,
+    BatchNode,
+    Node,
+)
+from ._engine.nodes import S as _S
 
 __all__ = [
     "AsyncBatchFlow",

@@ -33,7 +33,7 @@ import re
 from contextvars import Token
 from typing import Any
 
-from ._events import Event
+from ._engine.events import Event
 
 try:
     from opentelemetry import context as otel_context

@@ -25,8 +25,8 @@ from typing import Any
 
 import anyio
 
-from ._errors import FlowError
-from ._remote import RemoteTraceback, RemoteWorkers, run_chunk
+from ._engine.errors import FlowError
+from ._workers.remote import RemoteTraceback, RemoteWorkers, run_chunk
 
 __all__ = ["RayWorkers"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._work import work, work_async
+from .._durable.work import work, work_async
 
 if TYPE_CHECKING:
     from ._sharing import RunCancelled

@@ -41,9 +41,9 @@ from typing import Any
 
 import anyio
 
-from .. import _journal
-from .._errors import FlowError, add_note, node_name
-from .._pause import PauseRequest
+from .._durable import journal as _journal
+from .._engine.errors import FlowError, add_note, node_name
+from .._engine.hooks import PauseRequest
 from .postgres import _NOW, PostgresStore
 
 try:
@@ -111,7 +111,7 @@ class _Listener:
     to ``on_note(kind, position, indices)`` on the event loop's thread."""
 
     def __init__(self, store: PostgresStore, run_id: str, on_note: _OnNote) -> None:
-        from .._remote import _waker
+        from .._engine.backend import waker as _waker
 
         self.store, self.run_id, self.on_note = store, run_id, on_note
         self.wake = _waker()
@@ -656,7 +656,7 @@ def _takes_context(node: Any) -> str | None:
 
 
 def _shareable(node: Any) -> bool:
-    from .._nodes import AsyncParallelBatchNode
+    from .._engine.nodes import AsyncParallelBatchNode
 
     return (
         isinstance(node, AsyncParallelBatchNode)
@@ -668,7 +668,7 @@ def _shareable(node: Any) -> bool:
 def _walk_nodes(start: Any) -> Iterator[Any]:
     """Every node a walk may step into: nested flows too, not the sub-flows of batch flows
     (their runs are redone whole, in the run's process)."""
-    from .._flows import BatchFlow
+    from .._engine.flows import BatchFlow
 
     for node in _journal._Graph(start).nodes:
         yield node
@@ -699,7 +699,7 @@ _Runner = Callable[[Any], Awaitable[Any]]
 def item_runner(node: Any, params: dict[str, Any] | None) -> _Runner:
     """What runs one item of ``node`` in any process: its retries, timeout, fallback and
     ``limiter=``, without its own rate limit (the claims hold ``per_second`` globally)."""
-    from .._nodes import AsyncNode
+    from .._engine.nodes import AsyncNode
 
     step = copy.copy(node)
     if params is not None:
@@ -800,7 +800,7 @@ class _RunBatch:
         self.wanted: list[int] = []  # items helpers recorded, to take (-1: look for them)
 
     async def run(self) -> list[Any]:
-        from .._pool import DEFAULT_LIMIT, BatchResults
+        from .._engine.pool import DEFAULT_LIMIT, BatchResults
 
         for index, value in self.batch.done.items():
             self.batch.check(index, self.jobs[index])
@@ -938,7 +938,7 @@ class _Helper:
     """A helper process's loop: serve the open batches of the run until it ends."""
 
     def __init__(self, shared: _Shared, root: Any) -> None:
-        from .._journal import shape_of
+        from .._durable.journal import shape_of
 
         self.shared, self.root = shared, root
         self.shape = shape_of(root)
@@ -1008,7 +1008,7 @@ class _Helper:
     async def _serve(
         self, scope: anyio.CancelScope, position: str, node: Any, params: bytes | None
     ) -> None:
-        from .._pool import DEFAULT_LIMIT
+        from .._engine.pool import DEFAULT_LIMIT
 
         loads = self.shared.store.serializer.loads
         runner = item_runner(node, None if params is None else loads(params))
@@ -1093,7 +1093,7 @@ def _store(checkpoint: Any, serializer: Any) -> PostgresStore:
 
 async def work_async(checkpoint: Any, run_id: str, flow: Any, *, serializer: Any = None) -> int:
     """:func:`work` in the running event loop (asyncio or trio)."""
-    from .._flows import Flow
+    from .._engine.flows import Flow
 
     store = _store(checkpoint, serializer)
     root = flow if isinstance(flow, Flow) else Flow(flow)

@@ -28,8 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from .._errors import FlowError
-from .._store import (
+from .._durable.store import (
     FORMAT,
     BatchInfo,
     PickleSerializer,
@@ -40,6 +39,7 @@ from .._store import (
     batch_infos,
     delete_old_runs,
 )
+from .._engine.errors import FlowError
 
 try:
     import psycopg

@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._errors import FlowError
+from .._engine.errors import FlowError
+from .._engine.hooks import PauseRequest
+from .._engine.hooks import where as _where
 
 __all__ = ["PauseRequest", "Paused", "PauseRun", "Question", "ask", "question_id"]
 
@@ -62,14 +64,6 @@ class Paused:
         return f"<Paused run {self.run_id!r}: {len(self.questions)} question(s)>"
 
 
-class PauseRequest(Exception):
-    """Raised by :func:`ask` without an answer: retries and fallbacks let it through."""
-
-    def __init__(self, question: Question) -> None:
-        super().__init__(f"paused: {question.payload!r:.80}")
-        self.question = question
-
-
 class PauseRun(BaseException):
     """A batch ends with items that asked: the run stops, waiting for their answers."""
 
@@ -96,8 +90,7 @@ def ask(question: Any) -> Any:
 
     Without ``checkpoint=`` there is nowhere to keep the run while it waits: ``FlowError``.
     """
-    from ._cache import caching
-    from ._journal import _where
+    from .cache import caching
 
     journal = caching.get()
     if journal is None:

@@ -25,14 +25,15 @@ from typing import Any, Generic, Literal, TypeVar, cast, overload
 import anyio
 from typing_extensions import ParamSpec, Unpack
 
-from . import _events as events
-from ._binding import _RESERVED, Bound
-from ._cache import Cache, as_cache, cached_call, is_missing, keep
-from ._errors import FlowError, node_name
-from ._flows import BatchFlow
-from ._limiter import Limiter
-from ._local import note_written, wrote_it
-from ._nodes import (
+from .._durable.cache import Cache, as_cache, cached_call, is_missing, keep
+from .._engine import events, hooks
+from .._engine.binding import _RESERVED, Bound
+from .._engine.errors import FlowError, node_name
+from .._engine.flows import BatchFlow
+from .._engine.hooks import check_chunk_timeout
+from .._engine.limiter import Limiter
+from .._engine.local import note_written, wrote_it
+from .._engine.nodes import (
     AsyncBatchNode,
     AsyncNode,
     AsyncParallelBatchNode,
@@ -41,9 +42,9 @@ from ._nodes import (
     Node,
     _batch_items,
 )
-from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
-from ._remote import Batcher, RemoteWorkers, check_chunk_timeout, remote_workers
-from ._retry import RetryOptions
+from .._engine.pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
+from .._engine.retry import RetryOptions
+from .._workers.remote import RemoteWorkers, remote_workers
 
 __all__ = [
     "FunctionBatchFlow",
@@ -81,7 +82,7 @@ class NodeOptions(RetryOptions, total=False):
 
 # What a step's retry loop hands to exec: the shared store, the function's data, the
 # thread limiter (or the batcher of remote calls) and the function's named arguments.
-_Job = tuple[Any, tuple[Any, ...], anyio.CapacityLimiter | Batcher | None, dict[str, Any]]
+_Job = tuple[Any, tuple[Any, ...], anyio.CapacityLimiter | hooks.RemoteCalls | None, dict[str, Any]]
 
 
 def _check_action(owner: BaseNode, action: Any, where: str) -> str | None:
@@ -115,13 +116,13 @@ class _Steps(BaseNode):
         # __name__, __doc__ and __wrapped__ (so inspect.signature) of the function
         functools.update_wrapper(cast(Any, self), fn)
         self.name = name or getattr(fn, "__name__", None) or type(self).__name__
-        self._remote = remote_workers(workers, chunksize, self.name)
+        self._remote: hooks.Workers | None = remote_workers(workers, chunksize, self.name)
         if into is not None and not isinstance(into, str):
             raise TypeError(f"{self.name}: into= must be a key (str), got {into!r}")
         self.fn: Callable[..., Any] = fn
         self.into, self.overwrite, self.workers = into, overwrite, workers
         # Where the function runs: "thread", "process", "inline", or the remote workers.
-        self._where: str | RemoteWorkers = self._remote or cast(str, workers)
+        self._where: str | hooks.Workers = self._remote or cast(str, workers)
         self._work = Bound(fn, self.n_data, role=self.role, owner=node_name(self))
         elsewhere = workers == "process" or self._remote is not None
         if elsewhere and any(n in _RESERVED for n, _ in self._work.inject):
@@ -360,13 +361,15 @@ class FunctionNode(_Steps, AsyncNode, Generic[P, R]):
     def _default_prep(self, shared: Any) -> Any:
         return None
 
-    def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | Batcher | None) -> Any:
+    def _jobs(
+        self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | hooks.RemoteCalls | None
+    ) -> Any:
         kwargs = self._work.kwargs(self, shared)
         return (shared, (p,) if self._prep is not None else (), limiter, kwargs)
 
-    def _limiter(self) -> anyio.CapacityLimiter | Batcher | None:
+    def _limiter(self) -> anyio.CapacityLimiter | hooks.RemoteCalls | None:
         if self._remote is not None:  # the calls of this run travel together
-            return Batcher(self._remote, self._work.fn, self)
+            return self._remote.calls(self._work.fn, self)
         return None
 
     async def _exec_items(self, shared: Any, p: Any) -> Any:
@@ -476,7 +479,9 @@ class _ItemSteps(_Steps):
             return job[1][0] if len(job[1]) == 1 else job[1]
         return job
 
-    def _jobs(self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | Batcher | None) -> Any:
+    def _jobs(
+        self, shared: Any, p: Any, limiter: anyio.CapacityLimiter | hooks.RemoteCalls | None
+    ) -> Any:
         items = _batch_items(self, p, allow_async=True)
         kwargs = self._work.kwargs(self, shared)
         if isinstance(items, AsyncIterable):
@@ -556,7 +561,7 @@ class _SizedJobs:
         self,
         shared: Any,
         items: Any,
-        limiter: anyio.CapacityLimiter | Batcher | None,
+        limiter: anyio.CapacityLimiter | hooks.RemoteCalls | None,
         kwargs: dict[str, Any],
     ) -> None:
         self.shared, self.items, self.limiter, self.kwargs = shared, items, limiter, kwargs
@@ -572,7 +577,7 @@ class _SizedJobs:
 async def _async_jobs(
     shared: Any,
     items: AsyncIterable[Any],
-    limiter: anyio.CapacityLimiter | Batcher | None,
+    limiter: anyio.CapacityLimiter | hooks.RemoteCalls | None,
     kwargs: dict[str, Any],
 ) -> AsyncIterator[_Job]:
     async for item in items:
@@ -635,7 +640,7 @@ class FunctionParallelBatchNode(_ItemSteps, FunctionNode[P, R], AsyncParallelBat
             node=self,
         )
 
-    def _limiter(self) -> anyio.CapacityLimiter | Batcher | None:
+    def _limiter(self) -> anyio.CapacityLimiter | hooks.RemoteCalls | None:
         # Sync items run in threads: let as many run as the limit allows, not anyio's 40.
         if self._work.is_async or self.workers != "thread":
             return super()._limiter()

@@ -7,7 +7,7 @@ DOT ``cluster``. Each node object is drawn once per flow that holds it, so loops
 to the node they loop to, and a node shared by two flows appears in both. An action that
 leads to ``None`` ends at an "end" circle. Nothing is run or copied.
 
-Labels are node names (:func:`flowfn._errors.node_name`) with a mark for batches:
+Labels are node names (:func:`flowfn._engine.errors.node_name`) with a mark for batches:
 ``"⟳ batch"``, or ``"⇉ parallel"`` and the limit after a multiplication sign (∞ for none).
 """
 
@@ -17,10 +17,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ._branches import Parallel
-from ._errors import node_name
-from ._flows import AsyncParallelBatchFlow, BatchFlow, Flow
-from ._nodes import AsyncParallelBatchNode, BaseNode, BatchNode
+from .._dsl.branches import Parallel
+from .._engine.errors import node_name
+from .._engine.flows import AsyncParallelBatchFlow, BatchFlow, Flow
+from .._engine.nodes import AsyncParallelBatchNode, BaseNode, BatchNode
 
 __all__ = [
     "TIMES",

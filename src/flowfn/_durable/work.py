@@ -15,13 +15,13 @@ def work(checkpoint: Any, run_id: str, flow: Any, **options: Any) -> int:
     of its shared parallel batches in this process until the run ends; returns how many.
     ``options``: ``serializer=`` (the run's), ``backend=`` (``"asyncio"`` or ``"trio"``).
     See docs/durable.md, "Across machines"."""
-    from .persistence._sharing import work as work_
+    from ..persistence._sharing import work as work_
 
     return work_(checkpoint, run_id, flow, **options)
 
 
 async def work_async(checkpoint: Any, run_id: str, flow: Any, **options: Any) -> int:
     """:func:`work` in the running event loop."""
-    from .persistence._sharing import work_async as work_async_
+    from ..persistence._sharing import work_async as work_async_
 
     return await work_async_(checkpoint, run_id, flow, **options)

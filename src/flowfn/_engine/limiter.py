@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from anyio.lowlevel import RunVar
 
-from ._retry import RateLimit, check_policy
+from .retry import RateLimit, check_policy
 
 __all__ = ["Limiter", "check_limiter", "limited"]
 

@@ -17,9 +17,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._errors import FlowError, node_name
-from ._local import local
-from ._remote import Batcher, RemoteWorkers
+from . import hooks
+from .errors import FlowError, node_name
+from .local import local
 
 __all__ = ["Bound", "is_async_callable"]
 
@@ -128,8 +128,8 @@ class Bound:
         shared: Any,
         data: tuple[Any, ...],
         *,
-        workers: str | RemoteWorkers = "inline",
-        limiter: anyio.CapacityLimiter | Batcher | None = None,
+        workers: str | hooks.Workers = "inline",
+        limiter: anyio.CapacityLimiter | hooks.RemoteCalls | None = None,
         kwargs: dict[str, Any] | None = None,
     ) -> Awaitable[Any]:
         """Awaitable result: an async function's coroutine, or a sync function run
@@ -147,9 +147,9 @@ class Bound:
         if workers == "thread":
             call = functools.partial(self.fn, *data, **kwargs)
             return anyio.to_thread.run_sync(call, limiter=limiter)  # type: ignore[arg-type]
-        if isinstance(workers, RemoteWorkers):
-            if not isinstance(limiter, Batcher):
-                limiter = Batcher(workers, self.fn, node)
+        if not isinstance(workers, str):  # remote workers
+            if limiter is None or isinstance(limiter, anyio.CapacityLimiter):
+                limiter = workers.calls(self.fn, node)
             return limiter.call(data, kwargs)
         if workers == "process":
             return self._in_process(node, data, kwargs)
@@ -163,8 +163,6 @@ class Bound:
     ) -> Any:
         import pickle
 
-        from ._processes import run_in_process
-
         ref = function_ref(self.fn)
         try:
             pickle.dumps((ref, data, kwargs))
@@ -175,7 +173,7 @@ class Bound:
                 f"{exc}. Use a module-level function with picklable arguments, or "
                 f"workers='thread'."
             ) from exc
-        return await run_in_process(call_by_ref, ref, data, kwargs)
+        return await hooks.run_in_process(call_by_ref, ref, data, kwargs)
 
 
 def function_ref(fn: Callable[..., Any]) -> tuple[str, str, str | None]:

@@ -20,14 +20,13 @@ from typing import Any, cast
 import anyio
 from anyio.lowlevel import checkpoint
 
-from . import _events as events
-from . import _journal
-from ._checkpoints import YIELD_MASK, cancelled_flag, stray_cancellation
-from ._errors import FlowEndsWarning, FlowError, add_note, node_name, warn_at_caller
-from ._local import enter_local, leave_local
-from ._nodes import ASYNC, SYNC, AsyncNode, BaseNode, S, _observe_failure
-from ._pause import PauseRequest
-from ._pool import (
+from . import events, hooks
+from .checkpoints import YIELD_MASK, cancelled_flag, stray_cancellation
+from .errors import FlowEndsWarning, FlowError, add_note, node_name, warn_at_caller
+from .hooks import PauseRequest
+from .local import enter_local, leave_local
+from .nodes import ASYNC, SYNC, AsyncNode, BaseNode, S, _observe_failure
+from .pool import (
     DEFAULT_LIMIT,
     Errors,
     check_errors,
@@ -36,7 +35,7 @@ from ._pool import (
     each_sync,
     map_ordered,
 )
-from ._retry import check_policy
+from .retry import check_policy
 
 __all__ = [
     "AsyncBatchFlow",
@@ -214,7 +213,7 @@ class Flow(BaseNode[S]):
         return curr._run(shared)
 
     async def _orch_async(self, shared: Any, params: dict[str, Any] | None = None) -> Any:
-        if _journal._active and (journal := _journal.current()) is not None:
+        if hooks.active and (journal := hooks.current()) is not None:
             return await self._orch_durable(shared, params, journal)
         return await self._walk(shared, params or {**self.params})
 
@@ -342,14 +341,14 @@ class Flow(BaseNode[S]):
         return self._run_result(last_action, scratch) if item else last_action
 
     async def _orch_durable(
-        self, shared: Any, params: dict[str, Any] | None, journal: _journal.Journal
+        self, shared: Any, params: dict[str, Any] | None, journal: hooks.RunHooks
     ) -> Any:
         """The walk of a durable run: each finished step is recorded; on resume, the walk
         starts after the last recorded step (or back in the step it was inside)."""
         if self.start_node is None and not self._pocketflow_compatible:
             raise self._no_start()
         p, last_action, steps = (params or {**self.params}), None, 0
-        base, base_nodes = _journal._where.get()
+        base, base_nodes = hooks.where.get()
         graph = journal.graph(self.start_node)
         node: BaseNode | None = self.start_node
         resume = journal.resume_at(base)
@@ -369,7 +368,7 @@ class Flow(BaseNode[S]):
             curr._step_params(p)
             position, nodes = (*base, steps), (*base_nodes, graph.index[id(node)])
             journal.names[position] = node_name(curr)
-            token = _journal._where.set((position, nodes))
+            token = hooks.where.set((position, nodes))
             watch = events.current()
             try:
                 last_action = await (
@@ -385,7 +384,7 @@ class Flow(BaseNode[S]):
                 self._step_failed(stray, curr)
                 raise stray from exc
             finally:
-                _journal._where.reset(token)
+                hooks.where.reset(token)
             ticket = journal.step_done(position, nodes, curr, last_action, shared)
             if journal.sync:  # the step counts as finished once its record is on disk
                 await journal.until_committed(ticket)
@@ -401,7 +400,7 @@ class Flow(BaseNode[S]):
     async def _run_async(self, shared: Any) -> Any:
         if self._overrides_sync_hooks(Flow):
             # Its own walk knows nothing of a durable run: it is recorded as one step.
-            with _journal.detached():
+            with hooks.detached():
                 return self._run(shared)
         p = self.prep(shared)
         o = await self._orch_async(shared)
@@ -449,15 +448,11 @@ class Flow(BaseNode[S]):
 
         Paste it into a Markdown ```` ```mermaid ```` block; see docs/pictures.md.
         """
-        from ._graph import to_mermaid
-
-        return to_mermaid(self)
+        return hooks.to_mermaid(self)
 
     def to_dot(self) -> str:
         """This flow's graph as Graphviz DOT text, for ``dot -Tpng -o flow.png``."""
-        from ._graph import to_dot
-
-        return to_dot(self)
+        return hooks.to_dot(self)
 
     def to_ir(self, *, nodes: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """This flow as a workflow document (docs/ir.md): ``from_ir(doc, nodes=...)`` runs as it.
@@ -466,9 +461,7 @@ class Flow(BaseNode[S]):
         document cannot hold (``items=`` or ``merge=`` as functions, a ``limiter=``, an
         executor) is refused with a :class:`~flowfn.FlowError` naming the node.
         """
-        from ._ir import to_ir
-
-        return to_ir(self, nodes=nodes)
+        return hooks.to_ir(self, nodes=nodes)
 
 
 def _successor(flow: Flow, curr: BaseNode, action: Any, own_next: bool) -> BaseNode | None:
@@ -620,7 +613,7 @@ class BatchFlow(Flow[S]):
 
     async def _run_async(self, shared: Any) -> Any:
         if self._overrides_sync_hooks(BatchFlow):
-            with _journal.detached():
+            with hooks.detached():
                 return self._run(shared)
         pr = self.prep(shared) or []
         await self._orch_each(shared, pr)

@@ -1,5 +1,5 @@
 """Ready-made observers for ``run(on_event=...)``: logging and a run summary (progress bars
-are in :mod:`flowfn._progress`)."""
+are in :mod:`flowfn._observe.progress`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from ._events import Event
+from .._engine.events import Event
 
 __all__ = ["LogObserver", "NodeStats", "RunSummary"]
 

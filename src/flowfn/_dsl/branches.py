@@ -33,10 +33,10 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from types import EllipsisType
 from typing import Any, Literal
 
-from . import _journal
-from ._errors import FlowError, add_note, node_name
-from ._nodes import BaseNode
-from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
+from .._engine import hooks
+from .._engine.errors import FlowError, add_note, node_name
+from .._engine.nodes import BaseNode
+from .._engine.pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, map_ordered
 
 __all__ = ["Parallel"]
 
@@ -132,7 +132,7 @@ class Parallel(BaseNode):
         if self.merge is None:
             actions = await branches
         else:  # a branch's work is in its copy, which a durable run does not keep: all rerun
-            with _journal.detached(keep_key=True):
+            with hooks.detached(keep_key=True):
                 actions = await branches
         if self.merge is not None:  # a failed branch (errors="collect") changes nothing
             done = [s for s, a in zip(stores, actions, strict=True) if not isinstance(a, Exception)]

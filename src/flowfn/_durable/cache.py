@@ -22,17 +22,28 @@ import types
 import weakref
 from collections.abc import Callable
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ._errors import FlowError, node_name
-
-if TYPE_CHECKING:
-    from ._journal import Journal
+from .._engine.errors import FlowError, node_name
 
 __all__ = ["Cache", "cached_call", "caching"]
 
+
+class RunStore(Protocol):
+    """What the cache and ``flowfn.ask`` need of the durable run (its journal implements it),
+    so that they depend on this, not on the journal."""
+
+    answers: dict[str, Any]  # to the questions of flowfn.ask(), by id
+
+    def cache_get(self, key: str, now: float) -> Any: ...
+
+    def cache_put(self, key: str, value: Any, expires: float | None) -> None: ...
+
+    def step_name(self, position: tuple[int, ...]) -> str: ...
+
+
 #: The durable run whose store caches results (items of batch flows keep it too).
-caching: ContextVar[Journal | None] = ContextVar("flowfn_caching", default=None)
+caching: ContextVar[RunStore | None] = ContextVar("flowfn_caching", default=None)
 _MISSING = object()
 
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import importlib
 import itertools
 import sys
@@ -44,15 +43,14 @@ from typing import Any
 import anyio
 from anyio.lowlevel import checkpoint
 
-from ._errors import FlowError, node_name
+from .._engine.backend import waker as _waker
+from .._engine.errors import FlowError, node_name
 
 __all__ = [
     "Batcher",
     "ExecutorWorkers",
     "RemoteTraceback",
     "RemoteWorkers",
-    "call_exec",
-    "check_chunk_timeout",
     "remote_workers",
     "run_chunk",
 ]
@@ -60,30 +58,6 @@ __all__ = [
 # A call withdrawn from its chunk before the chunk left: the worker skips it.
 _WITHDRAWN = None
 _nonces = itertools.count()
-
-
-def _waker() -> Callable[[Callable[[], object]], None]:
-    """A function that any thread may call to run a callback on this event loop's thread."""
-    if "trio" in sys.modules:
-        import trio
-
-        if trio.lowlevel.in_trio_run():
-            token = trio.lowlevel.current_trio_token()
-
-            def run_soon(callback: Callable[[], object]) -> None:
-                with contextlib.suppress(trio.RunFinishedError):  # nobody waits any more
-                    token.run_sync_soon(callback)
-
-            return run_soon
-    import asyncio
-
-    loop = asyncio.get_running_loop()
-
-    def call_soon(callback: Callable[[], object]) -> None:
-        if not loop.is_closed():
-            loop.call_soon_threadsafe(callback)
-
-    return call_soon
 
 
 class RemoteTraceback(Exception):
@@ -168,7 +142,7 @@ class _Unsendable:
 
 def _resolve(target: Any) -> Callable[..., Any]:
     if isinstance(target, tuple):  # a reference (module, qualname, file): see function_ref
-        from ._binding import resolve_ref
+        from .._engine.binding import resolve_ref
 
         return resolve_ref(target)
     return target  # type: ignore[no-any-return]
@@ -219,6 +193,10 @@ class RemoteWorkers:
         """The exception to raise for a chunk that failed as a whole."""
         return exc
 
+    def calls(self, fn: Callable[..., Any] | None, node: object, *, target: Any = None) -> Batcher:
+        """The calls of ``fn`` (or of ``target``) for one run of ``node``, in chunks."""
+        return Batcher(self, fn, node, target=target)
+
     def check_function(self, fn: Callable[..., Any], owner: str) -> Any:
         """What to send for ``fn``: the function itself, or a reference to it. Raises a
         ``FlowError`` naming ``owner`` if it cannot be sent."""
@@ -232,7 +210,7 @@ class RemoteWorkers:
 
     def _check_function(self, fn: Callable[..., Any], owner: str) -> Any:
         if not self.by_value:
-            from ._binding import function_ref
+            from .._engine.binding import function_ref
 
             return function_ref(fn)
         try:
@@ -322,16 +300,6 @@ class ExecutorWorkers(RemoteWorkers):
         return f"{type(self.executor).__name__}(...)"
 
 
-def check_chunk_timeout(remote: RemoteWorkers, timeout: float | None, owner: str) -> None:
-    """Refuse ``timeout=`` with chunks: an item's result arrives when its whole chunk ends."""
-    if timeout is not None and remote.chunksize > 1:
-        raise ValueError(
-            f"{owner}: timeout= bounds each attempt of an item, but with chunksize="
-            f"{remote.chunksize} an item's result only arrives when its whole chunk has run; "
-            f"use chunksize=1 with timeout=, or drop timeout="
-        )
-
-
 def remote_workers(workers: object, chunksize: object, name: str) -> RemoteWorkers | None:
     """The remote workers ``workers=`` names (None for "thread", "process", "inline")."""
     if chunksize is not None and (
@@ -378,11 +346,6 @@ def _current_loop() -> object:
         if trio.lowlevel.in_trio_run():
             return trio.lowlevel.current_trio_token()
     return asyncio.get_running_loop()
-
-
-def call_exec(node: Any, prep_res: Any) -> Any:
-    """Run on the worker: a class node's sync ``exec`` (see ``AsyncNode(workers=...)``)."""
-    return node.exec(prep_res)
 
 
 def _fresh(exc: BaseException) -> BaseException:

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-from ._errors import FlowError
+from .._engine.errors import FlowError
 
 if TYPE_CHECKING:
     import sqlite3

@@ -26,7 +26,7 @@ from typing import Any
 
 import anyio
 
-from ._errors import FlowError
+from .errors import FlowError
 
 try:  # the running task of each asyncio loop: asyncio.current_task() without its checks
     from asyncio.tasks import _current_tasks  # type: ignore[attr-defined]

@@ -23,16 +23,14 @@ import anyio
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from typing_extensions import TypeVar, Unpack
 
-from . import _events as events
-from . import _journal
-from ._backend import start_event_loop
-from ._errors import FlowError, asyncio_under_trio, node_name
-from ._limiter import Limiter, check_limiter, limited
-from ._local import fresh_local
-from ._pause import PauseRequest
-from ._pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, each, each_sync, map_ordered
-from ._remote import Batcher, RemoteWorkers, call_exec, check_chunk_timeout, remote_workers
-from ._retry import RateLimit, RetryOptions, check_policy, retry_delay
+from . import events, hooks
+from .backend import start_event_loop
+from .errors import FlowError, asyncio_under_trio, node_name
+from .hooks import PauseRequest, RemoteCalls, Workers, check_chunk_timeout
+from .limiter import Limiter, check_limiter, limited
+from .local import fresh_local
+from .pool import DEFAULT_LIMIT, Errors, check_errors, check_limit, each, each_sync, map_ordered
+from .retry import RateLimit, RetryOptions, check_policy, retry_delay
 
 __all__ = [
     "AsyncBatchNode",
@@ -44,13 +42,13 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._emit import FlowOutput
+    from .emit import FlowOutput
 
 _Successor = TypeVar("_Successor", bound="BaseNode | None")
 #: The type of the shared store a node or flow runs on (Any unless given: Flow[MyStore]).
 S = TypeVar("S", default=Any)
 _NO_KWARGS: dict[str, Any] = {}
-_batchers: weakref.WeakKeyDictionary[BaseNode, Batcher] = weakref.WeakKeyDictionary()
+_batchers: weakref.WeakKeyDictionary[BaseNode, RemoteCalls] = weakref.WeakKeyDictionary()
 _checkpoint = checkpoint  # run_async's own parameter is called checkpoint
 
 
@@ -146,7 +144,7 @@ class BaseNode(_Generic[S]):
         checkpoint: Any = None,
         run_id: str | None = None,
         answers: Mapping[str, Any] | None = None,
-        durability: _journal.Durability | None = None,
+        durability: hooks.Durability | None = None,
         share: bool = False,
     ) -> Any:
         """Run this node (a flow: the whole flow) and return its action.
@@ -192,7 +190,7 @@ class BaseNode(_Generic[S]):
                         who=node_name(self),
                     )
                 # A run started inside a step of a durable run is not part of that run.
-                with _journal.detached():
+                with hooks.detached():
                     if backend is None and not self._needs_loop():
                         return self._run(shared)
                     return start_event_loop(
@@ -208,17 +206,15 @@ class BaseNode(_Generic[S]):
         checkpoint: Any,
         run_id: str | None,
         answers: Mapping[str, Any] | None = None,
-        durability: _journal.Durability | None = None,
+        durability: hooks.Durability | None = None,
         share: bool = False,
     ) -> Any:
-        from ._journal import run_durable
-
         if checkpoint is None:
             raise TypeError(
                 f"{node_name(self)}: run_id=, answers=, durability= and share= are about a run "
                 f"in a checkpoint; pass checkpoint= too"
             )
-        return await run_durable(
+        return await hooks.run_durable(
             self,
             shared,
             checkpoint,
@@ -237,7 +233,7 @@ class BaseNode(_Generic[S]):
         checkpoint: Any = None,
         run_id: str | None = None,
         answers: Mapping[str, Any] | None = None,
-        durability: _journal.Durability | None = None,
+        durability: hooks.Durability | None = None,
         share: bool = False,
     ) -> Any:
         """Run this node (a flow: the whole flow) in the current event loop; see :meth:`run`."""
@@ -256,9 +252,9 @@ class BaseNode(_Generic[S]):
                     return await self._run_durable(
                         shared, checkpoint, run_id, answers, durability, share
                     )
-                if not _journal._active:
+                if not hooks.active:
                     return await self._run_async(shared)
-                with _journal.detached():
+                with hooks.detached():
                     return await self._run_async(shared)
         except (RuntimeError, TypeError) as exc:
             asyncio_under_trio(exc)
@@ -284,7 +280,7 @@ class BaseNode(_Generic[S]):
         normally waits for the flow to end. ``run_options`` go to :meth:`run_async`
         (``on_event=``, ``checkpoint=``, ...).
         """
-        from ._emit import stream_run
+        from .emit import stream_run
 
         return stream_run(self, shared, buffer, run_options)
 
@@ -389,15 +385,18 @@ def _refuse_async_phases(cls: type[BaseNode]) -> None:
             )
 
 
+def call_exec(node: Any, prep_res: Any) -> Any:
+    """Run on the worker: a class node's sync ``exec`` (see ``AsyncNode(workers=...)``)."""
+    return node.exec(prep_res)
+
+
 def _observers(
     on_event: events.Observer | Sequence[events.Observer] | None, progress: bool
 ) -> events.Observer | Sequence[events.Observer] | None:
     if not progress:
         return on_event
-    from ._progress import Progress
-
     given = () if on_event is None else on_event if isinstance(on_event, Sequence) else (on_event,)
-    return (*given, Progress())
+    return (*given, hooks.progress())
 
 
 class _ConditionalTransition:
@@ -433,7 +432,7 @@ class Node(BaseNode[S]):
     rate_limit: RateLimit | None = None
     #: Async nodes only: an Executor or RayWorkers on which ``exec`` runs (see AsyncNode).
     workers: Any = None
-    _remote: RemoteWorkers | None = None
+    _remote: Workers | None = None
     #: Async nodes only: a Limiter (or anyio CapacityLimiter) shared with other nodes.
     limiter: Limiter | anyio.CapacityLimiter | None = None
 
@@ -506,7 +505,7 @@ class Node(BaseNode[S]):
                 f"{owner}: a node class's workers= must be a concurrent.futures.Executor or "
                 f"flowfn.ray.RayWorkers(), got {workers!r} (the strings are for @node)"
             )
-        remote = remote_workers(workers, chunksize, owner)
+        remote = hooks.remote_workers(workers, chunksize, owner)
         assert remote is not None  # not a string, so remote workers (or an error)
         if cls.exec_async is not AsyncNode.exec_async:  # type: ignore[attr-defined]
             raise TypeError(
@@ -669,7 +668,7 @@ class AsyncNode(Node[S]):
         if batcher is None or not batcher.is_current():
             assert self._remote is not None
             self._remote.check_target(shipped, node_name(self))  # a clear error, at once
-            batcher = Batcher(self._remote, None, self, target=call_exec)
+            batcher = self._remote.calls(None, self, target=call_exec)
             with contextlib.suppress(TypeError):  # a node class that is not hashable
                 _batchers[self] = batcher
         return await batcher.call((shipped, prep_res), _NO_KWARGS)

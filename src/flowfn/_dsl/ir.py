@@ -23,18 +23,18 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
-from ._binding import is_async_callable
-from ._branches import Parallel
-from ._decorators import (
+from .._engine.binding import is_async_callable
+from .._engine.errors import FlowError, node_name
+from .._engine.flows import AsyncFlow, Flow
+from .._engine.nodes import BaseNode
+from .._engine.pool import DEFAULT_LIMIT
+from .branches import Parallel
+from .decorators import (
     FunctionBatchFlow,
     FunctionBatchNode,
     FunctionNode,
     FunctionParallelBatchNode,
 )
-from ._errors import FlowError, node_name
-from ._flows import AsyncFlow, Flow
-from ._nodes import BaseNode
-from ._pool import DEFAULT_LIMIT
 
 __all__ = ["IR_VERSION", "document_hash", "from_ir", "ir_schema", "to_ir"]
 

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 
-from ._errors import FlowError
+from .errors import FlowError, running_async_library
 
-__all__ = ["BACKENDS", "running_async_library", "start_event_loop"]
+__all__ = ["BACKENDS", "running_async_library", "start_event_loop", "waker"]
 
 T = TypeVar("T")
 BACKENDS = ("asyncio", "trio")
-
-
-def running_async_library() -> str | None:
-    """``"asyncio"`` or ``"trio"`` if this thread is inside that event loop, else ``None``."""
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    else:
-        return "asyncio"
-    # While another thread still imports trio, its module is there half made; this thread
-    # cannot be inside a trio run then.
-    in_trio_run = getattr(getattr(sys.modules.get("trio"), "lowlevel", None), "in_trio_run", None)
-    if in_trio_run is not None and in_trio_run():
-        return "trio"
-    return None
 
 
 def start_event_loop(
@@ -59,3 +42,27 @@ def start_event_loop(
                 f"{who}: backend='trio' needs trio; install it with `pip install 'flowfn[trio]'`."
             ) from None
     return anyio.run(fn, *args, backend=backend)
+
+
+def waker() -> Callable[[Callable[[], object]], None]:
+    """A function that any thread may call to run a callback on this event loop's thread."""
+    if "trio" in sys.modules:
+        import trio
+
+        if trio.lowlevel.in_trio_run():
+            token = trio.lowlevel.current_trio_token()
+
+            def run_soon(callback: Callable[[], object]) -> None:
+                with contextlib.suppress(trio.RunFinishedError):  # nobody waits any more
+                    token.run_sync_soon(callback)
+
+            return run_soon
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+
+    def call_soon(callback: Callable[[], object]) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(callback)
+
+    return call_soon

@@ -117,8 +117,6 @@ def asyncio_under_trio(exc: BaseException, *, on_trio: bool | None = None) -> bo
     if ASYNCIO_UNDER_TRIO in getattr(exc, "__notes__", ()):
         return True
     if on_trio is None:
-        from ._backend import running_async_library
-
         on_trio = running_async_library() == "trio"
     if not on_trio or not _from_asyncio(exc):
         return False
@@ -203,3 +201,21 @@ def _defined_at(node: object, depth: int = 0) -> tuple[str, int, dict[str, Any]]
     if filename is None or module is None or filename.startswith(package):
         return None  # flowfn's own class: no better place than the caller's
     return filename, line, vars(module)
+
+
+def running_async_library() -> str | None:
+    """``"asyncio"`` or ``"trio"`` if this thread is inside that event loop, else ``None``."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return "asyncio"
+    # While another thread still imports trio, its module is there half made; this thread
+    # cannot be inside a trio run then.
+    in_trio_run = getattr(getattr(sys.modules.get("trio"), "lowlevel", None), "in_trio_run", None)
+    if in_trio_run is not None and in_trio_run():
+        return "trio"
+    return None

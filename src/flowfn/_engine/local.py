@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any
 
-from ._errors import FlowError
+from .errors import FlowError
 
 __all__ = ["Scratch", "enter_local", "fresh_local", "leave_local", "local", "wrote_it"]
 

@@ -9,6 +9,7 @@ before a worker is free for it, so a million-item batch costs memory in proporti
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import (
@@ -16,6 +17,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Sequence,
@@ -29,11 +31,10 @@ import anyio.abc
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from . import _events as events
-from . import _journal
-from ._checkpoints import YIELD_EVERY, cancelled_flag, pacer, stray_cancellation
-from ._errors import FlowError, add_note, keep_others
-from ._pause import PauseRequest
+from . import events, hooks
+from .checkpoints import YIELD_EVERY, cancelled_flag, pacer, stray_cancellation
+from .errors import FlowError, add_note, keep_others
+from .hooks import PauseRequest
 
 if sys.version_info >= (3, 11):
     _GROUP: type[BaseException] = BaseExceptionGroup  # noqa: F821 - a builtin since 3.11
@@ -138,8 +139,8 @@ def each_sync(
     fn: Callable[[T], R], items: Iterable[T], *, where: str, node: object | None = None
 ) -> list[R]:
     """``[fn(item) for item in items]`` with a note naming the failing item, and events."""
-    if _journal._active and node is not None and (journal := _journal.current()) is not None:
-        return _journal.durable_sync(journal, node, fn, items, _each_sync_plain(where, node))
+    if hooks.active and node is not None and (run := hooks.current()) is not None:
+        return run.run_batch_sync(node, fn, items, _each_sync_plain(where, node))
     return _each_sync_plain(where, node)(fn, items)
 
 
@@ -181,12 +182,12 @@ async def each(
     """The async :func:`each_sync`: one item after another; async iterables are pulled
     one item at a time too (and closed if the batch stops early). Each item is a
     checkpoint: once the batch is cancelled, no further item starts."""
-    if _journal._active and node is not None and (journal := _journal.current()) is not None:
+    if hooks.active and node is not None and (run := hooks.current()) is not None:
 
         async def one_by_one(fn: Any, items: Any, *hooks: Any) -> list[Any]:
             return await _each(fn, items, where, node)
 
-        return await _journal.durable(journal, node, fn, items, one_by_one, reports=False)
+        return await run.run_batch(node, fn, items, one_by_one, reports=False)
     return await _each(fn, items, where, node)
 
 
@@ -272,7 +273,7 @@ async def map_ordered(
     flag of the pool's workers (a batch flow's walk then tests the flag its worker has).
     """
     limit, errors = check_limit(limit, where), check_errors(errors, where)
-    if _journal._active and node is not None and (journal := _journal.current()) is not None:
+    if hooks.active and node is not None and (run := hooks.current()) is not None:
 
         async def pool(
             fn: Any, items: Any, record: Any, paused: Any, track: Any, wrap: Any
@@ -283,7 +284,7 @@ async def map_ordered(
                 fn, items, limit, where, errors, node, record, paused, track, branches, per_worker
             )
 
-        return await _journal.durable(journal, node, fn, items, pool, reports=True)
+        return await run.run_batch(node, fn, items, pool, reports=True)
     return await _map_ordered(fn, items, limit, where, errors, node, branches=branches, walk=walk)
 
 
@@ -463,6 +464,14 @@ class _Pool:
                 f"items {stopped} of {self.where} were cancelled, but not by a cancel scope "
                 f"around the flow nor by a failing sibling (on Python 3.10, asyncio cannot tell "
                 f"such a cancellation from a real one); the batch has no result for them"
+            )
+        if self.running:  # asyncio: a task cancelled before its first step never runs guarded
+            items = "1 item" if self.running == 1 else f"{self.running} items"
+            raise FlowError(
+                f"{items} of {self.where} never started: the task of their worker was "
+                f"cancelled before it ran, but not by a cancel scope around the flow nor by a "
+                f"failing sibling (a task.cancel() from outside flowfn); the batch has no "
+                f"result for them"
             )
         if self.results is not None:
             del self.results[self.pulled :]  # the slots reserved beyond the last item
@@ -725,11 +734,85 @@ def _spawner(tg: anyio.abc.TaskGroup) -> Callable[..., object]:
     """How the pool starts a worker in ``tg``: on trio, in the trio nursery under anyio's
     group (5 us a task against 20 us through ``start_soon``, which wraps each task in a
     cancel scope and a TaskHandle of its own, that the pool never uses); the workers then
-    share the group's cancel status. Elsewhere, ``start_soon``."""
+    share the group's cancel status. On asyncio, see :func:`_asyncio_spawner`. Elsewhere,
+    ``start_soon``."""
     nursery = getattr(tg, "_nursery", None)
     if nursery is not None and type(nursery).__module__.startswith("trio"):
         return nursery.start_soon  # type: ignore[no-any-return]
-    return tg.start_soon
+    fast = _asyncio_spawner(tg)
+    return tg.start_soon if fast is None else fast
+
+
+def _asyncio_spawner(tg: anyio.abc.TaskGroup) -> Callable[..., object] | None:
+    """On asyncio, a worker started in ``tg`` as anyio before 4.14 started every task: an
+    asyncio task in the group's cancel scope, with the group's bookkeeping, and no cancel
+    scope nor TaskHandle of its own (the pool keeps no handle, and a worker ends only by
+    returning or by a cancellation of the group: ``guarded`` catches the rest). What anyio
+    4.14 added per task cost 40% of a 5k sub-flow batch (benchmarks/: 17.3 against 10.6
+    us a sub-flow), as every resumption of a worker went through its scope.
+
+    Relies on the group's internals as anyio 4.9-4.16 lay them out (checked here, and by
+    tests/test_pool_workers.py on the installed anyio); None (``start_soon``) if they differ,
+    or if the loop has a task factory of its own."""
+    import asyncio
+
+    backend = sys.modules.get("anyio._backends._asyncio")
+    group: Any = tg
+    scope: Any = getattr(group, "cancel_scope", None)
+    if (
+        backend is None
+        or type(tg) is not getattr(backend, "TaskGroup", None)
+        or not hasattr(backend, "_task_states")
+        or not hasattr(backend, "TaskState")
+        or not all(hasattr(group, a) for a in ("_tasks", "_exceptions", "_on_completed_fut"))
+        or not all(hasattr(scope, a) for a in ("_tasks", "_host_task", "_effectively_cancelled"))
+    ):
+        return None
+    loop = asyncio.get_running_loop()
+    if loop.get_task_factory() is not None:
+        return None
+    states, task_state, tasks, scope_tasks = (
+        backend._task_states,
+        backend.TaskState,
+        group._tasks,
+        scope._tasks,
+    )
+    create, parent_id = loop.create_task, id(scope._host_task)
+
+    def done(task: asyncio.Task[Any]) -> None:
+        # anyio's own task_done, for a task with no start status and no handle. The task
+        # leaves the scope it ended in: the group's, unless an item left a scope of its
+        # own open, which start_soon's scope per task reports (it cannot exit) and so
+        # does this, as a failure of the worker.
+        innermost = states.pop(task).cancel_scope
+        innermost._tasks.discard(task)
+        tasks.remove(task)
+        if group._on_completed_fut is not None and not tasks:
+            with contextlib.suppress(asyncio.InvalidStateError):
+                group._on_completed_fut.set_result(None)
+        if not task.cancelled():
+            exc = task.exception()
+            if exc is None and innermost is not scope:
+                exc = RuntimeError(
+                    "an item of a parallel batch entered a cancel scope and never exited "
+                    "it (the worker ended inside it): exit every scope an item enters, "
+                    "in the task that entered it (a `with` block does)"
+                )
+            if exc is None:
+                return
+            if not isinstance(exc, asyncio.CancelledError):
+                group._exceptions.append(exc)
+        if not scope._effectively_cancelled:
+            scope.cancel()
+
+    def spawn(fn: Callable[..., Coroutine[Any, Any, Any]], *args: Any) -> None:
+        task = create(fn(*args))
+        states[task] = task_state(parent_id, scope)
+        scope_tasks.add(task)
+        tasks.add(task)
+        task.add_done_callback(done)
+
+    return spawn
 
 
 def _most_urgent(failure: list[BaseException]) -> BaseException:

@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from ._errors import FlowError, keep_others, node_name
+from .errors import FlowError, keep_others, node_name
 
 if sys.version_info >= (3, 11):
     _GROUP: type[BaseException] = BaseExceptionGroup  # noqa: F821 - a builtin since 3.11

@@ -31,8 +31,8 @@ from typing import Any
 import anyio
 from anyio.lowlevel import RunVar
 
-from ._errors import FlowError
-from ._remote import _waker
+from .._engine.backend import waker as _waker
+from .._engine.errors import FlowError
 
 __all__ = ["run_in_process"]
 

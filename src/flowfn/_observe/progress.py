@@ -17,8 +17,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TextIO
 
-from ._errors import FlowError
-from ._events import Event
+from .._engine.errors import FlowError
+from .._engine.events import Event
 
 __all__ = ["EchoHandler", "LinesAboveBars", "Progress", "echo"]
 
@@ -117,16 +117,19 @@ class Progress:
 
     def write(self, text: str) -> None:
         """Print ``text`` (a line) above the bars being drawn, and draw them again."""
-        display = self._display
-        if display is not None:
-            display.print(text)  # under rich's own lock
-            return
         if self.renderer == "tqdm" and self.bars:
             from tqdm import tqdm  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
             tqdm.write(text, file=self.stream)  # under tqdm's own lock, never flowfn's
             return
         with _lock:
+            display = self._display
+            if display is not None:
+                # Under flowfn's lock too: a bar that finishes meanwhile (printed, then taken
+                # out of the live area) must not interleave with this print, or rich's live
+                # area loses track of its height and a finished bar's row is erased.
+                display.print(text)
+                return
             if self.tty and self.bars:
                 self.stream.write("\r\033[K")  # clear the bar's line, then put it back below
             self.stream.write(text + "\n")

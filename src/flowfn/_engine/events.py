@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any, Literal, NamedTuple
 
-from ._errors import node_name
+from .errors import node_name
 
 __all__ = [
     "ALL_KINDS",

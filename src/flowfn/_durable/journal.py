@@ -54,29 +54,24 @@ from collections.abc import (
     Sized,
 )
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 
-from . import _events as events
-from . import _local
-from ._cache import caching
-from ._errors import FlowError, add_note, node_name
-from ._pause import Paused, PauseRequest, PauseRun, Question
-from ._store import CheckpointStore, Record, Saved, load_saved
+from .._engine import events, hooks
+from .._engine import local as _local
+from .._engine.errors import FlowError, add_note, node_name
+from .._engine.hooks import Durability
+from .._engine.hooks import where as _where
+from .cache import caching
+from .pause import Paused, PauseRequest, PauseRun, Question
+from .store import CheckpointStore, Record, Saved, load_saved
 
 __all__ = ["Durability", "Journal", "current", "item_key", "run_durable"]
 
-#: When a finished step or item counts as recorded (``run(durability=...)``).
-Durability = Literal["async", "sync"]
-
-# Durable runs in progress, process-wide: the engine's one-integer fast check.
-_active = 0
+# Durable runs in progress, process-wide, are counted in hooks.active: the engine's
+# one-integer fast check.
 _journal: ContextVar[Journal | None] = ContextVar("flowfn_journal", default=None)
-# Where the code runs: (step counters, node indices) of the walks around it.
-_where: ContextVar[tuple[tuple[int, ...], tuple[int, ...]]] = ContextVar(
-    "flowfn_where", default=((), ())
-)
 # The batch item whose code runs, for item_key(): a cell [batch, index] (a pool worker keeps
 # one, and moves its index from item to item).
 _item: ContextVar[list[Any] | None] = ContextVar("flowfn_durable_item", default=None)
@@ -89,7 +84,7 @@ def detached(keep_key: bool = False) -> Iterator[None]:
     """The code inside is not part of the durable run around it (a run started in a step).
     ``keep_key``: it is still part of the step around it, redone whole, and
     :func:`item_key` there gives that step's key (the branches of ``Parallel(merge=...)``)."""
-    if not _active:
+    if not hooks.active:
         yield
         return
     base = _current_key() if keep_key else None
@@ -107,7 +102,7 @@ def detached(keep_key: bool = False) -> Iterator[None]:
 def current() -> Journal | None:
     """The journal of the durable run this code is part of (None outside one, and inside
     batch items, which are redone whole)."""
-    return _journal.get() if _active else None
+    return _journal.get() if hooks.active else None
 
 
 class _Graph:
@@ -427,7 +422,7 @@ class Journal:
 
     def cache_get(self, key: str, now: float) -> Any:
         """The result kept under ``key`` (this run's first, then the store's), or missing."""
-        from ._cache import _MISSING
+        from .cache import _MISSING
 
         kept = self._cached.get(key)
         if kept is not None and (kept[0] is None or kept[0] > now):
@@ -488,6 +483,28 @@ class Journal:
             raise writer.failed()
 
     # -- batches ---------------------------------------------------------------------------
+
+    async def run_batch(
+        self,
+        node: Any,
+        fn: Callable[[Any], Awaitable[Any]],
+        items: Iterable[Any] | AsyncIterable[Any],
+        runner: Callable[..., Awaitable[list[Any]]],
+        *,
+        reports: bool,
+    ) -> list[Any]:
+        """The engine's hook for a batch (``hooks.RunHooks``): :func:`durable`."""
+        return await durable(self, node, fn, items, runner, reports=reports)
+
+    def run_batch_sync(
+        self,
+        node: Any,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        runner: Callable[[Any, Any], list[Any]],
+    ) -> list[Any]:
+        """The engine's hook for a sync batch: :func:`durable_sync`."""
+        return durable_sync(self, node, fn, items, runner)
 
     def batch(self, node: Any, items: Any) -> _Batch:
         """The record of the batch starting here. Fresh: its start is recorded (the store
@@ -974,7 +991,7 @@ def _current_key() -> str | None:
         batch, index = cell
         run_id, position, node = batch.journal.run_id, batch.position, node_name(batch.node)
         return f"{run_id}/{'.'.join(map(str, position))}/{node}/{index}"
-    journal = _journal.get() if _active else None
+    journal = _journal.get() if hooks.active else None
     if journal is None:
         return _key_base.get()
     position, _ = _where.get()
@@ -1180,14 +1197,13 @@ async def run_durable(
     ``share``: its parallel batches are shared with helpers (a Postgres checkpoint).
 
     Returns what the flow returns, or :class:`Paused` if a step asked for input."""
-    global _active
-    from ._flows import Flow
+    from .._engine.flows import Flow
 
     store = _store(checkpoint, root)
     run_id = _checked(root, shared, run_id, durability)
     sharing = None
     if share:
-        from .persistence._sharing import Sharing
+        from ..persistence._sharing import Sharing
 
         sharing = Sharing.of(store, root, run_id)
     flow = root if isinstance(root, Flow) else Flow(root)
@@ -1219,14 +1235,14 @@ async def run_durable(
         journal = _begin_journal(store, run_id, saved, shared, root, durability, answers)
         journal.sharing = sharing
         token, cache_token = _journal.set(journal), caching.set(journal)
-        _active += 1
+        hooks.active += 1
         try:
             if sharing is None:
                 result = await flow._run_async(shared)
             else:
                 result = await sharing.run(flow._run_async, shared)
         finally:
-            _active -= 1
+            hooks.active -= 1
             _journal.reset(token)
             caching.reset(cache_token)
         # A plain flow ends with its last step, whose record holds the final store: only a
@@ -1291,8 +1307,8 @@ def _begin_journal(
     answers: Mapping[str, Any] | None,
 ) -> Journal:
     """The run's journal, with what a resumed run brings back: into= owners, answers."""
-    from ._flows import Flow
-    from ._remote import _waker
+    from .._engine.backend import waker as _waker
+    from .._engine.flows import Flow
 
     flow = root if isinstance(root, Flow) else Flow(root)
     journal = Journal(store, run_id, saved, shared, root=flow, durability=durability, wake=_waker())
@@ -1333,10 +1349,10 @@ async def _end(
 def _store(checkpoint: Any, root: Any) -> CheckpointStore:
     """The store ``checkpoint=`` names: a ``postgresql://`` (or ``postgres://``) URL, a file
     path (an SQLite file), or a store object."""
-    from ._store import SQLiteStore
+    from .store import SQLiteStore
 
     if isinstance(checkpoint, str) and checkpoint.startswith(("postgresql://", "postgres://")):
-        from .persistence.postgres import PostgresStore
+        from ..persistence.postgres import PostgresStore
 
         return PostgresStore(checkpoint)
     if isinstance(checkpoint, (str, os.PathLike)):
@@ -1359,7 +1375,7 @@ def backend_name() -> str:
 
 
 def _plain_flows() -> tuple[type, ...]:
-    from ._flows import AsyncFlow, Flow
+    from .._engine.flows import AsyncFlow, Flow
 
     return (Flow, AsyncFlow)
 
