@@ -26,12 +26,7 @@ ENGINE = "flowfn._engine"
 #: store protocol from ``_durable``; ``_durable`` loads it for a ``postgresql://`` URL).
 WING_OF_PACKAGE = {"persistence": "_durable"}
 #: Import circles between modules that remain, each inside one wing, with the reason.
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"flowfn._durable.journal", "flowfn.persistence._sharing"}): (
-        "a run with share=True hands its parallel batches to the sharing module (imported "
-        "then: it needs psycopg), which records their items in the run's journal"
-    ),
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 
 def modules() -> dict[str, Path]:

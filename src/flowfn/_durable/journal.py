@@ -278,6 +278,12 @@ class _Writer:
         self.thread.join()
 
 
+#: ``share_batches(store, root, run_id)``: how a run with ``share=True`` shares its parallel
+#: batches with helpers (``flowfn.persistence._sharing.Sharing``, which builds on the journal:
+#: plugged by ``flowfn._durable.work`` so that the journal does not import it back).
+share_batches: Callable[[CheckpointStore, Any, str], Any] | None = None
+
+
 class Journal:
     """One durable run, as the walk and the batches see it (event loop thread only)."""
 
@@ -1203,9 +1209,9 @@ async def run_durable(
     run_id = _checked(root, shared, run_id, durability)
     sharing = None
     if share:
-        from ..persistence._sharing import Sharing
-
-        sharing = Sharing.of(store, root, run_id)
+        if share_batches is None:  # pragma: no cover - import flowfn plugs it
+            raise FlowError("share=True needs flowfn's durable wing: import flowfn first")
+        sharing = share_batches(store, root, run_id)
     flow = root if isinstance(root, Flow) else Flow(root)
     shape = shape_of(flow)
     try:

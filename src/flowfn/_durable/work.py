@@ -1,13 +1,25 @@
 """``flowfn.work``: a helper of a run shared through PostgreSQL (see persistence/_sharing.py).
 
 Here, not in ``flowfn.persistence``, so that ``import flowfn`` never needs psycopg: the
-sharing module is imported when a helper starts."""
+sharing module is imported when a helper starts, or a run with ``share=True`` begins (this
+module plugs that into the journal, which the sharing module builds on)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import journal
+
 __all__ = ["work", "work_async"]
+
+
+def _share_batches(store: Any, root: Any, run_id: str) -> Any:
+    from ..persistence._sharing import Sharing
+
+    return Sharing.of(store, root, run_id)
+
+
+journal.share_batches = _share_batches
 
 
 def work(checkpoint: Any, run_id: str, flow: Any, **options: Any) -> int:
