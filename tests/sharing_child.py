@@ -5,7 +5,8 @@
     python sharing_child.py single PATH RUN_ID BACKEND  # the same run in one process (SQLite)
 
 Configured by the environment (the same in every process): SHARING_ITEMS, SHARING_LIMIT,
-SHARING_RATE (per_second), SHARING_SLEEP (seconds per item), SHARING_LOG (a folder). Each item
+SHARING_RATE (per_second), SHARING_SLEEP (seconds per item), SHARING_LOG (a folder),
+SHARING_LIMITER (a named limiter's "concurrency,per_second"). Each item
 appends ``s INDEX TIME`` when it starts and ``e INDEX TIME`` when it ends to the file
 ``PID.log`` in SHARING_LOG (one write each: a SIGKILL loses no line). While a file named
 ``hold`` exists in that folder, items wait (checking every 20 ms) before they end, unless
@@ -34,6 +35,18 @@ RATE = float(os.environ.get("SHARING_RATE", "2000"))
 SLEEP = float(os.environ.get("SHARING_SLEEP", "0.001"))
 BLOCK = float(os.environ.get("SHARING_BLOCK", "0"))  # seconds an item blocks its process
 LOG = Path(os.environ.get("SHARING_LOG", "."))
+# "CONCURRENCY,PER_SECOND" (either may be empty): the items share flowfn.Limiter(name="api").
+_LIMITER = os.environ.get("SHARING_LIMITER", "")
+_concurrency, _, _per_second = _LIMITER.partition(",")
+API = (
+    flowfn.Limiter(
+        int(_concurrency) if _concurrency else None,
+        per_second=float(_per_second) if _per_second else None,
+        name="api",
+    )
+    if _LIMITER
+    else None
+)
 _log = None
 
 
@@ -49,7 +62,7 @@ def start(shared: dict[str, Any]) -> None:
     shared["xs"] = list(range(ITEMS))
 
 
-@parallel_batch(items="xs", into="ys", limit=LIMIT, per_second=RATE)
+@parallel_batch(items="xs", into="ys", limit=LIMIT, per_second=RATE, limiter=API)
 async def triple(x: int) -> int:
     log("s", x)
     if BLOCK:  # this process claims little while it is blocked, and never holds items

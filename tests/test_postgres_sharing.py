@@ -191,6 +191,45 @@ def test_four_processes_share_a_batch_under_one_limit_and_rate_while_helpers_are
     assert status == [("done",)]
 
 
+@backends
+def test_a_named_limiter_holds_across_the_run_and_its_helpers(
+    postgres_url: str, tmp_path: Path, backend: str
+) -> None:
+    """``limiter=flowfn.Limiter(4, per_second=40, name="api")``: at most 4 attempts at once
+    and 40 starts a second (after a burst of 4) in all three processes together, though
+    the batch's own limit (40) would let ten times as many run."""
+    items, concurrency, per_second = 120, 4, 40.0
+    log_folder = tmp_path / "log"
+    log_folder.mkdir()
+    env = {
+        "SHARING_ITEMS": str(items),
+        "SHARING_LIMIT": "40",
+        "SHARING_RATE": "1e6",
+        "SHARING_SLEEP": "0.03",
+        "SHARING_LIMITER": f"{concurrency},{per_second:g}",
+        "SHARING_LOG": str(log_folder),
+    }
+    helpers = [spawn("help", postgres_url, backend, env) for _ in "ab"]
+    run = spawn("run", postgres_url, backend, env)
+    try:
+        code, output = ended(run)
+        assert code == 0, output
+        for helper in helpers:
+            assert ended(helper)[0] == 0
+    finally:
+        for process in (run, *helpers):
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+    assert json.loads(output)["total"] == sum(3 * x + 1 for x in range(items))
+    log = events(log_folder)
+    assert len(log) >= 2  # helpers took items too: the limit held across processes
+    assert most_in_flight(log, {}) <= concurrency
+    burst, lag = max(1.0, per_second / 10), 0.05
+    assert most_starts_in(log, 1.0) <= per_second * (1.0 + lag) + burst
+    assert query(postgres_url, "SELECT count(*) FROM {schema}.limiter_slots") == [(0,)]
+
+
 def claims_of(url: str, pid: int) -> int:
     rows = query(url, "SELECT count(*) FROM {schema}.work WHERE state = 1 AND owner LIKE %s",
                  f"%:{pid}:%")  # fmt: skip
@@ -365,7 +404,7 @@ async def test_share_needs_a_postgres_checkpoint(tmp_path: Path, anyio_backend: 
         await in_process.run_async({}, share=True)
 
 
-def test_a_format_1_schema_is_migrated_to_format_2(postgres_url: str) -> None:
+def test_a_format_1_schema_is_migrated_to_the_current_format(postgres_url: str) -> None:
     import psycopg
 
     from flowfn.persistence import postgres
@@ -386,10 +425,11 @@ def test_a_format_1_schema_is_migrated_to_format_2(postgres_url: str) -> None:
     assert query(postgres_url, "SELECT value FROM {schema}.meta WHERE key = 'format'") == [
         (str(postgres.SCHEMA_FORMAT),)
     ]
-    assert postgres.SCHEMA_FORMAT == 2
+    assert postgres.SCHEMA_FORMAT == 3
     assert query(postgres_url, "SELECT run_id, cancelled FROM {schema}.runs") == [("old", False)]
     assert query(postgres_url, "SELECT count(*) FROM {schema}.work") == [(0,)]
     assert query(postgres_url, "SELECT count(*) FROM {schema}.shared_batches") == [(0,)]
+    assert query(postgres_url, "SELECT count(*) FROM {schema}.limiter_slots") == [(0,)]
     store.close()
 
 
@@ -470,3 +510,87 @@ async def test_runs_cancel_refuses_a_run_started_without_share(
         release.set()
     assert not await anyio.to_thread.run_sync(cancel, postgres_url, "plain")  # it ended
     assert not await anyio.to_thread.run_sync(cancel, postgres_url, "no such run")
+
+
+def test_runs_resume_shares_a_run_that_was_shared(postgres_url: str, tmp_path: Path) -> None:
+    """`flowfn runs resume` resumes a run started with --share as it started: shared, so the
+    helpers take their part of the rest. (Resumed without sharing, the batch the killed
+    process published is gone: a helper takes nothing, as the second half checks.)"""
+    url = f"{postgres_url}&lease=2"
+    env = {**os.environ, "SHARING_ITEMS": "400", "SHARING_SLEEP": "0.05"}
+    env |= {"SHARING_LIMIT": "8", "SHARING_LOG": str(tmp_path)}
+    flowfn_cli = [sys.executable, "-m", "flowfn"]
+    first = subprocess.Popen(
+        [*flowfn_cli, "run", f"{CHILD}:flow", "--run-id", "run-1", "--share", "--checkpoint", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        wait_for("50 items ended", lambda: ends(tmp_path) >= 50, first)
+    finally:
+        first.kill()
+        first.communicate()
+    from flowfn.persistence import PostgresStore
+
+    store = PostgresStore(url)
+    assert [(run.run_id, run.share) for run in store.runs()] == [("run-1", True)]
+    store.close()
+    time.sleep(2.5)  # the killed run's lease expires
+    resumed = subprocess.Popen(
+        [*flowfn_cli, "runs", "resume", url, "run-1", "--trust"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    helper = None
+    try:
+        before = ends(tmp_path)
+        wait_for("the resumed run's items end", lambda: ends(tmp_path) >= before + 8, resumed)
+        helper = spawn("help", url, "asyncio", {**env, "SHARING_LOG": str(tmp_path)})
+        code, output = ended(resumed)
+        assert code == 0, output
+        helper_code, helper_output = ended(helper)
+        assert helper_code == 0, helper_output
+    finally:
+        for process in (resumed, helper):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert json.JSONDecoder().raw_decode(output)[0]["shared"]["total"] == sum(
+        3 * x + 1 for x in range(400)
+    )
+    assert started_in(tmp_path, helper.pid), helper_output  # it took items of the resumed run
+
+    # Resumed without share=True: what the killed process published is withdrawn at once,
+    # so a helper runs nothing that the run's own process runs too.
+    env |= {"SHARING_LOG": str(tmp_path / "unshared")}
+    (tmp_path / "unshared").mkdir()
+    first = subprocess.Popen(
+        [*flowfn_cli, "run", f"{CHILD}:flow", "--run-id", "run-2", "--share", "--checkpoint", url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        wait_for("50 items ended", lambda: ends(tmp_path / "unshared") >= 50, first)
+    finally:
+        first.kill()
+        first.communicate()
+    time.sleep(2.5)
+    unshared = subprocess.Popen(  # the same run, resumed without share=True
+        [sys.executable, str(CHILD), "single", url, "run-2", "asyncio"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    helper = None
+    try:
+        before = ends(tmp_path / "unshared")
+        wait_for("items end", lambda: ends(tmp_path / "unshared") >= before + 8, unshared)
+        helper = subprocess.Popen(
+            [sys.executable, str(CHILD), "help", url, "run-2", "asyncio"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )  # fmt: skip
+        code, output = ended(unshared)
+        assert code == 0, output
+        ended(helper)
+    finally:
+        for process in (unshared, helper):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.communicate()
+    assert json.JSONDecoder().raw_decode(output)[0]["total"] == sum(3 * x + 1 for x in range(400))
+    assert not started_in(tmp_path / "unshared", helper.pid)

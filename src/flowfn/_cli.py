@@ -748,6 +748,7 @@ def _runs_resume(args: argparse.Namespace) -> int:
             run_id=run.run_id,
             answers=answers,
             durability=cast("Durability | None", durability),
+            share=run.share,  # as it started: its helpers may be waiting
         )
     _print_result(action, shared, args.output)
     return 0

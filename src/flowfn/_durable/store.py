@@ -188,6 +188,8 @@ class RunInfo(NamedTuple):
     holder: str | None = None
     backend: str | None = None
     durability: str | None = None
+    #: Started with ``share=True``: its parallel batches are shared with helpers.
+    share: bool = False
 
 
 class BatchInfo(NamedTuple):
@@ -826,6 +828,7 @@ class SQLiteStore:
         return RunInfo(
             run_id, flow, status, created, updated, int(steps), int(items), error, target,
             kind, state, holder, meta.get("backend"), meta.get("durability"),
+            meta.get("share") == "yes",
         )  # fmt: skip
 
     def batches(self, run_id: str) -> list[BatchInfo]:

@@ -15,6 +15,11 @@ Global limits: a claim locks the batch's row, counts the live claims of every pr
 the server's clock (at most ``per_second=`` starts per second, a burst of a tenth of a
 second's worth). The node's own rate limit is not applied again in any process.
 
+A ``limiter=`` given a name (``flowfn.Limiter(8, per_second=5, name="openai")``) holds
+across every process on the schema, in every shared run: each attempt takes a slot row (a
+lease, renewed with the claims, so a dead process's slots expire) and a start from the
+limiter's token bucket.
+
 A helper killed mid-item leaves claims that expire after ``lease`` seconds; then any
 process takes the items. A helper stopped with Ctrl-C gives its claims back at once.
 ``flowfn runs cancel`` marks the run cancelled and notifies it: the run's process and
@@ -35,7 +40,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterator, Sized
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Sized
 from types import SimpleNamespace
 from typing import Any
 
@@ -44,6 +49,7 @@ import anyio
 from .._durable import journal as _journal
 from .._engine.errors import FlowError, add_note, node_name
 from .._engine.hooks import PauseRequest
+from .._engine.limiter import Limiter
 from .postgres import _NOW, PostgresStore
 
 try:
@@ -170,6 +176,15 @@ class _Shared:
         self.claims, self.records = _Conn(store), _Conn(store)
         self.handlers: dict[str, _OnNote] = {}
         self.listener: _Listener | None = None
+        self.limiters: dict[str, _GlobalLimiter] = {}
+
+    def limiter(self, limiter: Limiter) -> _GlobalLimiter:
+        """The named ``limiter``, held across processes (one per name in this process)."""
+        assert limiter.name is not None
+        found = self.limiters.get(limiter.name)
+        if found is None:
+            found = self.limiters[limiter.name] = _GlobalLimiter(limiter, self)
+        return found
 
     async def start(self) -> None:
         self.listener = _Listener(self.store, self.run_id, self._note)
@@ -195,6 +210,8 @@ class _Shared:
             self.listener.stop()
         self.claims.close()
         self.records.close()
+        for limiter in self.limiters.values():
+            limiter.close()
 
 
 # -- the statements -------------------------------------------------------------------------
@@ -441,6 +458,111 @@ def _renew(
         ),
         (store.lease, *key, owner),
     )
+    db.execute(
+        store._sql(f"UPDATE {{schema}}.limiter_slots SET expires = {_NOW} + %s WHERE owner = %s"),
+        (store.lease, owner),
+    )
+
+
+def _acquire(
+    store: PostgresStore,
+    db: psycopg.Connection[Any],
+    name: str,
+    owner: str,
+    concurrency: int | None,
+    per_second: float | None,
+) -> tuple[int | None, float]:
+    """One slot of the named limiter: (its id, 0), or (None, seconds to wait before trying
+    again). The limiter's row, locked until the transaction ends, orders the takers; slots
+    whose holder stopped renewing them are dropped first."""
+    burst = 1.0 if per_second is None else max(1.0, per_second / 10)
+    with db.transaction():
+        db.execute(
+            store._sql(
+                "INSERT INTO {schema}.limiters (name, tokens, refilled) "
+                f"VALUES (%s, %s, {_NOW}) ON CONFLICT DO NOTHING"
+            ),
+            (name, burst),
+        )
+        tokens, refilled, now = db.execute(
+            store._sql(
+                f"SELECT tokens, refilled, ({_NOW})::float8 FROM {{schema}}.limiters "
+                "WHERE name = %s FOR UPDATE"
+            ),
+            (name,),
+        ).fetchone() or (0.0, 0.0, 0.0)
+        db.execute(
+            store._sql("DELETE FROM {schema}.limiter_slots WHERE name = %s AND expires < %s"),
+            (name, now),
+        )
+        if concurrency is not None:
+            held = db.execute(
+                store._sql("SELECT count(*) FROM {schema}.limiter_slots WHERE name = %s"),
+                (name,),
+            ).fetchone()
+            if held is not None and held[0] >= concurrency:
+                return None, 0.0
+        if per_second is not None:
+            tokens = min(burst, tokens + (now - refilled) * per_second)
+            db.execute(
+                store._sql(
+                    "UPDATE {schema}.limiters SET tokens = %s, refilled = %s WHERE name = %s"
+                ),
+                (tokens - 1 if tokens >= 1 else tokens, now, name),
+            )
+            if tokens < 1:
+                return None, (1 - tokens) / per_second
+        slot = db.execute(
+            store._sql(
+                "INSERT INTO {schema}.limiter_slots (name, owner, expires) "
+                f"VALUES (%s, %s, {_NOW} + %s) RETURNING id"
+            ),
+            (name, owner, store.lease),
+        ).fetchone()
+    return (int(slot[0]) if slot else 0), 0.0
+
+
+def _release(store: PostgresStore, db: psycopg.Connection[Any], slot: int) -> None:
+    db.execute(store._sql("DELETE FROM {schema}.limiter_slots WHERE id = %s"), (slot,))
+
+
+class _GlobalLimiter(Limiter):
+    """A named :class:`~flowfn.Limiter` in a shared run: its ``concurrency`` and
+    ``per_second`` hold across every process on the schema (see :func:`_acquire`).
+
+    One task of this process asks the server at a time (the others wait their turn here),
+    so waiting attempts cost the server one query per process, not one per attempt; a
+    waiter for a free slot asks again after 20 ms, doubling up to 200 ms."""
+
+    __slots__ = ("_conn", "_owner", "_turn")
+
+    def __init__(self, limiter: Limiter, shared: _Shared) -> None:
+        super().__init__(limiter.concurrency, per_second=limiter.per_second, name=limiter.name)
+        self._conn, self._owner = _Conn(shared.store), shared.owner
+        self._turn: anyio.Lock | None = None
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._turn is None:
+            self._turn = anyio.Lock()
+        pause = 0.02
+        async with self._turn:
+            while True:
+                slot, wait = await self._conn(
+                    _acquire, self.name, self._owner, self.concurrency, self.per_second
+                )
+                if slot is not None:
+                    break
+                await anyio.sleep(wait or pause)
+                pause = wait or min(0.2, pause * 2)
+        try:
+            yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._conn(_release, slot)
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def _fetch(
@@ -696,15 +818,19 @@ def check_flow(root: Any) -> None:
 _Runner = Callable[[Any], Awaitable[Any]]
 
 
-def item_runner(node: Any, params: dict[str, Any] | None) -> _Runner:
+def item_runner(node: Any, params: dict[str, Any] | None, shared: _Shared) -> _Runner:
     """What runs one item of ``node`` in any process: its retries, timeout, fallback and
-    ``limiter=``, without its own rate limit (the claims hold ``per_second`` globally)."""
+    ``limiter=`` (across processes if it has a name), without its own rate limit (the
+    claims hold ``per_second`` globally)."""
     from .._engine.nodes import AsyncNode
 
     step = copy.copy(node)
     if params is not None:
         step.params = dict(params)
     step.rate_limit = None
+    limiter = getattr(step, "limiter", None)
+    if isinstance(limiter, Limiter) and limiter.name:
+        step.limiter = shared.limiter(limiter)
     attempt = functools.partial(AsyncNode._exec, step)
     work = getattr(step, "_work", None)
     if work is None:  # a node class: its exec_async gets the item
@@ -808,7 +934,7 @@ class _RunBatch:
             self.have.add(index)
         if len(self.have) < len(self.jobs):
             shared = self.sharing.shared
-            runner = item_runner(self.node, None)
+            runner = item_runner(self.node, None, shared)
             cap = getattr(self.node, "limit", None) or DEFAULT_LIMIT
             server = _Server(shared, self.position, self._item(runner), _TAKEN, self._local, cap)
             shared.handlers[self.position] = functools.partial(self._note, server)
@@ -1011,7 +1137,7 @@ class _Helper:
         from .._engine.pool import DEFAULT_LIMIT
 
         loads = self.shared.store.serializer.loads
-        runner = item_runner(node, None if params is None else loads(params))
+        runner = item_runner(node, None if params is None else loads(params), self.shared)
         holder = SimpleNamespace(
             journal=SimpleNamespace(run_id=self.shared.run_id),
             position=tuple(json.loads(position)),

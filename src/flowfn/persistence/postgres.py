@@ -53,7 +53,7 @@ __all__ = ["SCHEMA_FORMAT", "PostgresStore"]
 
 #: The layout of the tables this flowfn writes in its schema; older layouts are brought up
 #: to it by the steps of ``_MIGRATIONS``, newer ones are refused.
-SCHEMA_FORMAT = 2
+SCHEMA_FORMAT = 3
 # Format 2: the tables of shared batches (flowfn.persistence._sharing): a row per shared
 # batch (its global limit, rate bucket and state), a row per item (claimed, recorded), and
 # the flag `flowfn runs cancel` sets. Run on a fresh schema, or as the migration from 1.
@@ -74,8 +74,20 @@ CREATE TABLE IF NOT EXISTS {schema}.work (
 CREATE INDEX IF NOT EXISTS work_claimed ON {schema}.work (run_id, position) WHERE state = 1;
 ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS cancelled BOOLEAN NOT NULL DEFAULT false;
 """
+# Format 3: named limiters shared by every process on the schema (``Limiter(name=...)`` in
+# a shared run): a row per limiter (its rate bucket) and a row per slot held (a lease).
+_FORMAT_3 = """
+CREATE TABLE IF NOT EXISTS {schema}.limiters (
+    name TEXT PRIMARY KEY, tokens DOUBLE PRECISION NOT NULL, refilled DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {schema}.limiter_slots (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name TEXT NOT NULL,
+    owner TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS limiter_slots_name ON {schema}.limiter_slots (name);
+"""
 #: {format: the statements that bring a schema of that format to the next one}.
-_MIGRATIONS: dict[int, str] = {1: _FORMAT_2}
+_MIGRATIONS: dict[int, str] = {1: _FORMAT_2, 2: _FORMAT_3}
 _NOW = "extract(epoch from clock_timestamp())"  # the server's clock: one for every machine
 _STATES = {
     "done": "finished",
@@ -373,7 +385,7 @@ class PostgresStore:
                 (str(SCHEMA_FORMAT),),
             ).fetchone()
             if fresh is not None:  # made in this format at once (an ALTER TABLE on every
-                db.execute(self._sql(_FORMAT_2))  # open would wait for every live run's locks)
+                db.execute(self._sql(_FORMAT_2 + _FORMAT_3))  # open waits for live runs' locks)
             found_format = self._format_of(db)
             while found_format is not None and found_format in _MIGRATIONS:
                 db.execute(self._sql(_MIGRATIONS[found_format]))
@@ -515,6 +527,14 @@ class PostgresStore:
                         ),
                         (holder, how, now, target, run_id),
                     )
+                    # What an earlier process of the run left for helpers goes: a run
+                    # resumed without share=True runs those items itself, and a shared one
+                    # publishes its batches again when they start.
+                    for table in ("work", "shared_batches"):
+                        db.execute(
+                            self._sql(f"DELETE FROM {{schema}}.{table} WHERE run_id = %s"),
+                            (run_id,),
+                        )
                 saved = None if new else self._saved(db, run_id, row)
         finally:
             db.close()
@@ -945,5 +965,5 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
     error = error[:-2] if error is not None and error.endswith(": ") else error
     return RunInfo(
         run_id, flow, status, created, updated, int(steps), int(items), error, target, kind,
-        state, holder, meta.get("backend"), meta.get("durability"),
+        state, holder, meta.get("backend"), meta.get("durability"), meta.get("share") == "yes",
     )  # fmt: skip
