@@ -33,7 +33,9 @@ class Limiter:
     across every node given this limiter (None: no bound of that kind).
 
     ``concurrency`` holds within one event loop (a run, or all the runs you await in one
-    loop); ``per_second`` holds across the whole process.
+    loop); ``per_second`` holds across the whole process. Given a ``name``, in a run shared
+    through PostgreSQL (``run(..., share=True)``), both hold across every process on the
+    checkpoint's schema together (see docs/durable.md, "Many processes, one batch").
     """
 
     __slots__ = ("__weakref__", "_rate", "concurrency", "name", "per_second")
