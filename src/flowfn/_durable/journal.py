@@ -1214,13 +1214,7 @@ async def run_durable(
         sharing = share_batches(store, root, run_id)
     flow = root if isinstance(root, Flow) else Flow(root)
     shape = shape_of(flow)
-    try:
-        initial = store.serializer.dumps(dict(shared))
-    except Exception as exc:
-        raise FlowError(
-            f"{node_name(root)}: the shared store you passed cannot be saved in the checkpoint "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
+    initial = _initial(store, root, shared)
     target = target or getattr(store, "target", None) or _target_of(root)
     meta = {"backend": backend_name(), "durability": durability}
     if sharing is not None:
@@ -1240,17 +1234,7 @@ async def run_durable(
                 return _finished(store, saved, shared)
         journal = _begin_journal(store, run_id, saved, shared, root, durability, answers)
         journal.sharing = sharing
-        token, cache_token = _journal.set(journal), caching.set(journal)
-        hooks.active += 1
-        try:
-            if sharing is None:
-                result = await flow._run_async(shared)
-            else:
-                result = await sharing.run(flow._run_async, shared)
-        finally:
-            hooks.active -= 1
-            _journal.reset(token)
-            caching.reset(cache_token)
+        result = await _walk_recorded(flow, journal, shared)
         # A plain flow ends with its last step, whose record holds the final store: only a
         # flow with a prep/post of its own may have changed it since.
         detail = _saveable_end(store, None if type(flow) in _plain_flows() else shared, result)
@@ -1279,6 +1263,31 @@ async def run_durable(
         raise
     finally:
         store.release(run_id)
+
+
+def _initial(store: CheckpointStore, root: Any, shared: Any) -> bytes:
+    """The shared store the run starts with, as the checkpoint saves it."""
+    try:
+        return store.serializer.dumps(dict(shared))
+    except Exception as exc:
+        raise FlowError(
+            f"{node_name(root)}: the shared store you passed cannot be saved in the checkpoint "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+async def _walk_recorded(flow: Any, journal: Journal, shared: Any) -> Any:
+    """The flow's walk with ``journal`` installed (and its sharing, if it shares)."""
+    token, cache_token = _journal.set(journal), caching.set(journal)
+    hooks.active += 1
+    try:
+        if journal.sharing is None:
+            return await flow._run_async(shared)
+        return await journal.sharing.run(flow._run_async, shared)
+    finally:
+        hooks.active -= 1
+        _journal.reset(token)
+        caching.reset(cache_token)
 
 
 def _checked(root: Any, shared: Any, run_id: str | None, durability: Any) -> str:
