@@ -367,6 +367,38 @@ async def test_a_run_and_a_helper_in_one_event_loop_share_a_batch_that_collects_
     ]
 
 
+one_at_a_time = flowfn.Limiter(1, name="one-at-a-time")
+
+
+@parallel_batch(items="xs", into="ys", limit=8, limiter=one_at_a_time)
+async def fails_while_others_wait(x: int) -> int:
+    await anyio.sleep(0.05)
+    if x == 2:
+        raise ValueError("item 2 fails")
+    return x
+
+
+@node
+def make_few(shared: dict[str, Any]) -> None:
+    shared["xs"] = list(range(8))
+
+
+limited_flow = flowfn.Flow(make_few)
+make_few >> fails_while_others_wait
+
+
+@pytest.mark.anyio
+async def test_a_named_limiter_gives_every_slot_back_when_a_failure_cancels_the_waiters(
+    postgres_url: str, anyio_backend: str
+) -> None:
+    """Items waiting for the named limiter's one slot, and the one holding it, are
+    cancelled when item 2 fails: no slot stays taken (it would be renewed, and so held, for
+    as long as the process lives), so the run resumed takes the slot again at once."""
+    with pytest.raises(ValueError, match="item 2 fails"):
+        await limited_flow.run_async({}, checkpoint=postgres_url, run_id="l", share=True)
+    assert query(postgres_url, "SELECT count(*) FROM {schema}.limiter_slots") == [(0,)]
+
+
 @parallel_batch(items="xs", into="ys")
 async def writes_shared(x: int, shared: dict[str, Any]) -> int:
     shared[str(x)] = x

@@ -545,21 +545,24 @@ class _GlobalLimiter(Limiter):
     async def slot(self) -> AsyncIterator[None]:
         if self._turn is None:
             self._turn = anyio.Lock()
-        pause = 0.02
-        async with self._turn:
-            while True:
-                slot, wait = await self._conn(
-                    _acquire, self.name, self._owner, self.concurrency, self.per_second
-                )
-                if slot is not None:
-                    break
-                await anyio.sleep(wait or pause)
-                pause = wait or min(0.2, pause * 2)
+        pause, slot = 0.02, None
         try:
+            async with self._turn:
+                while slot is None:
+                    # Shielded: a slot taken by a query a cancellation interrupted would
+                    # stay held (and renewed) for as long as this process lives.
+                    with anyio.CancelScope(shield=True):
+                        slot, wait = await self._conn(
+                            _acquire, self.name, self._owner, self.concurrency, self.per_second
+                        )
+                    if slot is None:
+                        await anyio.sleep(wait or pause)
+                        pause = wait or min(0.2, pause * 2)
             yield
         finally:
-            with anyio.CancelScope(shield=True):
-                await self._conn(_release, slot)
+            if slot is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._conn(_release, slot)
 
     def close(self) -> None:
         self._conn.close()
