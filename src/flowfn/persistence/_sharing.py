@@ -83,13 +83,19 @@ class _Conn:
         self.store = store
         self.db: psycopg.Connection[Any] | None = None
         self.lock = threading.Lock()
+        #: Checks, in the statements' transaction, that this process may still write them.
+        self.guard: Callable[[psycopg.Connection[Any]], None] | None = None
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         with self.lock:
             if self.db is None or self.db.closed:
                 self.db = self.store._connect()
             try:
-                return fn(self.store, self.db, *args)
+                if self.guard is None:
+                    return fn(self.store, self.db, *args)
+                with self.db.transaction():
+                    self.guard(self.db)
+                    return fn(self.store, self.db, *args)
             except psycopg.OperationalError as exc:
                 self.db.close()  # broken: the next call opens another one
                 raise self.store._failed("written", exc) from None
@@ -198,6 +204,27 @@ class _Shared:
 
 
 # -- the statements -------------------------------------------------------------------------
+
+
+def _holding(store: PostgresStore, run_id: str, db: psycopg.Connection[Any]) -> None:
+    """The run's process writes the run's batches only while it holds the run's lease: a
+    process that was frozen or cut off and lost it to another must not take, record or close
+    the items of the batch the new holder published. The lease row stays locked (FOR SHARE)
+    until the statements' transaction ends, so no process takes the run over meanwhile."""
+    lease = store._leases.get(run_id)
+    held = (
+        lease is not None
+        and not lease.lost
+        and db.execute(
+            store._sql("SELECT 1 FROM {schema}.leases WHERE run_id = %s AND token = %s FOR SHARE"),
+            (run_id, lease.token),
+        ).fetchone()
+        is not None
+    )
+    if not held:
+        if lease is not None:
+            lease.lost = True
+        raise store._lost(run_id)
 
 
 def _notify(store: PostgresStore, db: psycopg.Connection[Any], channel: str, payload: str) -> None:
@@ -724,6 +751,8 @@ class Sharing:
     def __init__(self, store: PostgresStore, run_id: str) -> None:
         self.store, self.run_id = store, run_id
         self.shared = _Shared(store, run_id)
+        guard = functools.partial(_holding, store, run_id)
+        self.shared.claims.guard = self.shared.records.guard = guard
         self.scope: anyio.CancelScope | None = None
         self.cancelled = False
 
