@@ -70,3 +70,48 @@ def test_a_run_taken_over_while_its_first_process_lives_ends_with_every_result(
     assert first_code != 0
     assert "lost its lease" in first_output, first_output
     assert sorted(recorded_indices(url)) == list(range(items))
+
+
+def test_a_record_of_a_thousand_items_of_a_big_batch_fits_in_its_notifications(
+    postgres_url: str,
+) -> None:
+    """A notification holds at most 8000 bytes: 1000 six-digit indices (items past the
+    100000th, recorded together, as a helper does with `limit=1000` items that wait) did
+    not fit, and the record failed with "payload string too long"."""
+    from flowfn.persistence import _sharing
+    from flowfn.persistence.postgres import PostgresStore
+
+    store = PostgresStore(postgres_url)
+    run_id, position = "run-1", "[1]"
+    shared = _sharing._Shared(store, run_id)
+    first = 100_000
+    items = [(index, store.serializer.dumps(index)) for index in range(first, first + 1000)]
+    row = (run_id, position, "triple", "[1]", first + 1000, None, None, None, None, None)
+    heard: list[int] = []
+    listener = store._connect()
+    try:
+        listener.execute(f"LISTEN {_sharing._channel(store.schema)}")
+        shared.records.call(_sharing._publish, row, items, shared.payload("opened", position))
+        claimed, _, _ = shared.claims.call(
+            _sharing._claim, run_id, position, shared.owner, 1000, False
+        )
+        assert len(claimed) == 1000
+        rows = [(index, True, store.serializer.dumps(3 * index)) for index, _ in claimed]
+        accepted = shared.records.call(
+            _sharing._record,
+            (run_id, position),
+            shared.owner,
+            _sharing._RECORDED,
+            rows,
+            shared.payload("recorded", position),
+        )
+        assert accepted == set(range(first, first + 1000))
+        for note in listener.notifies(timeout=1.0, stop_after=None):
+            payload = json.loads(note.payload)
+            if payload[1] == "recorded":
+                heard.extend(payload[3])
+    finally:
+        listener.close()
+        shared.close()
+        store.close()
+    assert sorted(heard) == list(range(first, first + 1000))

@@ -450,8 +450,11 @@ def _record(
                 (len(indices), *key),
             )
         channel = _channel(store.schema)
-        for first in range(0, len(indices), 1000):  # a notification holds 8000 bytes
-            told = json.dumps([*json.loads(payload), indices[first : first + 1000]])
+        # A notification holds less than 8000 bytes: as many indices (10 digits, ", " at
+        # most) as fit beside the run's id and the batch's position (JSON: ASCII).
+        per = max(1, (7900 - len(payload)) // 12)
+        for first in range(0, len(indices), per):
+            told = json.dumps([*json.loads(payload), indices[first : first + per]])
             db.execute("SELECT pg_notify(%s, %s)", (channel, told))
         if not indices:
             db.execute("SELECT pg_notify(%s, %s)", (channel, payload))
