@@ -115,3 +115,38 @@ def test_a_record_of_a_thousand_items_of_a_big_batch_fits_in_its_notifications(
         shared.close()
         store.close()
     assert sorted(heard) == list(range(first, first + 1000))
+
+
+def listeners(url: str) -> list[int]:
+    """The sessions that LISTEN (their last statement: LISTEN, or a look at the run)."""
+    found = "query LIKE 'LISTEN %%flowfn_%%' OR query LIKE 'SELECT cancelled FROM%%'"
+    return [int(pid) for (pid,) in query(url, f"SELECT pid FROM pg_stat_activity WHERE {found}")]
+
+
+@backends
+def test_a_cancel_sent_while_the_runs_listener_reconnects_still_stops_the_run(
+    postgres_url: str, tmp_path: Path, backend: str
+) -> None:
+    """The run's LISTEN connection is cut (a server restart, a proxy timing out an idle
+    session) and `flowfn runs cancel` comes while it reconnects: its notification is heard
+    by nobody. The run must still stop (it finds the flag when it listens again)."""
+    from flowfn.persistence import cancel
+
+    env = {"SHARING_ITEMS": "20", "SHARING_LIMIT": "20", "SHARING_LOG": str(tmp_path)}
+    (tmp_path / "hold").touch()
+    run = spawn("run", postgres_url, backend, env)
+    try:
+        wait_for("items started", lambda: any(events(tmp_path).values()), run)
+        wait_for("the run listens", lambda: bool(listeners(postgres_url)), run)
+        for pid in listeners(postgres_url):  # waits until that session ended
+            query(postgres_url, "SELECT pg_terminate_backend(%s, 10000)", pid)
+        assert cancel(postgres_url, "run-1")
+        code, output = ended(run, 60)
+    finally:
+        (tmp_path / "hold").unlink()
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert code == 1, output
+    assert "was cancelled" in output
+    assert query(postgres_url, "SELECT status FROM {schema}.runs") == [("cancelled",)]

@@ -144,12 +144,21 @@ class _Listener:
                     db.execute(listen)
                     if self.ready.is_set():  # reconnected: what came meanwhile is unknown
                         self.wake(functools.partial(self.on_note, "again", "", None))
+                    if self._cancelled(db):  # a cancel before it listened was heard by none
+                        self.wake(functools.partial(self.on_note, "cancel", "", None))
                     self.ready.set()
                     while not self.stopping.is_set():
                         for note in db.notifies(timeout=0.2):
                             self._tell(note.payload)
             except psycopg.Error:
                 time.sleep(0.2)
+
+    def _cancelled(self, db: psycopg.Connection[Any]) -> bool:
+        row = db.execute(
+            self.store._sql("SELECT cancelled FROM {schema}.runs WHERE run_id = %s"),
+            (self.run_id,),
+        ).fetchone()
+        return row is not None and bool(row[0])
 
     def _tell(self, payload: str) -> None:
         with contextlib.suppress(ValueError, TypeError):
