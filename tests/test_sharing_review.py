@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 import signal
 import time
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from test_postgres_sharing import (
     ended,
@@ -18,6 +21,9 @@ from test_postgres_sharing import (
     spawn,
     wait_for,
 )
+
+import flowfn
+from flowfn import node, parallel_batch
 
 backends = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
@@ -150,3 +156,53 @@ def test_a_cancel_sent_while_the_runs_listener_reconnects_still_stops_the_run(
     assert code == 1, output
     assert "was cancelled" in output
     assert query(postgres_url, "SELECT status FROM {schema}.runs") == [("cancelled",)]
+
+
+@parallel_batch(items="xs", into="ys", limit=4)
+async def double(x: int) -> int:
+    await anyio.sleep(0.001)
+    return 2 * x
+
+
+@node
+def some_items(shared: dict[str, Any]) -> None:
+    shared["xs"] = list(range(30))
+
+
+odd = flowfn.Flow(some_items)
+some_items >> double
+
+
+def drop_schema(url: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url.split("?")[0], autocommit=True) as db:
+        db.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.mark.anyio
+async def test_a_schema_and_run_id_with_quotes_and_spaces_are_shared(
+    postgres_url: str, anyio_backend: str
+) -> None:
+    """Names are the user's: a schema `we"ird schéma` and a run id with quotes, spaces and
+    accents work as any other (the schema's check quoted it as is: invalid name syntax)."""
+    schema = f'we"ird schéma {anyio_backend}'
+    url = postgres_url.split("?")[0] + "?schema=" + urllib.parse.quote(schema)
+    run_id = f'it\'s a "run" ünï {anyio_backend}'
+    shared: dict[str, Any] = {}
+    helped: list[int] = []
+
+    async def helper() -> None:
+        helped.append(await flowfn.work_async(url, run_id, odd))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(helper)
+            await anyio.sleep(0.2)
+            await odd.run_async(shared, checkpoint=url, run_id=run_id, share=True)
+    finally:
+        drop_schema(postgres_url, schema)
+    assert shared["ys"] == [2 * x for x in range(30)]
+    assert helped
+    assert 0 <= helped[0] <= 30
