@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 import urllib.parse
 from pathlib import Path
@@ -23,7 +25,7 @@ from test_postgres_sharing import (
 )
 
 import flowfn
-from flowfn import node, parallel_batch
+from flowfn import FlowError, node, parallel_batch
 
 backends = pytest.mark.parametrize("backend", ["asyncio", "trio"])
 
@@ -206,3 +208,32 @@ async def test_a_schema_and_run_id_with_quotes_and_spaces_are_shared(
     assert shared["ys"] == [2 * x for x in range(30)]
     assert helped
     assert 0 <= helped[0] <= 30
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_helper_with_another_flow_is_refused_clearly_before_it_runs_anything(
+    postgres_url: str, tmp_path: Path, backend: str
+) -> None:
+    """A helper started with changed code (another flow than the run's) stops at once with a
+    FlowError saying so, raised as itself (not in an exception group), having run nothing;
+    on the command line, a one-line error."""
+    env = {"SHARING_ITEMS": "20", "SHARING_LIMIT": "20", "SHARING_LOG": str(tmp_path)}
+    (tmp_path / "hold").touch()
+    run = spawn("run", postgres_url, backend, env)
+    try:
+        wait_for("items started", lambda: any(events(tmp_path).values()), run)
+        with pytest.raises(FlowError, match="made by a flow of another shape"):
+            flowfn.work(postgres_url, "run-1", odd, backend=backend)
+        command = subprocess.run(
+            [sys.executable, "-m", "flowfn", "runs", "work", postgres_url, "run-1",
+             "--target", f"{__file__}:odd", "--backend", backend],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        (tmp_path / "hold").unlink()
+        code, output = ended(run, 60)
+    assert command.returncode != 0
+    assert "made by a flow of another shape" in command.stderr
+    assert "Traceback" not in command.stderr, command.stderr
+    assert code == 0, output
+    assert set(events(tmp_path)) == {run.pid}  # no item ran anywhere else

@@ -992,23 +992,31 @@ class _Helper:
     async def serve(self) -> int:
         self.shared.handlers["helper"] = self._note
         async with anyio.create_task_group() as tg:
-            while not self.ended:
-                self.poked = anyio.Event()
-                state = await self.shared.claims(_run_state, self.shared.run_id)
-                if self._over(state):
-                    break
-                for position, nodes, name, params in state[-1]:
-                    if position not in self.serving:
-                        scope = anyio.CancelScope()
-                        self.serving[position] = (scope, None)
-                        node = self._node(json.loads(nodes), name)
-                        tg.start_soon(self._serve, scope, position, node, params)
-                with anyio.move_on_after(self.shared.store.lease / 3):
-                    await self.poked.wait()
+            try:
+                await self._watch(tg)
+            except Exception as exc:  # a flow refused, the database gone: raised as itself
+                if self.error is None:
+                    self.error = exc
             tg.cancel_scope.cancel()
         if self.error is not None:  # raised as itself, not in an exception group
             raise self.error
         return self.ran
+
+    async def _watch(self, tg: Any) -> None:
+        """Serve each batch of the run as it opens, until the run ends."""
+        while not self.ended:
+            self.poked = anyio.Event()
+            state = await self.shared.claims(_run_state, self.shared.run_id)
+            if self._over(state):
+                break
+            for position, nodes, name, params in state[-1]:
+                if position not in self.serving:
+                    scope = anyio.CancelScope()
+                    self.serving[position] = (scope, None)
+                    node = self._node(json.loads(nodes), name)
+                    tg.start_soon(self._serve, scope, position, node, params)
+            with anyio.move_on_after(self.shared.store.lease / 3):
+                await self.poked.wait()
 
     def _over(self, state: tuple[Any, ...]) -> bool:
         """Whether the run has ended (or is not live any more); checks the flow first."""
