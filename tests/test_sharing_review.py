@@ -1,6 +1,8 @@
 """Adversarial cases of shared batches on PostgreSQL (issue 23, part 2): a run taken over by
 another process while its first process still lives, notification payloads near Postgres's
-8000-byte limit, odd run ids. Real Postgres, real child processes (tests/sharing_child.py)."""
+8000-byte limit, a cancel sent while the run's LISTEN connection is cut, a schema and a run
+id with quotes and spaces, a helper with another flow. Real Postgres, real child processes
+(tests/sharing_child.py) where a process's fate is the point."""
 
 from __future__ import annotations
 
@@ -210,7 +212,7 @@ async def test_a_schema_and_run_id_with_quotes_and_spaces_are_shared(
     assert 0 <= helped[0] <= 30
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@backends
 def test_a_helper_with_another_flow_is_refused_clearly_before_it_runs_anything(
     postgres_url: str, tmp_path: Path, backend: str
 ) -> None:
