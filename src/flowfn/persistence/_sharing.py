@@ -89,13 +89,19 @@ class _Conn:
         self.store = store
         self.db: psycopg.Connection[Any] | None = None
         self.lock = threading.Lock()
+        #: Checks, in the statements' transaction, that this process may still write them.
+        self.guard: Callable[[psycopg.Connection[Any]], None] | None = None
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         with self.lock:
             if self.db is None or self.db.closed:
                 self.db = self.store._connect()
             try:
-                return fn(self.store, self.db, *args)
+                if self.guard is None:
+                    return fn(self.store, self.db, *args)
+                with self.db.transaction():
+                    self.guard(self.db)
+                    return fn(self.store, self.db, *args)
             except psycopg.OperationalError as exc:
                 self.db.close()  # broken: the next call opens another one
                 raise self.store._failed("written", exc) from None
@@ -144,12 +150,21 @@ class _Listener:
                     db.execute(listen)
                     if self.ready.is_set():  # reconnected: what came meanwhile is unknown
                         self.wake(functools.partial(self.on_note, "again", "", None))
+                    if self._cancelled(db):  # a cancel before it listened was heard by none
+                        self.wake(functools.partial(self.on_note, "cancel", "", None))
                     self.ready.set()
                     while not self.stopping.is_set():
                         for note in db.notifies(timeout=0.2):
                             self._tell(note.payload)
             except psycopg.Error:
                 time.sleep(0.2)
+
+    def _cancelled(self, db: psycopg.Connection[Any]) -> bool:
+        row = db.execute(
+            self.store._sql("SELECT cancelled FROM {schema}.runs WHERE run_id = %s"),
+            (self.run_id,),
+        ).fetchone()
+        return row is not None and bool(row[0])
 
     def _tell(self, payload: str) -> None:
         with contextlib.suppress(ValueError, TypeError):
@@ -215,6 +230,27 @@ class _Shared:
 
 
 # -- the statements -------------------------------------------------------------------------
+
+
+def _holding(store: PostgresStore, run_id: str, db: psycopg.Connection[Any]) -> None:
+    """The run's process writes the run's batches only while it holds the run's lease: a
+    process that was frozen or cut off and lost it to another must not take, record or close
+    the items of the batch the new holder published. The lease row stays locked (FOR SHARE)
+    until the statements' transaction ends, so no process takes the run over meanwhile."""
+    lease = store._leases.get(run_id)
+    held = (
+        lease is not None
+        and not lease.lost
+        and db.execute(
+            store._sql("SELECT 1 FROM {schema}.leases WHERE run_id = %s AND token = %s FOR SHARE"),
+            (run_id, lease.token),
+        ).fetchone()
+        is not None
+    )
+    if not held:
+        if lease is not None:
+            lease.lost = True
+        raise store._lost(run_id)
 
 
 def _notify(store: PostgresStore, db: psycopg.Connection[Any], channel: str, payload: str) -> None:
@@ -440,8 +476,11 @@ def _record(
                 (len(indices), *key),
             )
         channel = _channel(store.schema)
-        for first in range(0, len(indices), 1000):  # a notification holds 8000 bytes
-            told = json.dumps([*json.loads(payload), indices[first : first + 1000]])
+        # A notification holds less than 8000 bytes: as many indices (10 digits, ", " at
+        # most) as fit beside the run's id and the batch's position (JSON: ASCII).
+        per = max(1, (7900 - len(payload)) // 12)
+        for first in range(0, len(indices), per):
+            told = json.dumps([*json.loads(payload), indices[first : first + per]])
             db.execute("SELECT pg_notify(%s, %s)", (channel, told))
         if not indices:
             db.execute("SELECT pg_notify(%s, %s)", (channel, payload))
@@ -853,6 +892,8 @@ class Sharing:
     def __init__(self, store: PostgresStore, run_id: str) -> None:
         self.store, self.run_id = store, run_id
         self.shared = _Shared(store, run_id)
+        guard = functools.partial(_holding, store, run_id)
+        self.shared.claims.guard = self.shared.records.guard = guard
         self.scope: anyio.CancelScope | None = None
         self.cancelled = False
 
@@ -1080,23 +1121,31 @@ class _Helper:
     async def serve(self) -> int:
         self.shared.handlers["helper"] = self._note
         async with anyio.create_task_group() as tg:
-            while not self.ended:
-                self.poked = anyio.Event()
-                state = await self.shared.claims(_run_state, self.shared.run_id)
-                if self._over(state):
-                    break
-                for position, nodes, name, params in state[-1]:
-                    if position not in self.serving:
-                        scope = anyio.CancelScope()
-                        self.serving[position] = (scope, None)
-                        node = self._node(json.loads(nodes), name)
-                        tg.start_soon(self._serve, scope, position, node, params)
-                with anyio.move_on_after(self.shared.store.lease / 3):
-                    await self.poked.wait()
+            try:
+                await self._watch(tg)
+            except Exception as exc:  # a flow refused, the database gone: raised as itself
+                if self.error is None:
+                    self.error = exc
             tg.cancel_scope.cancel()
         if self.error is not None:  # raised as itself, not in an exception group
             raise self.error
         return self.ran
+
+    async def _watch(self, tg: Any) -> None:
+        """Serve each batch of the run as it opens, until the run ends."""
+        while not self.ended:
+            self.poked = anyio.Event()
+            state = await self.shared.claims(_run_state, self.shared.run_id)
+            if self._over(state):
+                break
+            for position, nodes, name, params in state[-1]:
+                if position not in self.serving:
+                    scope = anyio.CancelScope()
+                    self.serving[position] = (scope, None)
+                    node = self._node(json.loads(nodes), name)
+                    tg.start_soon(self._serve, scope, position, node, params)
+            with anyio.move_on_after(self.shared.store.lease / 3):
+                await self.poked.wait()
 
     def _over(self, state: tuple[Any, ...]) -> bool:
         """Whether the run has ended (or is not live any more); checks the flow first."""

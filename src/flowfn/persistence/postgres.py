@@ -358,9 +358,8 @@ class PostgresStore:
     def _prepare(self, db: psycopg.Connection[Any]) -> None:
         """The schema and its tables, created if need be, brought to ``SCHEMA_FORMAT``."""
         with self._errors("read"):
-            found = db.execute(
-                "SELECT to_regclass(%s) IS NOT NULL", (f'"{self.schema}".meta',)
-            ).fetchone()
+            quoted = '"' + self.schema.replace('"', '""') + '"'  # the name as the user gave it
+            found = db.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{quoted}.meta",)).fetchone()
             exists = bool(found and found[0])
         if self.read_only:
             if not exists:
