@@ -626,3 +626,48 @@ def test_runs_resume_shares_a_run_that_was_shared(postgres_url: str, tmp_path: P
                 process.communicate()
     assert json.JSONDecoder().raw_decode(output)[0]["total"] == sum(3 * x + 1 for x in range(400))
     assert not started_in(tmp_path / "unshared", helper.pid)
+
+
+def test_an_item_whose_processes_keep_dying_fails_instead_of_killing_them_all(
+    postgres_url: str,
+) -> None:
+    """An item whose claim expired three times (each process that ran it died: it may be
+    what kills them) is recorded as failed, with a FlowError that says so, and leaves the
+    batch's live count; an item claimed as often but given back (Ctrl-C) is not."""
+    from flowfn.persistence import _sharing
+    from flowfn.persistence.postgres import PostgresStore
+
+    store = PostgresStore(f"{postgres_url}&lease=1")
+    run_id, position = "run-1", "[1]"
+    shared = _sharing._Shared(store, run_id)
+    items = [(index, store.serializer.dumps(index)) for index in range(2)]
+    row = (run_id, position, "triple", "[1]", 2, None, None, None, None, None)
+    try:
+        shared.records.call(_sharing._publish, row, items, shared.payload("opened", position))
+        for death in range(_sharing.MOST_DEATHS):
+            claimed, _, _ = shared.claims.call(
+                _sharing._claim, run_id, position, shared.owner, 1, True
+            )
+            assert [index for index, _ in claimed] == [0], death
+            query(postgres_url, "UPDATE {schema}.work SET expires = 0 WHERE idx = 0 RETURNING idx")
+        other = _sharing._Shared(store, run_id)  # another process: item 1, given back often
+        for _ in range(_sharing.MOST_DEATHS + 1):
+            claimed, _, _ = other.claims.call(
+                _sharing._claim, run_id, position, other.owner, 1, False
+            )
+            assert [index for index, _ in claimed] == [1]
+            other.give_back(position)
+        other.close()
+        claimed, _, _ = shared.claims.call(_sharing._claim, run_id, position, shared.owner, 2, True)
+        assert [index for index, _ in claimed] == [1]  # item 0 is not handed out again
+        ((state, ok, blob),) = query(
+            postgres_url, "SELECT state, ok, result FROM {schema}.work WHERE idx = 0"
+        )
+        assert (state, ok) == (_sharing._RECORDED, False)
+        failure = _sharing._loaded(store.serializer.loads, bytes(blob), False)
+        assert isinstance(failure, FlowError)
+        assert "died (its claim expired) 3 times" in str(failure)
+        assert query(postgres_url, "SELECT live FROM {schema}.shared_batches") == [(1,)]
+    finally:
+        shared.close()
+        store.close()

@@ -270,7 +270,8 @@ def _give_back(
         db.execute(
             store._sql(
                 "WITH back AS (UPDATE {schema}.work SET state = 0, owner = NULL, "
-                "expires = NULL WHERE run_id = %s AND owner = %s AND state = 1 "
+                "expires = NULL, tries = tries - 1 WHERE run_id = %s AND owner = %s "
+                "AND state = 1 "
                 "AND (%s::text IS NULL OR position = %s::text) RETURNING position, idx) "
                 "UPDATE {schema}.shared_batches b SET live = b.live - c.n, "
                 "next_open = least(b.next_open, c.first) FROM (SELECT position, count(*) AS n, "
@@ -362,6 +363,8 @@ def _claim(
         if rate is not None:
             tokens = min(burst, tokens + (now - refilled) * rate)
             want = min(want, int(tokens))
+        if expired:
+            live -= _give_up_on_poison(store, db, key, now)
         claimed = _take_expired(store, db, key, owner, want, now) if expired and want > 0 else []
         fresh = want - len(claimed) if limit is None else min(want - len(claimed), limit - live)
         opened = _take_open(store, db, key, owner, fresh, now, next_open) if fresh > 0 else []
@@ -380,6 +383,43 @@ def _claim(
     if rate is not None and tokens < 1 and (limit is None or live < limit):
         return [], (1 - tokens) / rate, True
     return [], None, True
+
+
+#: An item whose claim expired this many times (the process running it died each time)
+#: fails instead of being claimed again: it may be what kills them.
+MOST_DEATHS = 3
+
+
+def _give_up_on_poison(
+    store: PostgresStore, db: psycopg.Connection[Any], key: tuple[str, str], now: float
+) -> int:
+    """Fail the items whose claim expired :data:`MOST_DEATHS` times (recorded as a helper's
+    failure: the run's process gets them as such); how many."""
+    text = (
+        f"the process running this item died (its claim expired) {MOST_DEATHS} times in a "
+        f"row; it is failed rather than handed to another process, which it might kill too"
+    )
+    blob = store.serializer.dumps({"error": f"FlowError: {text}", "helper": "none"})
+    dead = db.execute(
+        store._sql(
+            "UPDATE {schema}.work SET state = %s, ok = false, result = %s, expires = NULL "
+            "WHERE run_id = %s AND position = %s AND state = 1 AND expires < %s "
+            "AND tries >= %s RETURNING idx"
+        ),
+        (_RECORDED, blob, *key, now, MOST_DEATHS),
+    ).fetchall()
+    if not dead:
+        return 0
+    db.execute(
+        store._sql(
+            "UPDATE {schema}.shared_batches SET live = live - %s "
+            "WHERE run_id = %s AND position = %s"
+        ),
+        (len(dead), *key),
+    )
+    told = json.dumps([key[0], "recorded", key[1]])  # no indices: the run looks at them all
+    db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), told))
+    return len(dead)
 
 
 def _take_expired(
