@@ -202,3 +202,17 @@ def test_each_module_imports_alone() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_import_flowfn_leaves_the_heavy_modules_for_when_they_are_used() -> None:
+    """``import flowfn`` (and ``flowfn.compat``) brings no process pool, no database driver,
+    no pictures or IR tooling beyond what it needs: multiprocessing comes with the first
+    item sent to a process, psycopg with the first postgresql:// checkpoint."""
+    code = (
+        "import sys, flowfn, flowfn.compat; "
+        "print(sorted(m for m in ('multiprocessing', 'concurrent.futures.process', "
+        "'psycopg', 'sqlite3', 'tempfile') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
