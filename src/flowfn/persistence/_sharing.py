@@ -410,16 +410,23 @@ def _give_up_on_poison(
     ).fetchall()
     if not dead:
         return 0
+    _fewer_live(store, db, key, len(dead))
+    told = json.dumps([key[0], "recorded", key[1]])  # no indices: the run looks at them all
+    db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), told))
+    return len(dead)
+
+
+def _fewer_live(
+    store: PostgresStore, db: psycopg.Connection[Any], key: tuple[str, str], count: int
+) -> None:
+    """``count`` claims of the batch ended (recorded, or given up on): room for as many."""
     db.execute(
         store._sql(
             "UPDATE {schema}.shared_batches SET live = live - %s "
             "WHERE run_id = %s AND position = %s"
         ),
-        (len(dead), *key),
+        (count, *key),
     )
-    told = json.dumps([key[0], "recorded", key[1]])  # no indices: the run looks at them all
-    db.execute("SELECT pg_notify(%s, %s)", (_channel(store.schema), told))
-    return len(dead)
 
 
 def _take_expired(
@@ -508,13 +515,7 @@ def _record(
         ).fetchall()
         indices = [int(row[0]) for row in accepted]
         if indices:
-            db.execute(
-                store._sql(
-                    "UPDATE {schema}.shared_batches SET live = live - %s "
-                    "WHERE run_id = %s AND position = %s"
-                ),
-                (len(indices), *key),
-            )
+            _fewer_live(store, db, key, len(indices))
         channel = _channel(store.schema)
         # A notification holds less than 8000 bytes: as many indices (10 digits, ", " at
         # most) as fit beside the run's id and the batch's position (JSON: ASCII).
