@@ -192,6 +192,22 @@ class RunInfo(NamedTuple):
     share: bool = False
 
 
+def run_meta(run_id: str, how: str | None) -> tuple[str | None, str | None, bool]:
+    """(backend, durability, share) of a run's ``meta`` column (a JSON object; anything else
+    reads as empty); a ``TypeError`` naming the run if the backend or durability is not text."""
+    import json
+
+    try:
+        meta = json.loads(how) if how else {}
+    except ValueError:
+        meta = {}
+    meta = meta if isinstance(meta, dict) else {}
+    for key in ("backend", "durability"):
+        if not isinstance(meta.get(key), (str, type(None))):
+            raise TypeError(f"run {run_id!r}: its {key} is {_short(meta[key])}, not text")
+    return meta.get("backend"), meta.get("durability"), meta.get("share") == "yes"
+
+
 class BatchInfo(NamedTuple):
     """A batch of a run, as ``flowfn runs show`` shows it (``SQLiteStore.batches``).
 
@@ -803,7 +819,6 @@ class SQLiteStore:
     def _run_info(self, row: tuple[Any, ...]) -> RunInfo:
         """A row of :meth:`runs` as a RunInfo; a ``TypeError`` naming the run and the column
         if a value is not of its column's type (SQLite keeps any value in any column)."""
-        import json
 
         rowid, *values, steps, items = row
         for column, value in zip(_RUN_COLUMNS, values, strict=True):
@@ -814,21 +829,12 @@ class SQLiteStore:
                     f"{_short(value)}, not {' or '.join(kind.__name__ for kind in kinds)}"
                 )
         run_id, flow, status, created, updated, error, target, kind, how, holder = values
-        try:
-            meta = json.loads(how) if how else {}
-        except ValueError:
-            meta = {}
-        meta = meta if isinstance(meta, dict) else {}
-        for key in ("backend", "durability"):
-            if not isinstance(meta.get(key), (str, type(None))):
-                raise TypeError(f"run {run_id!r}: its {key} is {_short(meta[key])}, not text")
         live = self._is_live(run_id, rowid)
         state = "live" if live else _STATES.get(status, "crashed")
         error = error[:-2] if error is not None and error.endswith(": ") else error
         return RunInfo(
             run_id, flow, status, created, updated, int(steps), int(items), error, target,
-            kind, state, holder, meta.get("backend"), meta.get("durability"),
-            meta.get("share") == "yes",
+            kind, state, holder, *run_meta(run_id, how),
         )  # fmt: skip
 
     def batches(self, run_id: str) -> list[BatchInfo]:

@@ -38,6 +38,7 @@ from .._durable.store import (
     Serializer,
     batch_infos,
     delete_old_runs,
+    run_meta,
 )
 from .._engine.errors import FlowError
 
@@ -949,14 +950,6 @@ def _rows(
 def _run_info(row: Sequence[Any]) -> RunInfo:
     (run_id, flow, status, created, updated, error, target, kind, how, steps, items,
      host, pid, since, holder) = row  # fmt: skip
-    try:
-        meta = json.loads(how) if how else {}
-    except ValueError:
-        meta = {}
-    meta = meta if isinstance(meta, dict) else {}
-    for key in ("backend", "durability"):
-        if not isinstance(meta.get(key), (str, type(None))):
-            raise TypeError(f"run {run_id!r} records a {key} of type {type(meta[key]).__name__}")
     live = host is not None
     state = "live" if live else _STATES.get(status, "crashed")
     if live:  # else the process that started (or resumed) it last
@@ -964,5 +957,5 @@ def _run_info(row: Sequence[Any]) -> RunInfo:
     error = error[:-2] if error is not None and error.endswith(": ") else error
     return RunInfo(
         run_id, flow, status, created, updated, int(steps), int(items), error, target, kind,
-        state, holder, meta.get("backend"), meta.get("durability"), meta.get("share") == "yes",
+        state, holder, *run_meta(run_id, how),
     )  # fmt: skip
